@@ -1,0 +1,79 @@
+#include "model/parameters.h"
+
+#include <algorithm>
+
+#include "util/check.h"
+#include "util/rng.h"
+
+namespace finemoe {
+
+int64_t ParamSpec::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+template <typename T>
+ParamHandle ParameterStore<T>::add(ParamSpec spec) {
+  FINEMOE_CHECK(!allocated_, "parameter '" << spec.name << "' added after allocation");
+  for (const auto& s : specs_) FINEMOE_CHECK(s.name != spec.name, "duplicate parameter name " << spec.name);
+  FINEMOE_CHECK(spec.group == ParamGroup::replicated || !spec.shape.empty(),
+                "expert parameter " << spec.name << " needs a leading expert dimension");
+  specs_.push_back(std::move(spec));
+  return ParamHandle{static_cast<int>(specs_.size()) - 1};
+}
+
+template <typename T>
+void ParameterStore<T>::allocate(uint64_t seed) {
+  FINEMOE_CHECK(!allocated_, "parameters allocated twice");
+  int64_t sizes[2] = {0, 0};
+  offsets_.resize(specs_.size());
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const int g = static_cast<int>(specs_[i].group);
+    offsets_[i] = sizes[g];
+    sizes[g] += specs_[i].numel();
+  }
+  for (int g = 0; g < 2; ++g) {
+    values_[g].assign(sizes[g], T(0));
+    grads_[g].assign(sizes[g], T(0));
+  }
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const ParamSpec& s = specs_[i];
+    T* v = values_[static_cast<int>(s.group)].data() + offsets_[i];
+    const int64_t n = s.numel();
+    switch (s.init.kind) {
+      case ParamInit::Kind::zeros: std::fill(v, v + n, T(0)); break;
+      case ParamInit::Kind::ones: std::fill(v, v + n, T(1)); break;
+      case ParamInit::Kind::truncated_normal: {
+        const uint64_t key = hash_combine(seed, hash_string(s.name));
+        const int64_t base = s.group == ParamGroup::expert ? s.first_global_expert * s.numel_per_expert() : 0;
+        for (int64_t j = 0; j < n; ++j) v[j] = static_cast<T>(s.init.std * truncated_normal(key, base + j));
+        break;
+      }
+    }
+  }
+  allocated_ = true;
+}
+
+template <typename T>
+std::pair<int64_t, int64_t> ParameterStore<T>::block_range(ParamGroup g, int block) const {
+  int64_t begin = -1, end = -1;
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    if (specs_[i].group != g || specs_[i].block != block) continue;
+    if (begin < 0) begin = offsets_[i];
+    FINEMOE_CHECK(end < 0 || end == offsets_[i], "block " << block << " tensors are not contiguous");
+    end = offsets_[i] + specs_[i].numel();
+  }
+  if (begin < 0) return {0, 0};
+  return {begin, end};
+}
+
+template <typename T>
+void ParameterStore<T>::zero_grads() {
+  for (auto& g : grads_) std::fill(g.begin(), g.end(), T(0));
+}
+
+template class ParameterStore<float>;
+template class ParameterStore<double>;
+
+}  // namespace finemoe
