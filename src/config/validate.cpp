@@ -140,6 +140,9 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
   c.require(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0 (0 = off)");
   c.require(t.eval_interval >= 0, "train.eval_interval", t.eval_interval, "must be >= 0");
   c.positive("train.eval_sequences", t.eval_sequences);
+  c.require(t.eval_sequences % t.micro_batch_size() == 0, "train.eval_sequences", t.eval_sequences,
+            "must be a multiple of the micro-batch of " + std::to_string(t.micro_batch_size()) +
+                " sequences (evaluation runs in micro-batches)");
   c.require(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 = automatic)");
   c.one_of("train.resume", t.resume, {"no", "auto"});
 
@@ -161,8 +164,6 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
     c.require(t.micro_batch_size() % W == 0, "train.batch_size", t.batch_size,
               "the micro-batch of " + std::to_string(t.micro_batch_size()) +
                   " sequences must be divisible by the world size " + std::to_string(W));
-    c.require(t.eval_sequences % W == 0, "train.eval_sequences", t.eval_sequences,
-              "must be divisible by the world size " + std::to_string(W));
     if (moe.enabled) {
       const int local = t.micro_batch_size() / W;
       c.require(local % moe.group_size == 0 || moe.group_size % local == 0, "moe.group_size",

@@ -56,16 +56,17 @@ void ParameterStore<T>::allocate(uint64_t seed) {
 }
 
 template <typename T>
-std::pair<int64_t, int64_t> ParameterStore<T>::block_range(ParamGroup g, int block) const {
-  int64_t begin = -1, end = -1;
+std::vector<std::pair<int64_t, int64_t>> ParameterStore<T>::block_ranges(ParamGroup g, int block) const {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
   for (size_t i = 0; i < specs_.size(); ++i) {
     if (specs_[i].group != g || specs_[i].block != block) continue;
-    if (begin < 0) begin = offsets_[i];
-    FINEMOE_CHECK(end < 0 || end == offsets_[i], "block " << block << " tensors are not contiguous");
-    end = offsets_[i] + specs_[i].numel();
+    const int64_t begin = offsets_[i], end = offsets_[i] + specs_[i].numel();
+    if (!ranges.empty() && ranges.back().second == begin)
+      ranges.back().second = end;
+    else
+      ranges.emplace_back(begin, end);
   }
-  if (begin < 0) return {0, 0};
-  return {begin, end};
+  return ranges;
 }
 
 template <typename T>

@@ -58,8 +58,9 @@ class ParameterStore {
   std::vector<T>& grads(ParamGroup g) { return grads_[static_cast<int>(g)]; }
   const std::vector<T>& values(ParamGroup g) const { return values_[static_cast<int>(g)]; }
   const std::vector<T>& grads(ParamGroup g) const { return grads_[static_cast<int>(g)]; }
-  // [begin, end) of a block's tensors in a group's flat buffer (contiguous: added in order).
-  std::pair<int64_t, int64_t> block_range(ParamGroup g, int block) const;
+  // [begin, end) ranges of a block's tensors in a group's flat buffer, adjacent tensors merged
+  // (a block's tensors are one range when added in order; block -1 is the embedding and head).
+  std::vector<std::pair<int64_t, int64_t>> block_ranges(ParamGroup g, int block) const;
   void zero_grads();
 
  private:

@@ -1,0 +1,36 @@
+#pragma once
+// Gradient reduction for world = EP x DP. Every rank's gradients are already scaled by
+// 1 / (tokens in the global step), so the gradient of the global mean loss is a plain SUM:
+// replicated tensors summed over the world, an expert's tensors (which already hold the tokens
+// of its whole expert-parallel group) summed over its data-parallel group. (Averaging the latter
+// over DP would leave a factor EP.) A block's reduction starts as soon as its backward is done.
+#include <memory>
+#include <vector>
+
+#include "model/parameters.h"
+#include "parallel/process_grid.h"
+
+namespace finemoe {
+
+template <typename T>
+class GradientSync {
+ public:
+  GradientSync(ParameterStore<T>& store, ProcessGrid& grid, int n_blocks);
+
+  // Starts the non-blocking reduction of block `block`'s gradients (-1: tensors outside blocks).
+  void start_block(int block);
+  // Waits for every started reduction, then reduces whatever was not started.
+  void finish();
+  // Global L2 norm, each tensor counted once (replicated once, each expert once).
+  double global_norm() const;
+
+ private:
+  void start_ranges(ParamGroup g, int block, Communicator& comm);
+
+  ParameterStore<T>& store_;
+  ProcessGrid& grid_;
+  std::vector<std::pair<int, bool>> started_;  // (block, started) for blocks -1 .. n_blocks-1
+  std::vector<std::unique_ptr<PendingCollective>> pending_;
+};
+
+}  // namespace finemoe
