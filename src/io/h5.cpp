@@ -39,7 +39,14 @@ herr_t collect_attribute(hid_t, const char* name, const H5A_info_t*, void* out) 
   static_cast<std::vector<std::string>*>(out)->emplace_back(name);
   return 0;
 }
-herr_t collect_link(hid_t, const char* name, const H5L_info2_t*, void* out) {
+#if H5_VERSION_GE(1, 12, 0)
+using LinkInfo = H5L_info2_t;
+#define FINEMOE_H5LITERATE H5Literate2
+#else
+using LinkInfo = H5L_info_t;
+#define FINEMOE_H5LITERATE H5Literate
+#endif
+herr_t collect_link(hid_t, const char* name, const LinkInfo*, void* out) {
   static_cast<std::vector<std::string>*>(out)->emplace_back(name);
   return 0;
 }
@@ -123,6 +130,9 @@ void Series::append(const std::vector<int64_t>& values) {
   FINEMOE_CHECK(type_ == Type::int64, where_ << " holds floating-point values");
   append_raw(values.data(), values.size(), H5T_NATIVE_INT64);
 }
+
+void Series::append_one(int64_t value) { append(std::vector<int64_t>{value}); }
+void Series::append_one(double value) { append(std::vector<double>{value}); }
 
 void Series::append(const std::vector<double>& values) {
   FINEMOE_CHECK(type_ == Type::float64, where_ << " holds integers");
@@ -253,7 +263,7 @@ bool Node::has_child(const std::string& name) const {
 std::vector<std::string> Node::child_names() const {
   std::vector<std::string> names;
   hsize_t index = 0;
-  checked_status(H5Literate2(id(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_link, &names),
+  checked_status(FINEMOE_H5LITERATE(id(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_link, &names),
                  "list children", where_);
   return names;
 }

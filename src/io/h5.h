@@ -45,6 +45,8 @@ class Series {
   const std::vector<hsize_t>& inner_dims() const { return inner_; }
   void append(const std::vector<int64_t>& row_major_rows);
   void append(const std::vector<double>& row_major_rows);
+  void append_one(int64_t value);  // one row of a 1-D series
+  void append_one(double value);
   void resize(std::size_t rows);
   std::vector<int64_t> read_int64() const;
   std::vector<double> read_double() const;

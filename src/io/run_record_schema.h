@@ -30,29 +30,18 @@ inline constexpr const char* kConfigTextDataset = "config_text";
 inline constexpr const char* kRankHostsDataset = "rank_hosts";
 inline constexpr const char* kRankDevicesDataset = "rank_devices";
 
-// /model attributes.
+// /model: one attribute per ModelInfo field, named as the field (run_record.cpp pairs them).
 inline constexpr const char* kModelGroup = "model";
-inline constexpr const char* kModelIntAttrs[] = {"N_total", "N_active", "N_embedding", "N_router",
-                                                 "d_model", "n_blocks",  "n_heads",     "E",
-                                                 "G",       "n_experts", "d_expert",    "top_k",
-                                                 "vocab",   "context"};
-inline constexpr const char* kRoutingAttr = "routing";
-inline constexpr const char* kFlopsPerTokenAttr = "flops_per_token";
-inline constexpr const char* kFlopsPerTokenCountedAttr = "flops_per_token_counted";
 
-// /train: one row per log interval. Integer series first, then floating point.
+// /train: one extendible dataset per TrainRow field, named as the field, one row per log
+// interval; named per-phase times under /train/phase_times; expert token counts as a
+// (rows, n_blocks, n_experts) dataset.
 inline constexpr const char* kTrainGroup = "train";
-inline constexpr const char* kTrainIntSeries[] = {"step", "tokens", "alltoall_bytes"};
-inline constexpr const char* kTrainDoubleSeries[] = {
-    "loss",         "lr",          "grad_norm",       "aux_loss",          "step_time_s",
-    "tokens_per_s", "alltoall_time_s", "expert_gemm_time_s", "dropped_fraction"};
-inline constexpr const char* kPhaseTimesGroup = "phase_times";  // /train/phase_times/<name>
-inline constexpr const char* kExpertLoadDataset = "expert_load";  // (rows, n_blocks, n_experts)
+inline constexpr const char* kPhaseTimesGroup = "phase_times";
+inline constexpr const char* kExpertLoadDataset = "expert_load";
 
-// /eval: one row per evaluation.
+// /eval: step, tokens, loss, one row per evaluation.
 inline constexpr const char* kEvalGroup = "eval";
-inline constexpr const char* kEvalIntSeries[] = {"step", "tokens"};
-inline constexpr const char* kEvalLossSeries = "loss";
 
 // /final attributes.
 inline constexpr const char* kFinalGroup = "final";
