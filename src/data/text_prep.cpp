@@ -200,7 +200,9 @@ std::vector<std::string> resolve_text_files(const std::vector<std::string>& inpu
     }
     files.insert(files.end(), found.begin(), found.end());
   }
+  // A file named twice (a folder and a file in it, overlapping patterns) is one document.
   std::sort(files.begin(), files.end());
+  files.erase(std::unique(files.begin(), files.end()), files.end());
   return files;
 }
 

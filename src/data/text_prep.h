@@ -33,7 +33,7 @@ struct TextPrepSummary {
   std::vector<std::pair<std::string, std::size_t>> val_shards;
 };
 
-// The text files the inputs name, in sorted order. Throws InputError for an input that names
+// The text files the inputs name, in sorted order, each once. Throws InputError for an input that names
 // nothing.
 std::vector<std::string> resolve_text_files(const std::vector<std::string>& inputs);
 

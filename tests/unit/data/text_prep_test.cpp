@@ -79,7 +79,8 @@ TEST(TextPrep, ByteCountsOfALargerCorpus) {
     write_bytes(in / names[f], text);
   }
   TextPrepOptions o;
-  o.inputs = {in / "w.txt", in / "s*"};  // a file and a glob matching a folder
+  // A file, a glob matching a folder, and the file again (taken once).
+  o.inputs = {in / "w.txt", in / "s*", in / "w.txt"};
   o.out_dir = out.path().string();
   o.val_fraction = 0.25;
   o.block_bytes = 100;
