@@ -1,0 +1,62 @@
+#include "model/attention.h"
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/blas.h"
+#include "model/layer_support.h"
+#include "util/check.h"
+
+namespace finemoe {
+
+template <typename T>
+CausalSelfAttention<T>::CausalSelfAttention(ParameterStore<T>& store, int block, int d, int n_heads,
+                                            double init_scale)
+    : store_(store), d_(d), n_heads_(n_heads) {
+  FINEMOE_CHECK(d % n_heads == 0, "d_model " << d << " is not a multiple of n_heads " << n_heads);
+  const std::string prefix = "blocks." + std::to_string(block) + ".attn.";
+  qkv_w_ = store.add({prefix + "qkv", {d, 3 * d}, ParamGroup::replicated, fan_in_init(init_scale, d), block});
+  out_w_ = store.add({prefix + "out", {d, d}, ParamGroup::replicated, fan_in_init(init_scale, d), block});
+}
+
+template <typename T>
+void CausalSelfAttention<T>::forward(const T* x, T* y, const TokenBatch& batch) {
+  x_ = x;
+  n_seq_ = batch.n_seq;
+  seq_len_ = batch.context;
+  const int64_t n = batch.tokens();
+  const int rows = static_cast<int>(n);
+  T* qkv = ensure_size(qkv_, n * 3 * d_);
+  T* att = ensure_size(att_, int64_t(n_seq_) * n_heads_ * seq_len_ * seq_len_);
+  T* heads = ensure_size(heads_, n * d_);
+  {
+    cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
+    cpu::gemm<T>(false, false, rows, 3 * d_, d_, T(1), x, d_, store_.value(qkv_w_), 3 * d_, T(0), qkv, 3 * d_);
+  }
+  cpu::attention_forward<T>(heads, att, qkv, n_seq_, seq_len_, n_heads_, d_);
+  cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
+  cpu::gemm<T>(false, false, rows, d_, d_, T(1), heads, d_, store_.value(out_w_), d_, T(0), y, d_);
+}
+
+template <typename T>
+void CausalSelfAttention<T>::backward(const T* dy, T* dx) {
+  const int64_t n = int64_t(n_seq_) * seq_len_;
+  const int rows = static_cast<int>(n);
+  T* dqkv = ensure_size(dqkv_, n * 3 * d_);
+  T* datt = ensure_size(datt_, att_.size());
+  T* dheads = ensure_size(dheads_, n * d_);
+  {
+    cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
+    // y = heads W_out: dW_out += heads^T dy, dheads = dy W_out^T.
+    cpu::gemm<T>(true, false, d_, d_, rows, T(1), heads_.data(), d_, dy, d_, T(1), store_.grad(out_w_), d_);
+    cpu::gemm<T>(false, true, rows, d_, d_, T(1), dy, d_, store_.value(out_w_), d_, T(0), dheads, d_);
+  }
+  cpu::attention_backward<T>(dqkv, datt, dheads, qkv_.data(), att_.data(), n_seq_, seq_len_, n_heads_, d_);
+  cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
+  // qkv = x W_qkv: dW_qkv += x^T dqkv, dx = dqkv W_qkv^T.
+  cpu::gemm<T>(true, false, d_, 3 * d_, rows, T(1), x_, d_, dqkv, 3 * d_, T(1), store_.grad(qkv_w_), 3 * d_);
+  cpu::gemm<T>(false, true, rows, d_, 3 * d_, T(1), dqkv, 3 * d_, store_.value(qkv_w_), 3 * d_, T(0), dx, d_);
+}
+
+template class CausalSelfAttention<float>;
+template class CausalSelfAttention<double>;
+
+}  // namespace finemoe

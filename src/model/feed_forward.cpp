@@ -1,0 +1,7 @@
+#include "model/feed_forward.h"
+
+namespace finemoe {
+
+void FeedForwardStats::clear() { *this = FeedForwardStats{}; }
+
+}  // namespace finemoe

@@ -1,0 +1,126 @@
+#include "model/model.h"
+
+#include <algorithm>
+
+#include "backend/cpu/blas.h"
+#include "model/layer_support.h"
+#include "util/check.h"
+
+namespace finemoe {
+namespace {
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+template <typename T>
+std::unique_ptr<OutputHead<T>> make_head(const Config& cfg, ParameterStore<T>& store, const Embedding<T>& embedding) {
+  const ModelConfig& m = cfg.model;
+  if (m.tied_embeddings) return std::make_unique<OutputHead<T>>(store, m.d_model, m.vocab, embedding.token_table());
+  return std::make_unique<OutputHead<T>>(store, m.d_model, m.vocab, m.init_scale);
+}
+}  // namespace
+
+template <typename T>
+Model<T>::Block::Block(const Config& cfg, ParameterStore<T>& store, int b, const FfnFactory& make_ffn)
+    : ln1(store, "blocks." + std::to_string(b) + ".ln1", b, cfg.model.d_model),
+      attn(store, b, cfg.model.d_model, cfg.model.n_heads, cfg.model.init_scale),
+      ln2(store, "blocks." + std::to_string(b) + ".ln2", b, cfg.model.d_model),
+      ffn(make_ffn(b, store)) {
+  FINEMOE_CHECK(ffn != nullptr, "the FFN factory returned no layer for block " << b);
+}
+
+template <typename T>
+Model<T>::Model(const Config& cfg, ParameterStore<T>& store, FfnFactory make_ffn)
+    : cfg_(cfg),
+      store_(store),
+      d_(cfg.model.d_model),
+      embedding_(store, cfg.model.vocab, cfg.model.context, cfg.model.d_model, cfg.model.init_scale),
+      ln_f_(store, "ln_f", -1, cfg.model.d_model),
+      head_(make_head(cfg, store, embedding_)) {
+  for (int b = 0; b < cfg.model.n_blocks; ++b) blocks_.push_back(std::make_unique<Block>(cfg, store, b, make_ffn));
+}
+
+template <typename T>
+std::vector<FeedForwardLayer<T>*> Model<T>::ffn_layers() {
+  std::vector<FeedForwardLayer<T>*> layers;
+  for (auto& b : blocks_) layers.push_back(b->ffn.get());
+  return layers;
+}
+
+template <typename T>
+double Model<T>::forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad) {
+  FINEMOE_CHECK(store_.allocated(), "model parameters used before ParameterStore::allocate");
+  rows_ = batch.tokens();
+  const int64_t nd = rows_ * d_;
+  const int n_blocks = static_cast<int>(blocks_.size());
+  ensure_size(resid_, (n_blocks + 1) * nd);
+  T* mid = ensure_size(mid_, n_blocks * nd);
+  T* ln1_out = ensure_size(ln1_out_, n_blocks * nd);
+  T* ln2_out = ensure_size(ln2_out_, nd);
+  T* branch = ensure_size(branch_, nd);
+  T* lnf_out = ensure_size(lnf_out_, nd);
+
+  embedding_.forward(inputs, batch, residual(0));
+  aux_loss_ = 0;
+  for (int b = 0; b < n_blocks; ++b) {
+    Block& blk = *blocks_[b];
+    T* x = residual(b);
+    T* m = mid + b * nd;
+    T* a = ln1_out + b * nd;
+    blk.ln1.forward(x, a, rows_);
+    blk.attn.forward(a, branch, batch);
+    add(m, x, branch, nd);
+    blk.ln2.forward(m, ln2_out, rows_);
+    {
+      cpu::FlopScope flops(cpu::FlopCategory::ffn);
+      blk.ffn->forward(ln2_out, branch, batch);
+    }
+    add(residual(b + 1), m, branch, nd);
+    aux_loss_ += blk.ffn->aux_loss();
+  }
+  ln_f_.forward(residual(n_blocks), lnf_out, rows_);
+  return head_->forward(lnf_out, targets, rows_, grad, static_cast<T>(batch.loss_scale));
+}
+
+template <typename T>
+void Model<T>::backward(const std::function<void(int)>& block_done) {
+  const int64_t nd = rows_ * d_;
+  T* dresid = ensure_size(dresid_, nd);
+  T* dscratch = ensure_size(dscratch_, nd);
+  head_->backward(dscratch);
+  std::fill(dresid, dresid + nd, T(0));
+  ln_f_.backward(dscratch, dresid);
+  for (int b = static_cast<int>(blocks_.size()) - 1; b >= 0; --b) {
+    Block& blk = *blocks_[b];
+    {
+      cpu::FlopScope flops(cpu::FlopCategory::ffn);
+      blk.ffn->backward(dresid, dscratch);
+    }
+    blk.ln2.backward(dscratch, dresid);
+    blk.attn.backward(dresid, dscratch);
+    blk.ln1.backward(dscratch, dresid);
+    if (block_done) block_done(b);
+  }
+  embedding_.backward(dresid);
+  if (block_done) block_done(-1);
+}
+
+template <typename T>
+double Model<T>::forward_backward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch,
+                                  const std::function<void(int)>& block_done) {
+  const double loss = forward(inputs, targets, batch, true);
+  backward(block_done);
+  return loss;
+}
+
+template <typename T>
+double Model<T>::forward_loss(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch) {
+  return forward(inputs, targets, batch, false);
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace finemoe

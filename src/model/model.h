@@ -1,0 +1,84 @@
+#pragma once
+// The decoder-only pre-LayerNorm Transformer on the CPU backend:
+//   x = embed.token[tokens] + embed.position;  per block: x += attn(ln1(x)); x += ffn(ln2(x));
+//   logits = ln_f(x) W_head (W_head = embed.token^T when tied); loss = cross-entropy.
+// Forward and backward are written out layer by layer (no autodiff).
+//
+// Parameters (ParameterStore, registration order): embed.token [vocab, d], embed.position
+// [context, d], ln_f.weight|bias, head.weight [d, vocab] if untied (all block -1), then per block
+// b: blocks.b.ln1.weight|bias, blocks.b.attn.qkv [d, 3d], blocks.b.attn.out [d, d],
+// blocks.b.ln2.weight|bias, then the FFN's (dense: blocks.b.ffn.w1 [d, 4d], blocks.b.ffn.w2 [4d, d]).
+// The block -1 tensors come first so every block, -1 included, is one contiguous range of the
+// flat buffers (ParameterStore::block_range).
+// Init: weight matrices truncated normal with std sqrt(init_scale / fan_in), fan_in = rows;
+// embeddings likewise with fan_in = d (the token table is the tied head matrix); LayerNorm 1 / 0.
+// Weight decay: every matrix (embeddings and head included, as GPT-2/llm.c); not LayerNorms.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "model/attention.h"
+#include "model/dense_ffn.h"
+#include "model/embedding.h"
+#include "model/feed_forward.h"
+#include "model/layer_norm.h"
+#include "model/model_counts.h"
+#include "model/output_head.h"
+#include "model/parameters.h"
+
+namespace finemoe {
+
+template <typename T>
+class Model {
+ public:
+  using FfnFactory = std::function<std::unique_ptr<FeedForwardLayer<T>>(int block, ParameterStore<T>& store)>;
+
+  // Registers the parameters; the caller then calls store.allocate(seed).
+  Model(const Config& cfg, ParameterStore<T>& store, FfnFactory make_ffn);
+
+  // One micro-batch on this rank (inputs, targets: [batch.tokens()]). Returns the SUM of the
+  // per-token cross-entropy; parameter gradients accumulate into the store, scaled by
+  // batch.loss_scale. block_done(b) is called once block b's gradients are final (b = n_blocks-1
+  // ... 0, then -1 for the embeddings, ln_f and head).
+  double forward_backward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch,
+                          const std::function<void(int)>& block_done = {});
+  // The same loss without gradients.
+  double forward_loss(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch);
+  // Sum of the FFN layers' auxiliary losses of the last forward.
+  double aux_loss() const { return aux_loss_; }
+  // Logits of the last forward, [batch.tokens(), vocab].
+  const T* logits() const { return head_->logits(); }
+  std::vector<FeedForwardLayer<T>*> ffn_layers();
+  ModelCounts counts() const { return count_parameters(cfg_, store_); }
+
+ private:
+  struct Block {
+    Block(const Config& cfg, ParameterStore<T>& store, int b, const FfnFactory& make_ffn);
+    LayerNorm<T> ln1;
+    CausalSelfAttention<T> attn;
+    LayerNorm<T> ln2;
+    std::unique_ptr<FeedForwardLayer<T>> ffn;
+  };
+
+  double forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad);
+  void backward(const std::function<void(int)>& block_done);
+  T* residual(int b) { return resid_.data() + b * rows_ * d_; }
+
+  Config cfg_;
+  ParameterStore<T>& store_;
+  int d_;
+  Embedding<T> embedding_;
+  LayerNorm<T> ln_f_;
+  std::unique_ptr<OutputHead<T>> head_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+
+  int64_t rows_ = 0;  // tokens of the current micro-batch
+  double aux_loss_ = 0;
+  // Activations (kept for backward): residual stream at each block's input and after its
+  // attention, ln1 outputs, ln_f output. The rest is scratch reused by every block.
+  std::vector<T> resid_, mid_, ln1_out_, lnf_out_, ln2_out_, branch_, dresid_, dscratch_;
+};
+
+}  // namespace finemoe
