@@ -130,7 +130,10 @@ ShardWriter::ShardWriter(const std::string& path) : path_(path) {
   if (file_ == nullptr) throw InputError("cannot create shard '" + path + "': " + errno_text());
   const int32_t header[kShardHeaderInts] = {kShardMagic, kShardVersion, 0};
   if (std::fwrite(header, sizeof(int32_t), kShardHeaderInts, file_) != kShardHeaderInts) {
-    throw InputError("cannot write shard '" + path + "': " + errno_text());
+    const std::string reason = errno_text();
+    std::fclose(file_);  // the destructor does not run for a constructor that throws
+    std::remove(path.c_str());
+    throw InputError("cannot write shard '" + path + "': " + reason);
   }
 }
 
