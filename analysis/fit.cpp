@@ -1,0 +1,291 @@
+#include "fit.h"
+
+#include <ceres/ceres.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <sstream>
+
+#include "util/check.h"
+#include "util/rng.h"
+
+namespace finemoe::analysis {
+namespace {
+
+// The solver works on p = (ln a, alpha, ln b, beta, ln g, gamma, ln c): positive a, b, g, c
+// without bounds, and every term of the law is an exp() of a linear function of p.
+using Params = std::array<double, 7>;
+constexpr int kLnG = 4, kGamma = 5;
+
+struct LawResidual {
+  double ln_N, ln_D, ln_G, loss;
+  bool moe, log_space;
+
+  template <typename T>
+  bool operator()(const T* p, T* residual) const {
+    T param_term = exp(p[0] - p[1] * ln_N);
+    if (moe) param_term += exp(p[kLnG] - p[kGamma] * ln_G - p[1] * ln_N);
+    const T predicted = exp(p[6]) + param_term + exp(p[2] - p[3] * ln_D);
+    residual[0] = log_space ? log(predicted) - std::log(loss) : predicted - loss;
+    return true;
+  }
+};
+
+struct Solution {
+  Params p{};
+  double cost = std::numeric_limits<double>::infinity();
+};
+
+Solution solve(const std::vector<const Run*>& runs, bool moe, FitPreset preset, const Params& start) {
+  Solution s;
+  s.p = start;
+  ceres::Problem problem;
+  const bool log_space = preset == FitPreset::chinchilla;
+  ceres::LossFunction* robust = new ceres::HuberLoss(log_space ? 1e-3 : 0.1);
+  for (const Run* r : runs) {
+    auto* cost = new ceres::AutoDiffCostFunction<LawResidual, 1, 7>(
+        new LawResidual{std::log(r->N), std::log(r->D), std::log(r->G), r->loss, moe, log_space});
+    problem.AddResidualBlock(cost, robust, s.p.data());
+  }
+  if (!moe) problem.SetManifold(s.p.data(), new ceres::SubsetManifold(7, {kLnG, kGamma}));
+  ceres::Solver::Options options;
+  options.linear_solver_type = ceres::DENSE_QR;
+  options.max_num_iterations = 500;
+  options.function_tolerance = 1e-15;
+  options.gradient_tolerance = 1e-15;
+  options.parameter_tolerance = 1e-13;
+  options.logging_type = ceres::SILENT;
+  options.num_threads = 1;
+  ceres::Solver::Summary summary;
+  ceres::Solve(options, &problem, &summary);
+  const bool finite = std::all_of(s.p.begin(), s.p.end(), [](double v) { return std::isfinite(v); });
+  if (summary.IsSolutionUsable() && finite && std::isfinite(summary.final_cost)) s.cost = summary.final_cost;
+  return s;
+}
+
+LawCoefficients to_coefficients(const Params& p, bool moe) {
+  LawCoefficients k;
+  k.moe = moe;
+  k.a = std::exp(p[0]);
+  k.alpha = p[1];
+  k.b = std::exp(p[2]);
+  k.beta = p[3];
+  if (moe) {
+    k.g = std::exp(p[kLnG]);
+    k.gamma = p[kGamma];
+  }
+  k.c = std::exp(p[6]);
+  return k;
+}
+
+// Starting points: every combination of two or three values per coefficient, spanning the
+// magnitudes published fits have (paper-facts.md and Hoffmann et al.).
+std::vector<Params> start_grid(bool moe) {
+  std::vector<Params> grid;
+  for (double a : {5.0, 30.0})
+    for (double alpha : {0.1, 0.3})
+      for (double b : {10.0, 100.0})
+        for (double beta : {0.1, 0.3})
+          for (double g : moe ? std::vector<double>{1.0, 5.0} : std::vector<double>{1.0})
+            for (double gamma : moe ? std::vector<double>{0.3, 1.0} : std::vector<double>{0.0})
+              for (double c : {0.3, 1.5}) {
+                grid.push_back({std::log(a), alpha, std::log(b), beta, std::log(g), gamma, std::log(c)});
+              }
+  return grid;
+}
+
+int thread_count(const FitOptions& o) { return o.threads > 0 ? o.threads : 0; }
+
+// Best of the given starts; the starts are solved in parallel.
+Solution best_of(const std::vector<const Run*>& runs, bool moe, const FitOptions& o,
+                 const std::vector<Params>& starts) {
+  std::vector<Solution> solutions(starts.size());
+  const int n = int(starts.size());
+  const int threads = thread_count(o);
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads != 1)
+  for (int i = 0; i < n; ++i) solutions[i] = solve(runs, moe, o.preset, starts[i]);
+  Solution best;
+  for (const auto& s : solutions) {
+    if (s.cost < best.cost) best = s;
+  }
+  return best;
+}
+
+double rmse_of(const std::vector<double>& predicted, const std::vector<double>& observed) {
+  double sum = 0;
+  for (std::size_t i = 0; i < predicted.size(); ++i) sum += std::pow(predicted[i] - observed[i], 2);
+  return std::sqrt(sum / double(predicted.size()));
+}
+
+std::string describe(const Run& r) {
+  std::ostringstream os;
+  os << r.path << " (" << (r.moe ? "MoE, E=" + std::to_string(r.E) : std::string("dense")) << ")";
+  return os.str();
+}
+
+void validate(const std::vector<Run>& runs, bool moe, std::size_t n_coefficients) {
+  if (runs.size() < n_coefficients) {
+    std::ostringstream os;
+    os << "the " << (moe ? "MoE" : "dense") << " fit has " << runs.size() << " completed run"
+       << (runs.size() == 1 ? "" : "s") << " and " << n_coefficients
+       << " coefficients to fit; it needs at least as many runs as coefficients";
+    throw InputError(os.str());
+  }
+  for (const Run& r : runs) {
+    if (r.moe != moe) {
+      throw InputError("one fit mixes MoE and dense records: " + describe(runs[0]) + " and " + describe(r));
+    }
+    if (r.E != runs[0].E) {
+      throw InputError("records with different E in one fit: " + describe(runs[0]) + " and " + describe(r) +
+                       "; fit each expansion rate separately");
+    }
+    if (!(std::isfinite(r.loss) && r.loss > 0)) {
+      std::ostringstream os;
+      os << r.path << ": loss " << r.loss << " is not a positive finite number";
+      throw InputError(os.str());
+    }
+    if (!(r.N > 0 && r.D > 0 && r.G > 0)) {
+      std::ostringstream os;
+      os << r.path << ": N = " << r.N << ", D = " << r.D << ", G = " << r.G << " must all be positive";
+      throw InputError(os.str());
+    }
+  }
+}
+
+std::vector<double> predict_all(const LawCoefficients& k, const std::vector<const Run*>& runs) {
+  std::vector<double> out;
+  for (const Run* r : runs) out.push_back(k.predict(r->N, r->D, r->G));
+  return out;
+}
+
+std::vector<double> losses_of(const std::vector<const Run*>& runs) {
+  std::vector<double> out;
+  for (const Run* r : runs) out.push_back(r->loss);
+  return out;
+}
+
+}  // namespace
+
+FitPreset parse_fit_preset(const std::string& text) {
+  if (text == "paper") return FitPreset::paper;
+  if (text == "chinchilla") return FitPreset::chinchilla;
+  throw InputError("--preset: '" + text + "' is not paper or chinchilla");
+}
+
+std::string to_string(FitPreset preset) { return preset == FitPreset::paper ? "paper" : "chinchilla"; }
+
+double percentile(std::vector<double> values, double q) {
+  FINEMOE_CHECK(!values.empty(), "percentile of nothing");
+  std::sort(values.begin(), values.end());
+  const double pos = q * double(values.size() - 1);
+  const std::size_t lo = std::size_t(std::floor(pos));
+  const std::size_t hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (pos - double(lo)) * (values[hi] - values[lo]);
+}
+
+FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
+  const bool moe = runs.empty() ? true : runs[0].moe;
+  const std::size_t n_coef = moe ? 7 : 5;
+  validate(runs, moe, n_coef);
+
+  std::vector<const Run*> all;
+  for (const Run& r : runs) all.push_back(&r);
+  const std::vector<Params> grid = start_grid(moe);
+
+  FitResult result;
+  result.preset = o.preset;
+  result.E = runs[0].E;
+  result.n_runs = runs.size();
+  const Solution best = best_of(all, moe, o, grid);
+  if (!std::isfinite(best.cost)) throw RuntimeFailure("no start of the fit converged");
+  result.coefficients = to_coefficients(best.p, moe);
+  result.predicted = predict_all(result.coefficients, all);
+  result.rmse = rmse_of(result.predicted, losses_of(all));
+
+  // Held out: the lowest-loss runs, fitted from the full grid without them.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  result.holdout_rmse = result.holdout_rel_rmse = result.holdout_max_rel_error = nan;
+  std::vector<const Run*> by_loss = all;
+  std::sort(by_loss.begin(), by_loss.end(), [](const Run* x, const Run* y) { return x->loss < y->loss; });
+  const std::size_t held = std::max<std::size_t>(1, std::size_t(std::lround(o.holdout_fraction * double(runs.size()))));
+  if (runs.size() - held >= n_coef) {
+    const std::vector<const Run*> test(by_loss.begin(), by_loss.begin() + held);
+    const std::vector<const Run*> train(by_loss.begin() + held, by_loss.end());
+    const Solution s = best_of(train, moe, o, grid);
+    const std::vector<double> pred = predict_all(to_coefficients(s.p, moe), test);
+    const std::vector<double> obs = losses_of(test);
+    result.holdout_runs = held;
+    result.holdout_rmse = rmse_of(pred, obs);
+    double sq = 0, worst = 0;
+    for (std::size_t i = 0; i < pred.size(); ++i) {
+      const double rel = pred[i] / obs[i] - 1;
+      sq += rel * rel;
+      worst = std::max(worst, std::abs(rel));
+    }
+    result.holdout_rel_rmse = std::sqrt(sq / double(pred.size()));
+    result.holdout_max_rel_error = worst;
+  }
+
+  // k-fold: folds by a seeded shuffle; each fold's fit starts from the full fit.
+  result.kfold_rmse = nan;
+  if (o.kfold >= 2 && runs.size() / std::size_t(o.kfold) * std::size_t(o.kfold - 1) >= n_coef) {
+    const uint64_t key = hash_combine(o.seed, hash_string("kfold"));
+    std::vector<std::size_t> order(runs.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [key](std::size_t x, std::size_t y) {
+      return hash_combine(key, x) < hash_combine(key, y);
+    });
+    std::vector<double> pred(runs.size());
+    const int k = o.kfold;
+    const int threads = thread_count(o);
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads != 1)
+    for (int fold = 0; fold < k; ++fold) {
+      std::vector<const Run*> train;
+      std::vector<std::size_t> test;
+      for (std::size_t i = 0; i < order.size(); ++i) {
+        if (int(i % std::size_t(k)) == fold) {
+          test.push_back(order[i]);
+        } else {
+          train.push_back(all[order[i]]);
+        }
+      }
+      const LawCoefficients c = to_coefficients(solve(train, moe, o.preset, best.p).p, moe);
+      for (std::size_t t : test) pred[t] = c.predict(runs[t].N, runs[t].D, runs[t].G);
+    }
+    result.kfold_rmse = rmse_of(pred, losses_of(all));
+  }
+
+  // Bootstrap: resamples of bootstrap_fraction x n runs drawn with replacement, each fitted from
+  // the full fit; the 10th and 90th percentiles of each coefficient.
+  if (o.bootstrap > 0) {
+    const std::size_t m = std::max<std::size_t>(n_coef, std::size_t(std::lround(o.bootstrap_fraction * double(runs.size()))));
+    const uint64_t key = hash_combine(o.seed, hash_string("bootstrap"));
+    std::vector<Solution> samples(std::size_t(o.bootstrap));
+    const int threads = thread_count(o);
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads != 1)
+    for (int b = 0; b < o.bootstrap; ++b) {
+      std::vector<const Run*> sample;
+      for (std::size_t i = 0; i < m; ++i) {
+        const double u = uniform_open(hash_combine(key, uint64_t(b)), i);
+        sample.push_back(all[std::min(runs.size() - 1, std::size_t(u * double(runs.size())))]);
+      }
+      samples[std::size_t(b)] = solve(sample, moe, o.preset, best.p);
+    }
+    for (const auto& s : samples) {
+      if (std::isfinite(s.cost)) result.bootstrap.push_back(to_coefficients(s.p, moe));
+    }
+    if (!result.bootstrap.empty()) {
+      for (std::size_t c = 0; c < n_coef; ++c) {
+        std::vector<double> values;
+        for (const auto& k : result.bootstrap) values.push_back(k.values()[c]);
+        result.bands.push_back({percentile(values, 0.1), percentile(values, 0.9)});
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace finemoe::analysis

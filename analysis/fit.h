@@ -1,0 +1,57 @@
+#pragma once
+// Fitting the scaling law to runs with Ceres Solver: Huber loss, multi-start from a grid,
+// held-out and k-fold validation, bootstrap percentile bands.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runs.h"
+#include "scaling_law.h"
+
+namespace finemoe::analysis {
+
+// paper: Huber (delta 0.1) on the loss. chinchilla: the law as a log-sum-exp of its terms,
+// Huber (delta 1e-3) on the log-loss (Hoffmann et al. 2022).
+enum class FitPreset { paper, chinchilla };
+FitPreset parse_fit_preset(const std::string& text);
+std::string to_string(FitPreset preset);
+
+struct FitOptions {
+  FitPreset preset = FitPreset::paper;
+  int bootstrap = 100;              // resamples; 0 = none
+  double bootstrap_fraction = 0.8;  // each resample draws this fraction of the runs, with replacement
+  double holdout_fraction = 0.2;    // the lowest-loss runs held out (the paper's validation)
+  int kfold = 5;                    // 0 = none
+  uint64_t seed = 1;
+  int threads = 0;  // OpenMP threads for the independent fits; 0 = OpenMP's default
+};
+
+struct Band {
+  double p10 = 0, p90 = 0;
+};
+
+struct FitResult {
+  LawCoefficients coefficients;
+  FitPreset preset = FitPreset::paper;
+  int64_t E = 0;  // 0 for dense fits
+  std::size_t n_runs = 0;
+  std::vector<double> predicted;  // per run, in the order given
+  double rmse = 0;                // on the loss, all runs
+  // Fitted without the holdout_fraction lowest-loss runs, evaluated on them.
+  std::size_t holdout_runs = 0;
+  double holdout_rmse = 0;
+  double holdout_rel_rmse = 0;  // root mean square of predicted / observed - 1
+  double holdout_max_rel_error = 0;
+  double kfold_rmse = 0;  // NaN when kfold = 0
+  std::vector<LawCoefficients> bootstrap;
+  std::vector<Band> bands;  // per coefficient, names() order; empty without bootstrap
+};
+
+// Fits one law to runs that are all MoE (with one E) or all dense. InputError on fewer runs
+// than coefficients, mixed kinds or mixed E, naming the records.
+FitResult fit_law(const std::vector<Run>& runs, const FitOptions& options);
+
+// The q-th percentile (0..1) by linear interpolation between order statistics.
+double percentile(std::vector<double> values, double q);
+
+}  // namespace finemoe::analysis
