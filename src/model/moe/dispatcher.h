@@ -1,0 +1,97 @@
+#pragma once
+// Moving token copies between the rank that holds a token and the rank that owns its expert.
+//
+// At its source a copy sits in SEND ORDER: destination-rank-major, expert-minor; since rank r of
+// the expert-parallel group owns experts [r * n_local, (r + 1) * n_local), that is simply global
+// expert order. At its expert the copies are grouped per local expert: expert-major, then source
+// rank, then send order. to_experts() moves rows from send order to expert order; from_experts()
+// is its exact inverse. Forward sends activations to_experts and outputs from_experts; backward
+// sends output gradients to_experts and input gradients from_experts (the exchanges swap roles).
+// The dispatcher only moves rows: permuting tokens into send order and combining the returned
+// rows with their routing weights are the free functions below, so a device dispatcher (NCCL)
+// implements just this interface.
+#include <cstdint>
+#include <vector>
+
+namespace finemoe {
+class Communicator;
+}
+
+namespace finemoe::moe {
+
+struct ExchangeStats {
+  double time_s = 0;
+  int64_t bytes = 0;  // sent to and received from other ranks
+};
+
+template <typename T>
+class TokenDispatcher {
+ public:
+  virtual ~TokenDispatcher() = default;
+  // Exchanges copy counts (collective over the expert-parallel group). send_per_expert[e]: copies
+  // this rank sends to global expert e.
+  virtual void plan(const std::vector<int64_t>& send_per_expert) = 0;
+  virtual int64_t sent_rows() const = 0;
+  virtual int64_t received_rows() const = 0;
+  // Rows received per local expert (the expert computation's batch sizes).
+  virtual const std::vector<int64_t>& received_per_local_expert() const = 0;
+  // sent_rows() rows of `width` in send order -> received_rows() rows in expert order.
+  virtual void to_experts(const T* send, T* recv, int width) = 0;
+  // received_rows() rows in expert order -> sent_rows() rows in send order at their source.
+  virtual void from_experts(const T* recv, T* send, int width) = 0;
+  virtual const ExchangeStats& exchange_stats() const = 0;
+  virtual void reset_exchange_stats() = 0;
+};
+
+// All-to-all over a Communicator: counts with all_to_all, rows with all_to_all_v. A null
+// communicator is a group of one rank (all experts local): the exchange is a copy and the rest of
+// the code path is the same.
+template <typename T>
+class AllToAllDispatcher final : public TokenDispatcher<T> {
+ public:
+  AllToAllDispatcher(Communicator* expert_group, int n_experts);
+  void plan(const std::vector<int64_t>& send_per_expert) override;
+  int64_t sent_rows() const override { return sent_rows_; }
+  int64_t received_rows() const override { return received_rows_; }
+  const std::vector<int64_t>& received_per_local_expert() const override { return per_local_expert_; }
+  void to_experts(const T* send, T* recv, int width) override;
+  void from_experts(const T* recv, T* send, int width) override;
+  const ExchangeStats& exchange_stats() const override { return stats_; }
+  void reset_exchange_stats() override { stats_ = ExchangeStats{}; }
+
+ private:
+  // One exchange of rank blocks: send_rank_rows[r] rows to rank r, recv_rank_rows[r] from it.
+  void exchange(const T* send, const std::vector<int64_t>& send_rank_rows, T* recv,
+                const std::vector<int64_t>& recv_rank_rows, int width);
+  // Received blocks between (source rank, local expert) order and (local expert, source rank) order.
+  void copy_blocks(const T* in, T* out, int width, bool to_expert_major) const;
+
+  Communicator* comm_;
+  int ranks_;
+  int n_local_;
+  int my_rank_;
+  std::vector<int64_t> recv_counts_;  // [source rank][local expert]
+  std::vector<int64_t> rank_major_offset_, expert_major_offset_;  // rows, per recv_counts_ block
+  std::vector<int64_t> send_rank_rows_, recv_rank_rows_, per_local_expert_;
+  std::vector<int64_t> send_elems_, recv_elems_;  // scratch: rows * width per rank
+  int64_t sent_rows_ = 0;
+  int64_t received_rows_ = 0;
+  std::vector<T> staging_;  // received rows in (source rank, local expert) order
+  ExchangeStats stats_;
+};
+
+// out[c] = x[rows[c]] for the n copies (permute into send order).
+template <typename T>
+void gather_rows(const T* x, const int32_t* rows, int64_t n, int width, T* out);
+// y[rows[c]] += gate[c] * back[c] (combine; y must be initialised).
+template <typename T>
+void combine_rows(const T* back, const int32_t* rows, const T* gate, int64_t n, int width, T* y);
+// Backward of combine_rows: dback[c] = gate[c] * dy[rows[c]], dgate[c] = <dy[rows[c]], back[c]>.
+template <typename T>
+void combine_rows_backward(const T* dy, const T* back, const int32_t* rows, const T* gate, int64_t n,
+                           int width, T* dback, T* dgate);
+// Backward of gather_rows: dx[rows[c]] += dout[c] (dx must be initialised).
+template <typename T>
+void scatter_add_rows(const T* dout, const int32_t* rows, int64_t n, int width, T* dx);
+
+}  // namespace finemoe::moe
