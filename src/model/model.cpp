@@ -37,9 +37,17 @@ Model<T>::Model(const Config& cfg, ParameterStore<T>& store, FfnFactory make_ffn
       store_(store),
       d_(cfg.model.d_model),
       embedding_(store, cfg.model.vocab, cfg.model.context, cfg.model.d_model, cfg.model.init_scale),
+      blocks_(make_blocks(cfg, store, make_ffn)),
       ln_f_(store, "ln_f", -1, cfg.model.d_model),
-      head_(make_head(cfg, store, embedding_)) {
-  for (int b = 0; b < cfg.model.n_blocks; ++b) blocks_.push_back(std::make_unique<Block>(cfg, store, b, make_ffn));
+      head_(make_head(cfg, store, embedding_)) {}
+
+template <typename T>
+std::vector<std::unique_ptr<typename Model<T>::Block>> Model<T>::make_blocks(const Config& cfg,
+                                                                              ParameterStore<T>& store,
+                                                                              const FfnFactory& make_ffn) {
+  std::vector<std::unique_ptr<Block>> blocks;
+  for (int b = 0; b < cfg.model.n_blocks; ++b) blocks.push_back(std::make_unique<Block>(cfg, store, b, make_ffn));
+  return blocks;
 }
 
 template <typename T>

@@ -4,12 +4,10 @@
 //   logits = ln_f(x) W_head (W_head = embed.token^T when tied); loss = cross-entropy.
 // Forward and backward are written out layer by layer (no autodiff).
 //
-// Parameters (ParameterStore, registration order): embed.token [vocab, d], embed.position
-// [context, d], ln_f.weight|bias, head.weight [d, vocab] if untied (all block -1), then per block
-// b: blocks.b.ln1.weight|bias, blocks.b.attn.qkv [d, 3d], blocks.b.attn.out [d, d],
-// blocks.b.ln2.weight|bias, then the FFN's (dense: blocks.b.ffn.w1 [d, 4d], blocks.b.ffn.w2 [4d, d]).
-// The block -1 tensors come first so every block, -1 included, is one contiguous range of the
-// flat buffers (ParameterStore::block_range).
+// Parameters, registered in forward order: embed.token [vocab, d], embed.position [context, d]
+// (block -1); per block b: blocks.b.ln1.weight|bias, blocks.b.attn.qkv [d, 3d],
+// blocks.b.attn.out [d, d], blocks.b.ln2.weight|bias, then the FFN's (dense: blocks.b.ffn.w1
+// [d, 4d], blocks.b.ffn.w2 [4d, d]); ln_f.weight|bias, head.weight [d, vocab] if untied (block -1).
 // Init: weight matrices truncated normal with std sqrt(init_scale / fan_in), fan_in = rows;
 // embeddings likewise with fan_in = d (the token table is the tied head matrix); LayerNorm 1 / 0.
 // Weight decay: every matrix (embeddings and head included, as GPT-2/llm.c); not LayerNorms.
@@ -62,6 +60,8 @@ class Model {
     std::unique_ptr<FeedForwardLayer<T>> ffn;
   };
 
+  static std::vector<std::unique_ptr<Block>> make_blocks(const Config& cfg, ParameterStore<T>& store,
+                                                         const FfnFactory& make_ffn);
   double forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad);
   void backward(const std::function<void(int)>& block_done);
   T* residual(int b) { return resid_.data() + b * rows_ * d_; }
@@ -69,10 +69,11 @@ class Model {
   Config cfg_;
   ParameterStore<T>& store_;
   int d_;
+  // Declared (so constructed, so registered) in forward order.
   Embedding<T> embedding_;
+  std::vector<std::unique_ptr<Block>> blocks_;
   LayerNorm<T> ln_f_;
   std::unique_ptr<OutputHead<T>> head_;
-  std::vector<std::unique_ptr<Block>> blocks_;
 
   int64_t rows_ = 0;  // tokens of the current micro-batch
   double aux_loss_ = 0;
