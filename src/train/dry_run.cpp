@@ -1,0 +1,80 @@
+// --dry-run: the model's tensors are registered (not allocated), so the counts are those of the
+// real model; activation memory is an estimate from the shapes (documented below).
+#include <cstdio>
+
+#include "model/model.h"
+#include "model/moe/moe_layer.h"
+#include "train/exit_codes.h"
+#include "train/progress.h"
+#include "train/trainer.h"
+
+namespace finemoe {
+namespace {
+
+std::string bytes(double b) {
+  char buf[32];
+  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+  else std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
+  return buf;
+}
+
+template <typename T>
+int dry_run_typed(const CommandLine& cli, ProcessGrid& grid) {
+  const Config& cfg = cli.config;
+  ParameterStore<T> store;
+  MoeComms no_comms;  // registration needs no communication
+  Model<T> model(cfg, store, [&](int block, ParameterStore<T>& s) {
+    return cfg.moe.enabled ? make_moe_layer<T>(cfg, block, s, no_comms, grid.ep_rank(), grid.ep_size())
+                           : make_dense_ffn<T>(cfg, block, s);
+  });
+  if (grid.rank() != 0) return kExitOk;
+
+  int64_t local_params = 0, local_expert = 0;
+  for (int i = 0; i < store.count(); ++i) {
+    local_params += store.spec(i).numel();
+    if (store.spec(i).group == ParamGroup::expert) local_expert += store.spec(i).numel();
+  }
+  const ModelCounts c = model.counts();
+  const double d = cfg.model.d_model, ctx = cfg.model.context;
+  const int world = grid.world_size();
+  const double local_tokens = double(cfg.train.micro_batch_size()) / world * ctx;
+  // Saved activations per token and block: LayerNorm outputs, QKV, attention output and
+  // probabilities (n_heads x context), residuals; an MoE layer keeps about G copies of each token
+  // (input, two hidden widths, output) plus router scores. Plus logits and their gradient.
+  const double G = cfg.moe.enabled ? cfg.moe.granularity : 1;
+  const double d_hidden = cfg.moe.enabled ? cfg.d_expert() : 4 * d;
+  const double per_token_block = 9 * d + cfg.model.n_heads * ctx + G * (2 * d + 2 * d_hidden) + cfg.n_experts();
+  const double activations = local_tokens * (per_token_block * cfg.model.n_blocks + 2.0 * cfg.model.vocab) * sizeof(T);
+  const double state = double(local_params) * sizeof(T) * 4;  // values, gradients, two AdamW moments
+
+  std::printf("dry run: %s\n", cfg.config_file.empty() ? "(command line only)" : cfg.config_file.c_str());
+  std::printf("  layout            world %d = EP %d x DP %d, %s %s\n", world, grid.ep_size(), grid.dp_size(),
+              cfg.train.device.c_str(), cfg.train.precision.c_str());
+  std::printf("  N_total (paper)   %lld  (d^2 (8E+4) n_blocks, non-embedding, router excluded)\n",
+              static_cast<long long>(c.n_total()));
+  std::printf("  N_active          %lld\n", static_cast<long long>(c.n_active()));
+  std::printf("  N_embedding       %lld\n", static_cast<long long>(c.n_embedding()));
+  std::printf("  N_router          %lld\n", static_cast<long long>(c.n_router()));
+  std::printf("  FLOPs / token     %.4g  (paper: (12 d^2 c_f + d E G c_r) n_blocks)\n", c.flops_per_token());
+  std::printf("  FLOPs / step      %.4g  (%lld tokens)\n", c.flops_per_token() * double(cfg.tokens_per_step()),
+              static_cast<long long>(cfg.tokens_per_step()));
+  std::printf("  steps             %lld  (%s tokens, FLOPs %.4g)\n", static_cast<long long>(cfg.total_steps()),
+              format_count(double(cfg.total_steps() * cfg.tokens_per_step())).c_str(),
+              c.flops_per_token() * double(cfg.total_steps() * cfg.tokens_per_step()));
+  std::printf("  memory per rank   parameters %s (%lld, of which experts %lld), gradients %s, AdamW %s,\n",
+              bytes(double(local_params) * sizeof(T)).c_str(), static_cast<long long>(local_params),
+              static_cast<long long>(local_expert), bytes(double(local_params) * sizeof(T)).c_str(),
+              bytes(2.0 * double(local_params) * sizeof(T)).c_str());
+  std::printf("                    activations ~%s (micro-batch %g tokens/rank); total ~%s\n",
+              bytes(activations).c_str(), local_tokens, bytes(state + activations).c_str());
+  return kExitOk;
+}
+
+}  // namespace
+
+int dry_run(const CommandLine& cli, ProcessGrid& grid) {
+  if (cli.config.train.precision == "fp64") return dry_run_typed<double>(cli, grid);
+  return dry_run_typed<float>(cli, grid);
+}
+
+}  // namespace finemoe
