@@ -9,8 +9,8 @@ namespace finemoe {
 
 template <typename T>
 CausalSelfAttention<T>::CausalSelfAttention(ParameterStore<T>& store, int block, int d, int n_heads,
-                                            double init_scale)
-    : store_(store), d_(d), n_heads_(n_heads) {
+                                            double init_scale, AttentionScratch<T>& scratch)
+    : store_(store), d_(d), n_heads_(n_heads), scratch_(scratch) {
   FINEMOE_CHECK(d % n_heads == 0, "d_model " << d << " is not a multiple of n_heads " << n_heads);
   const std::string prefix = "blocks." + std::to_string(block) + ".attn.";
   qkv_w_ = store.add({prefix + "qkv", {d, 3 * d}, ParamGroup::replicated, fan_in_init(init_scale, d), block});
@@ -40,9 +40,9 @@ template <typename T>
 void CausalSelfAttention<T>::backward(const T* dy, T* dx) {
   const int64_t n = int64_t(n_seq_) * seq_len_;
   const int rows = static_cast<int>(n);
-  T* dqkv = ensure_size(dqkv_, n * 3 * d_);
-  T* datt = ensure_size(datt_, att_.size());
-  T* dheads = ensure_size(dheads_, n * d_);
+  T* dqkv = ensure_size(scratch_.dqkv, n * 3 * d_);
+  T* datt = ensure_size(scratch_.datt, att_.size());
+  T* dheads = ensure_size(scratch_.dheads, n * d_);
   {
     cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
     // y = heads W_out: dW_out += heads^T dy, dheads = dy W_out^T.

@@ -9,11 +9,18 @@
 
 namespace finemoe {
 
+// Backward scratch; one per model, shared by its blocks (backward runs one block at a time).
+template <typename T>
+struct AttentionScratch {
+  std::vector<T> dqkv, datt, dheads;
+};
+
 template <typename T>
 class CausalSelfAttention {
  public:
   // Registers `blocks.{block}.attn.qkv` [d, 3d] and `blocks.{block}.attn.out` [d, d].
-  CausalSelfAttention(ParameterStore<T>& store, int block, int d, int n_heads, double init_scale);
+  CausalSelfAttention(ParameterStore<T>& store, int block, int d, int n_heads, double init_scale,
+                      AttentionScratch<T>& scratch);
   // x, y: [batch.tokens(), d]; x must stay valid until backward (the model keeps it).
   void forward(const T* x, T* y, const TokenBatch& batch);
   // dx overwritten; weight gradients accumulated.
@@ -25,8 +32,8 @@ class CausalSelfAttention {
   int d_, n_heads_;
   const T* x_ = nullptr;
   int n_seq_ = 0, seq_len_ = 0;
-  std::vector<T> qkv_, att_, heads_;     // kept for backward
-  std::vector<T> dqkv_, datt_, dheads_;  // backward scratch
+  std::vector<T> qkv_, att_, heads_;  // kept for backward
+  AttentionScratch<T>& scratch_;
 };
 
 }  // namespace finemoe

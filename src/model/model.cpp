@@ -23,9 +23,10 @@ std::unique_ptr<OutputHead<T>> make_head(const Config& cfg, ParameterStore<T>& s
 }  // namespace
 
 template <typename T>
-Model<T>::Block::Block(const Config& cfg, ParameterStore<T>& store, int b, const FfnFactory& make_ffn)
+Model<T>::Block::Block(const Config& cfg, ParameterStore<T>& store, int b, const FfnFactory& make_ffn,
+                       AttentionScratch<T>& scratch)
     : ln1(store, "blocks." + std::to_string(b) + ".ln1", b, cfg.model.d_model),
-      attn(store, b, cfg.model.d_model, cfg.model.n_heads, cfg.model.init_scale),
+      attn(store, b, cfg.model.d_model, cfg.model.n_heads, cfg.model.init_scale, scratch),
       ln2(store, "blocks." + std::to_string(b) + ".ln2", b, cfg.model.d_model),
       ffn(make_ffn(b, store)) {
   FINEMOE_CHECK(ffn != nullptr, "the FFN factory returned no layer for block " << b);
@@ -37,16 +38,15 @@ Model<T>::Model(const Config& cfg, ParameterStore<T>& store, FfnFactory make_ffn
       store_(store),
       d_(cfg.model.d_model),
       embedding_(store, cfg.model.vocab, cfg.model.context, cfg.model.d_model, cfg.model.init_scale),
-      blocks_(make_blocks(cfg, store, make_ffn)),
+      blocks_(make_blocks(make_ffn)),
       ln_f_(store, "ln_f", -1, cfg.model.d_model),
       head_(make_head(cfg, store, embedding_)) {}
 
 template <typename T>
-std::vector<std::unique_ptr<typename Model<T>::Block>> Model<T>::make_blocks(const Config& cfg,
-                                                                              ParameterStore<T>& store,
-                                                                              const FfnFactory& make_ffn) {
+std::vector<std::unique_ptr<typename Model<T>::Block>> Model<T>::make_blocks(const FfnFactory& make_ffn) {
   std::vector<std::unique_ptr<Block>> blocks;
-  for (int b = 0; b < cfg.model.n_blocks; ++b) blocks.push_back(std::make_unique<Block>(cfg, store, b, make_ffn));
+  for (int b = 0; b < cfg_.model.n_blocks; ++b)
+    blocks.push_back(std::make_unique<Block>(cfg_, store_, b, make_ffn, attention_scratch_));
   return blocks;
 }
 

@@ -53,15 +53,15 @@ class Model {
 
  private:
   struct Block {
-    Block(const Config& cfg, ParameterStore<T>& store, int b, const FfnFactory& make_ffn);
+    Block(const Config& cfg, ParameterStore<T>& store, int b, const FfnFactory& make_ffn,
+          AttentionScratch<T>& scratch);
     LayerNorm<T> ln1;
     CausalSelfAttention<T> attn;
     LayerNorm<T> ln2;
     std::unique_ptr<FeedForwardLayer<T>> ffn;
   };
 
-  static std::vector<std::unique_ptr<Block>> make_blocks(const Config& cfg, ParameterStore<T>& store,
-                                                         const FfnFactory& make_ffn);
+  std::vector<std::unique_ptr<Block>> make_blocks(const FfnFactory& make_ffn);
   double forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad);
   void backward(const std::function<void(int)>& block_done);
   T* residual(int b) { return resid_.data() + b * rows_ * d_; }
@@ -69,6 +69,7 @@ class Model {
   Config cfg_;
   ParameterStore<T>& store_;
   int d_;
+  AttentionScratch<T> attention_scratch_;
   // Declared (so constructed, so registered) in forward order.
   Embedding<T> embedding_;
   std::vector<std::unique_ptr<Block>> blocks_;

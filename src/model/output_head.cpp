@@ -3,6 +3,7 @@
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cross_entropy.h"
 #include "model/layer_support.h"
+#include "util/check.h"
 
 namespace finemoe {
 
@@ -18,6 +19,9 @@ OutputHead<T>::OutputHead(ParameterStore<T>& store, int d, int vocab, ParamHandl
 
 template <typename T>
 double OutputHead<T>::forward(const T* x, const int32_t* targets, int64_t rows, bool grad, T dscale) {
+  for (int64_t i = 0; i < rows; ++i)
+    FINEMOE_CHECK(targets[i] >= 0 && targets[i] < vocab_,
+                  "target " << targets[i] << " at " << i << " outside the vocabulary [0, " << vocab_ << ")");
   x_ = x;
   rows_ = rows;
   const int m = static_cast<int>(rows);

@@ -88,7 +88,8 @@ TEST(EmbeddingLayer, GradientMatchesFiniteDifferences) {
 TEST(AttentionLayer, GradientMatchesFiniteDifferences) {
   ParameterStore<double> store;
   const int d = 8;
-  CausalSelfAttention<double> attn(store, 3, d, 2, 1.0);
+  AttentionScratch<double> scratch;
+  CausalSelfAttention<double> attn(store, 3, d, 2, 1.0, scratch);
   store.allocate(11);
   EXPECT_EQ(store.spec(0).name, "blocks.3.attn.qkv");
   EXPECT_EQ(store.spec(1).name, "blocks.3.attn.out");
