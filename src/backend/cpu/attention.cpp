@@ -4,15 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
+#include <optional>
 
 #include "backend/cpu/blas.h"
 
 namespace finemoe::cpu {
 namespace {
 // Several threads: OpenMP over (sequence, head), BLAS single-threaded inside each small product.
-std::unique_ptr<ScopedBlasThreads> blas_per_item() {
-  return omp_get_max_threads() > 1 ? std::make_unique<ScopedBlasThreads>(1) : nullptr;
+void blas_per_item(std::optional<ScopedBlasThreads>& guard) {
+  if (omp_get_max_threads() > 1) guard.emplace(1);
 }
 }  // namespace
 
@@ -20,7 +20,8 @@ template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int n_heads, int d) {
   const int hs = d / n_heads, T_ = context, ld = 3 * d;
   const T scale = T(1) / std::sqrt(T(hs));
-  const auto blas_guard = blas_per_item();
+  std::optional<ScopedBlasThreads> blas_guard;
+  blas_per_item(blas_guard);
   FlopScope flops(FlopCategory::attention_scores);
 #pragma omp parallel for schedule(static)
   for (int item = 0; item < n_seq * n_heads; ++item) {
@@ -52,7 +53,8 @@ void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* 
                         int n_heads, int d) {
   const int hs = d / n_heads, T_ = context, ld = 3 * d;
   const T scale = T(1) / std::sqrt(T(hs));
-  const auto blas_guard = blas_per_item();
+  std::optional<ScopedBlasThreads> blas_guard;
+  blas_per_item(blas_guard);
   FlopScope flops(FlopCategory::attention_scores);
 #pragma omp parallel for schedule(static)
   for (int item = 0; item < n_seq * n_heads; ++item) {
