@@ -40,7 +40,7 @@ int64_t parse_step_name(const std::string& name) {
 }
 
 bool is_temporary_name(const std::string& name) {
-  return name.compare(0, 5, "step_") == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+  return name.size() > 9 && name.compare(0, 5, "step_") == 0 && name.compare(name.size() - 4, 4, ".tmp") == 0;
 }
 
 template <typename F>

@@ -50,31 +50,26 @@ std::vector<int> divisors(int n) {
 // A fresh directory shared by all ranks (rank 0 creates it, everybody gets its name).
 class SharedTempDir {
  public:
-  explicit SharedTempDir(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
-    int rank = 0;
-    MPI_CHECK(MPI_Comm_rank(comm_, &rank));
+  SharedTempDir() {
     char name[4096] = {};
-    if (rank == 0) {
+    if (world_rank() == 0) {
       const char* base = std::getenv("TMPDIR");
       std::string templ = std::string(base && *base ? base : "/tmp") + "/finemoe_ckpt_XXXXXX";
       FINEMOE_CHECK(templ.size() < sizeof name, "TMPDIR too long");
       std::strcpy(name, templ.c_str());
       FINEMOE_CHECK(mkdtemp(name) != nullptr, "mkdtemp " << templ);
     }
-    MPI_CHECK(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm_));
+    MPI_CHECK(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD));
     path_ = name;
   }
   ~SharedTempDir() {
-    MPI_Barrier(comm_);
-    int rank = 0;
-    MPI_Comm_rank(comm_, &rank);
+    world_barrier();
     std::error_code ec;
-    if (rank == 0) fs::remove_all(path_, ec);
+    if (world_rank() == 0) fs::remove_all(path_, ec);
   }
   const std::string& path() const { return path_; }
 
  private:
-  MPI_Comm comm_;
   std::string path_;
 };
 
