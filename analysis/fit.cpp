@@ -15,10 +15,18 @@
 namespace finemoe::analysis {
 namespace {
 
-// The solver works on p = (ln a, alpha, ln b, beta, ln g, gamma, ln c): positive a, b, g, c
-// without bounds, and every term of the law is an exp() of a linear function of p.
+// The solver works on p = (ln a, alpha, ln b, beta, ln g, gamma, c): positive a, b, g without
+// bounds, every term of the law an exp() of a linear function of p. c stays linear with a lower
+// bound of 0: in log space a fit that drives c towards 0 would lose its gradient there, and
+// bootstrap fits started from it could never bring c back.
 using Params = std::array<double, 7>;
 constexpr int kLnG = 4, kGamma = 5;
+
+double value_of(double x) { return x; }
+template <typename T, int N>
+T value_of(const ceres::Jet<T, N>& x) {
+  return x.a;
+}
 
 struct LawResidual {
   double ln_N, ln_D, ln_G, loss;
@@ -28,7 +36,10 @@ struct LawResidual {
   bool operator()(const T* p, T* residual) const {
     T param_term = exp(p[0] - p[1] * ln_N);
     if (moe) param_term += exp(p[kLnG] - p[kGamma] * ln_G - p[1] * ln_N);
-    const T predicted = exp(p[6]) + param_term + exp(p[2] - p[3] * ln_D);
+    const T predicted = p[6] + param_term + exp(p[2] - p[3] * ln_D);
+    // A trial step far outside the law's range overflows: report it as a failed evaluation,
+    // which makes the solver shrink the step.
+    if (!(value_of(predicted) < 1e30)) return false;  // also false for NaN
     residual[0] = log_space ? log(predicted) - std::log(loss) : predicted - loss;
     return true;
   }
@@ -51,6 +62,7 @@ Solution solve(const std::vector<const Run*>& runs, bool moe, FitPreset preset, 
     problem.AddResidualBlock(cost, robust, s.p.data());
   }
   if (!moe) problem.SetManifold(s.p.data(), new ceres::SubsetManifold(7, {kLnG, kGamma}));
+  problem.SetParameterLowerBound(s.p.data(), 6, 0.0);
   ceres::Solver::Options options;
   options.linear_solver_type = ceres::DENSE_QR;
   options.max_num_iterations = 500;
@@ -77,7 +89,7 @@ LawCoefficients to_coefficients(const Params& p, bool moe) {
     k.g = std::exp(p[kLnG]);
     k.gamma = p[kGamma];
   }
-  k.c = std::exp(p[6]);
+  k.c = p[6];
   return k;
 }
 
@@ -92,7 +104,7 @@ std::vector<Params> start_grid(bool moe) {
           for (double g : moe ? std::vector<double>{1.0, 5.0} : std::vector<double>{1.0})
             for (double gamma : moe ? std::vector<double>{0.3, 1.0} : std::vector<double>{0.0})
               for (double c : {0.3, 1.5}) {
-                grid.push_back({std::log(a), alpha, std::log(b), beta, std::log(g), gamma, std::log(c)});
+                grid.push_back({std::log(a), alpha, std::log(b), beta, std::log(g), gamma, c});
               }
   return grid;
 }
