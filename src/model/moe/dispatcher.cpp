@@ -77,16 +77,12 @@ template <typename T>
 void AllToAllDispatcher<T>::exchange(const T* send, const std::vector<int64_t>& send_rank_rows, T* recv,
                                      const std::vector<int64_t>& recv_rank_rows, int width) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (comm_) {
-    for (int r = 0; r < ranks_; ++r) {
-      send_elems_[r] = send_rank_rows[r] * width;
-      recv_elems_[r] = recv_rank_rows[r] * width;
-      if (r != my_rank_) stats_.bytes += (send_elems_[r] + recv_elems_[r]) * int64_t(sizeof(T));
-    }
-    comm_->all_to_all_v(send, send_elems_, recv, recv_elems_, dtype_of<T>());
-  } else if (send_rank_rows[0] > 0) {
-    std::memcpy(recv, send, size_t(send_rank_rows[0]) * width * sizeof(T));
+  for (int r = 0; r < ranks_; ++r) {
+    send_elems_[r] = send_rank_rows[r] * width;
+    recv_elems_[r] = recv_rank_rows[r] * width;
+    if (r != my_rank_) stats_.bytes += (send_elems_[r] + recv_elems_[r]) * int64_t(sizeof(T));
   }
+  comm_->all_to_all_v(send, send_elems_, recv, recv_elems_, dtype_of<T>());
   stats_.time_s += seconds_since(t0);
 }
 
@@ -101,8 +97,11 @@ void AllToAllDispatcher<T>::copy_blocks(const T* in, T* out, int width, bool to_
   }
 }
 
+// Without a communicator this rank is the only source, so what it sends is what it receives and
+// the regrouping alone (one block per expert) moves the rows.
 template <typename T>
 void AllToAllDispatcher<T>::to_experts(const T* send, T* recv, int width) {
+  if (!comm_) return copy_blocks(send, recv, width, true);
   if (staging_.size() < size_t(received_rows_) * width) staging_.resize(size_t(received_rows_) * width);
   exchange(send, send_rank_rows_, staging_.data(), recv_rank_rows_, width);
   copy_blocks(staging_.data(), recv, width, true);
@@ -110,6 +109,7 @@ void AllToAllDispatcher<T>::to_experts(const T* send, T* recv, int width) {
 
 template <typename T>
 void AllToAllDispatcher<T>::from_experts(const T* recv, T* send, int width) {
+  if (!comm_) return copy_blocks(recv, send, width, false);
   if (staging_.size() < size_t(received_rows_) * width) staging_.resize(size_t(received_rows_) * width);
   copy_blocks(recv, staging_.data(), width, false);
   exchange(staging_.data(), recv_rank_rows_, send, send_rank_rows_, width);

@@ -44,8 +44,8 @@ class TokenDispatcher {
 };
 
 // All-to-all over a Communicator: counts with all_to_all, rows with all_to_all_v. A null
-// communicator is a group of one rank (all experts local): the exchange is a copy and the rest of
-// the code path is the same.
+// communicator is a group of one rank (all experts local): the exchange is trivial (this rank
+// receives what it sends) and the rest of the code path is the same.
 template <typename T>
 class AllToAllDispatcher final : public TokenDispatcher<T> {
  public:
