@@ -288,8 +288,10 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
   po::variables_map vm;
   po::parsed_options cli(&all);
   try {
+    // No guessing: an abbreviation such as --train.step must not silently mean train.steps.
     cli = po::command_line_parser(argc, argv)
               .options(all)
+              .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
               .positional(positional)
               .allow_unregistered()
               .run();

@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "model/moe/moe_layer.h"
 #include "model/moe/routing_group.h"
+#include "parallel/agreement.h"
 #include "train/exit_codes.h"
 #include "train/gradient_sync.h"
 #include "train/lr_schedule.h"
@@ -44,28 +45,6 @@ std::vector<std::string> gather_strings(Communicator& world, const std::string& 
   std::vector<std::string> out;
   for (int r = 0; r < world.size(); ++r) out.emplace_back(reinterpret_cast<const char*>(recv.data() + r * kWidth));
   return out;
-}
-
-// Runs `action` on rank 0 and makes every rank throw the same kind of error if it failed, so a
-// refused record or a bad checkpoint never leaves the other ranks waiting.
-template <typename F>
-void on_rank0_agreed(Communicator& world, F&& action) {
-  int64_t code = 0;  // 0 ok, 1 input error, 2 other failure
-  std::string message;
-  if (world.rank() == 0) {
-    try {
-      action();
-    } catch (const InputError& e) {
-      code = 1, message = e.what();
-    } catch (const std::exception& e) {
-      code = 2, message = e.what();
-    }
-  }
-  world.broadcast(&code, 1, DType::i64, 0);
-  if (code == 0) return;
-  if (world.rank() != 0) message = "(reported by rank 0)";
-  if (code == 1) throw InputError(message);
-  throw RuntimeFailure(message);
 }
 
 template <typename T>
@@ -191,7 +170,7 @@ void Trainer<T>::start_or_resume() {
   std::optional<TrainProgress> restored;
   if (cfg_.train.resume == "auto") {
     std::string report;
-    restored = load_latest_checkpoint(cfg_.output.dir, store_, optimizer_, grid_, &report);
+    run_agreed(world_, [&] { restored = load_latest_checkpoint(cfg_.output.dir, store_, optimizer_, grid_, &report); });
     if (!report.empty()) printer_.message(report);
     if (restored && restored->seed != cfg_.train.seed)
       throw InputError("error: cannot resume " + cfg_.output.dir + ": its checkpoint was trained with train.seed = " +
@@ -211,7 +190,8 @@ void Trainer<T>::start_or_resume() {
   info.rank_devices = gather_strings(world_, "cpu");
   const ModelInfo minfo = model_info();
 
-  on_rank0_agreed(world_, [&] {
+  run_agreed(world_, [&] {
+    if (world_.rank() != 0) return;
     fs::create_directories(dir);
     if (restored) {
       if (fs::exists(record_path))
@@ -352,8 +332,9 @@ int Trainer<T>::run() {
   cpu::set_blas_threads(threads);
   install_stop_signal_handlers();
 
+  // Input problems (data, checkpoints, an existing record) surface here, agreed by all ranks.
+  run_agreed(world_, [&] { open_data(); });
   build_model();
-  open_data();
   count_flops();
   start_or_resume();
 

@@ -38,7 +38,7 @@ class CliErrors : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::path(::testing::TempDir()) / ("finemoe_cli_" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "data");
-    // An empty file stands in for data; the cases below fail before data is read.
+    // A one-byte file passes the existence check and fails as a shard (BadShard).
     std::ofstream(dir_ / "data" / "train.bin") << "x";
     std::ofstream(dir_ / "data" / "val.bin") << "x";
   }
@@ -71,6 +71,7 @@ class CliErrors : public ::testing::Test {
     EXPECT_EQ(std::distance(std::sregex_iterator(r.output.begin(), r.output.end(), line), std::sregex_iterator()), 1)
         << r.output;
     EXPECT_FALSE(fs::exists(dir_ / "run" / "record.h5")) << "work started despite bad input";
+  EXPECT_EQ(r.output.find("MPI_ABORT"), std::string::npos) << "an input error must end every rank cleanly";
   }
 
   fs::path dir_;
@@ -103,7 +104,8 @@ TEST_F(CliErrors, OutOfRange) {
 
 TEST_F(CliErrors, HeadsMustDivideWidth) {
   const auto f = write("f.ini", "", "");
-  expect_rejected(run(f + " --model.n_heads=3"), {"on the command line", "model.n_heads", "3"});
+  expect_rejected(run(f + " --model.n_heads=3"),
+                  {f, "model.d_model = 32 is invalid: must be divisible by model.n_heads = 3"});
 }
 
 TEST_F(CliErrors, GranularityMustDivideFfnWidth) {
@@ -148,6 +150,11 @@ TEST_F(CliErrors, MissingDataFile) {
   expect_rejected(run(f + " --data.train=/no/such/shards", 2), {"data.train = '/no/such/shards'", "no such file"});
 }
 
+TEST_F(CliErrors, BadShard) {
+  const auto f = write("r.ini", "", "");
+  expect_rejected(run(f, 2), {"data.train", (dir_ / "data" / "train.bin").string(), "too short"});
+}
+
 TEST_F(CliErrors, MissingParameterFile) {
   expect_rejected(run((dir_ / "absent.ini").string()), {"cannot open parameter file", "absent.ini"});
 }
@@ -163,8 +170,9 @@ TEST_F(CliErrors, NoTrainingLength) {
 }
 
 TEST_F(CliErrors, FourRanksPrintOnce) {
-  const auto f = write("q.ini", "model", "d_model = -8");
-  expect_rejected(run(f, 4), {f, "model.d_model = -8 is invalid", "must be > 0"});
+  const auto f = write("q.ini", "", "");
+  expect_rejected(run(f + " --model.d_model=-8", 4),
+                  {"on the command line: model.d_model = -8 is invalid: must be > 0"});
 }
 
 TEST(Cli, HelpAndPrintConfigRoundTrip) {
