@@ -74,7 +74,7 @@ class SharedTempDir {
 };
 
 // Which model the test builds; the variants differ from the base in one way each.
-enum class Variant { base, wider_expert, extra_tensor, more_experts };
+enum class Variant { base, wider_expert, extra_tensor, more_experts, dense };
 
 template <typename T>
 void add_specs(ParameterStore<T>& store, int ep_size, int ep_rank, Variant variant = Variant::base) {
@@ -102,6 +102,10 @@ void add_specs(ParameterStore<T>& store, int ep_size, int ep_rank, Variant varia
   };
   replicated("embed.weight", {16, 8}, -1);
   replicated("blocks.0.ln.gain", {8}, 0);
+  if (variant == Variant::dense) {
+    replicated("blocks.0.ffn.w_in", {8, 32}, 0);
+    return;
+  }
   replicated("blocks.0.router.weight", {8, global}, 0);
   expert("blocks.0.moe.w_in", {8, variant == Variant::wider_expert ? 7 : 6}, 0);
   expert("blocks.0.moe.w_out", {6, 8}, 0);
@@ -324,6 +328,40 @@ TYPED_TEST(CheckpointTest, DamagedOrMissingManifestFallsBackToPreviousCheckpoint
   expect_fallback<TypeParam>(1, "manifest.txt", remove_file, {"step_20/manifest.txt", "missing"});
 }
 
+template <typename T>
+std::string incompatible_load_error(const std::string& dir, ProcessGrid& grid, Variant variant) {
+  Model<T> m(grid, variant);
+  try {
+    load_latest_checkpoint(dir, m.store, m.opt, grid, nullptr);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no InputError for variant " << static_cast<int>(variant);
+  return "";
+}
+
+TYPED_TEST(CheckpointTest, DenseModelHasNoExpertFiles) {
+  SharedTempDir tmp;
+  ProcessGrid grid(MPI_COMM_WORLD, world_size());
+  {
+    Model<TypeParam> m(grid, Variant::dense);
+    fill(m.store, m.opt, 2);
+    save_checkpoint(tmp.path(), m.store, m.opt, progress_at(2), grid, 1);
+  }
+  Model<TypeParam> m(grid, Variant::dense);
+  std::string report;
+  const auto progress = load_latest_checkpoint(tmp.path(), m.store, m.opt, grid, &report);
+  ASSERT_TRUE(progress.has_value()) << report;
+  EXPECT_EQ(progress->step, 2);
+  EXPECT_EQ(mismatches(m.store, m.opt, 2), 0);
+  if (world_rank() == 0) {
+    EXPECT_EQ(entries(checkpoint_dir(tmp.path(), 2)), (std::set<std::string>{"manifest.txt", "replicated.bin"}));
+  }
+  // A MoE model cannot resume from it.
+  const std::string error = incompatible_load_error<TypeParam>(tmp.path(), grid, Variant::base);
+  EXPECT_NE(error.find("n_experts is 0 in the checkpoint, 8 in this run"), std::string::npos) << error;
+}
+
 TYPED_TEST(CheckpointTest, PruneKeepsTheNewestAndDropsAnAbandonedFuture) {
   SharedTempDir tmp;
   ProcessGrid grid(MPI_COMM_WORLD, world_size());
@@ -368,18 +406,6 @@ TYPED_TEST(CheckpointTest, NoCheckpointGivesNothing) {
   std::string report;
   EXPECT_FALSE(load_latest_checkpoint(tmp.path(), m.store, m.opt, grid, &report).has_value());
   EXPECT_EQ(report, "");
-}
-
-template <typename T>
-std::string incompatible_load_error(const std::string& dir, ProcessGrid& grid, Variant variant) {
-  Model<T> m(grid, variant);
-  try {
-    load_latest_checkpoint(dir, m.store, m.opt, grid, nullptr);
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InputError for variant " << static_cast<int>(variant);
-  return "";
 }
 
 TYPED_TEST(CheckpointTest, DifferentModelIsInputErrorNamingTheKey) {
