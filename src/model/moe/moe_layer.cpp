@@ -36,7 +36,6 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
       comms_(comms),
       selector_(moe::make_token_selector<T>(cfg.moe.routing, n_experts_, cfg.moe.granularity, top_k_,
                                             cfg.moe.capacity_factor)),
-      dispatcher_(std::make_unique<moe::AllToAllDispatcher<T>>(comms.expert_group, n_experts_)),
       experts_(n_local_, cfg.model.d_model, cfg.d_expert(), parse_activation(cfg.model.activation)) {
   FINEMOE_CHECK(ep_size >= 1 && n_experts_ % ep_size == 0 && ep_rank >= 0 && ep_rank < ep_size,
                 "expert-parallel rank " << ep_rank << " of " << ep_size << " for " << n_experts_ << " experts");
@@ -44,8 +43,9 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
     FINEMOE_CHECK(comms.expert_group->size() == ep_size && comms.expert_group->rank() == ep_rank,
                   "expert group communicator (rank " << comms.expert_group->rank() << " of "
                       << comms.expert_group->size() << ") does not match ep " << ep_rank << " of " << ep_size);
-  else
-    FINEMOE_CHECK(ep_size == 1, "expert parallelism " << ep_size << " needs an expert-group communicator");
+  // Without a communicator and EP > 1 the layer can register its parameters (a dry run) but not run.
+  if (comms.expert_group || ep_size == 1)
+    dispatcher_ = std::make_unique<moe::AllToAllDispatcher<T>>(comms.expert_group, n_experts_);
 
   const std::string prefix = "blocks." + std::to_string(block) + ".moe.";
   const double scale = cfg.model.init_scale;
@@ -66,7 +66,7 @@ template <typename T>
 void MoeLayer<T>::reset_stats() {
   stats_ = FeedForwardStats{};
   stats_.expert_tokens.assign(n_experts_, 0);
-  dispatcher_->reset_exchange_stats();
+  if (dispatcher_) dispatcher_->reset_exchange_stats();
 }
 
 template <typename T>
@@ -168,6 +168,7 @@ void MoeLayer<T>::sort_copies() {
 template <typename T>
 void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   FINEMOE_CHECK(store_.allocated(), "MoE layer used before its parameters were allocated");
+  FINEMOE_CHECK(dispatcher_, "an expert-parallel MoE layer needs MoeComms::expert_group to run");
   x_ = x;
   tokens_ = batch.tokens();
   context_ = batch.context;

@@ -34,9 +34,13 @@ class MoeLayer final : public FeedForwardLayer<T> {
   // Registers blocks.{block}.moe.router [d_model, n_experts] (replicated),
   // blocks.{block}.moe.experts.w1 [n_local, d_model, d_expert] and .w2 [n_local, d_expert, d_model]
   // (experts ep_rank * n_local onwards) and, with moe.output_layernorm, blocks.{block}.moe.out_ln.
+  // comms.expert_group must have ep_size ranks; it may be null with ep_size > 1 only to register
+  // parameters (dry run): forward then fails.
   MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, const MoeComms& comms, int ep_rank,
            int ep_size);
 
+  // x must stay valid until backward (the model keeps it). Collective over comms.expert_group and,
+  // when a routing group spans ranks, comms.routing_group.
   void forward(const T* x, T* y, const TokenBatch& batch) override;
   void backward(const T* dy, T* dx) override;
   double aux_loss() const override { return aux_loss_; }

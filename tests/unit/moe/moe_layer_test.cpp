@@ -144,6 +144,21 @@ TEST(MoeLayer, RegistersThePaperShapesAndInit) {
   for (const auto& [name, spec] : specs) EXPECT_EQ(spec->block, 0) << name;
 }
 
+TEST(MoeLayer, RegistersItsExpertShardWithoutCommunicatorButDoesNotRun) {
+  const Config cfg = test::tiny_moe_config("expert_choice", 4, 2, 4);
+  ParameterStore<double> store;
+  MoeLayer<double> layer(cfg, 0, store, MoeComms{}, 1, 2);  // a dry run's registration, EP = 2
+  store.allocate(3);
+  for (int i = 0; i < store.count(); ++i) {
+    const ParamSpec& s = store.spec(i);
+    if (s.group != ParamGroup::expert) continue;
+    EXPECT_EQ(s.shape[0], 4) << s.name;
+    EXPECT_EQ(s.first_global_expert, 4) << s.name;
+  }
+  std::vector<double> x(4 * 2 * 8, 0.1), y(x.size());
+  EXPECT_THROW(layer.forward(x.data(), y.data(), make_batch(4, 2, 1.0)), std::runtime_error);
+}
+
 TEST(MoeLayer, OneExpertWithGateOneIsTheDenseFfn) {
   Config cfg = test::tiny_moe_config("expert_choice", 1, 1, 2);
   cfg.model.activation = "relu";
