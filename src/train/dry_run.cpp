@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "model/model.h"
-#include "model/moe/moe_layer.h"
+#include "train/engine.h"
 #include "train/exit_codes.h"
 #include "train/progress.h"
 #include "train/trainer.h"
@@ -23,10 +23,7 @@ int dry_run_typed(const CommandLine& cli, ProcessGrid& grid) {
   const Config& cfg = cli.config;
   ParameterStore<T> store;
   MoeComms no_comms;  // registration needs no communication
-  Model<T> model(cfg, store, [&](int block, ParameterStore<T>& s) {
-    return cfg.moe.enabled ? make_moe_layer<T>(cfg, block, s, no_comms, grid.ep_rank(), grid.ep_size())
-                           : make_dense_ffn<T>(cfg, block, s);
-  });
+  Model<T> model(cfg, store, ffn_factory<T>(cfg, no_comms, grid.ep_rank(), grid.ep_size()));
   if (grid.rank() != 0) return kExitOk;
 
   int64_t local_params = 0, local_expert = 0;

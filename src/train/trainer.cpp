@@ -8,18 +8,14 @@
 #include <filesystem>
 #include <sstream>
 
-#include "backend/cpu/adamw.h"
 #include "backend/cpu/blas.h"
 #include "checkpoint/checkpoint.h"
 #include "data/batch_sampler.h"
 #include "data/token_dataset.h"
 #include "io/run_record.h"
-#include "model/model.h"
-#include "model/moe/moe_layer.h"
-#include "model/moe/routing_group.h"
 #include "parallel/agreement.h"
+#include "train/engine.h"
 #include "train/exit_codes.h"
-#include "train/gradient_sync.h"
 #include "train/lr_schedule.h"
 #include "train/progress.h"
 #include "train/stop_signal.h"
@@ -57,56 +53,26 @@ class Trainer {
   int run();
 
  private:
-  void build_model();
   void open_data();
-  void count_flops();
   void start_or_resume();
-  double train_step(int64_t step, double lr, TrainRow& row);
-  double evaluate();
-  void checkpoint();
   void log_row(TrainRow& row);
+  void print_banner(int threads) const;
   ModelInfo model_info() const;
 
   const CommandLine& cli_;
   const Config& cfg_;
   ProcessGrid& grid_;
   MpiCommunicator& world_;
-  ProgressPrinter printer_;
+  mutable ProgressPrinter printer_;
 
-  ParameterStore<T> store_;
-  std::unique_ptr<Model<T>> model_;
-  std::unique_ptr<MpiCommunicator> routing_group_;
-  OptimizerState<T> optimizer_;
+  std::unique_ptr<TrainingEngine<T>> engine_;
   TrainProgress progress_;
-  std::unique_ptr<GradientSync<T>> sync_;
-
   std::unique_ptr<TokenDataset> train_data_, val_data_;
   std::unique_ptr<BatchSampler> sampler_;
   std::unique_ptr<EvalBatches> eval_batches_;
-  std::vector<int32_t> inputs_, targets_;
-
-  std::unique_ptr<RunRecordWriter> record_;
+  std::unique_ptr<RunRecordWriter> record_;  // rank 0 only
   double flops_per_token_counted_ = 0;
 };
-
-template <typename T>
-void Trainer<T>::build_model() {
-  MoeComms comms;
-  if (cfg_.moe.enabled) {
-    routing_group_ = moe::make_routing_group(world_, cfg_.moe.group_size, cfg_.train.micro_batch_size() / world_.size());
-    comms.expert_group = &grid_.expert_group();
-    comms.routing_group = routing_group_.get();
-  }
-  const int ep_rank = grid_.ep_rank(), ep_size = grid_.ep_size();
-  const Config& cfg = cfg_;
-  model_ = std::make_unique<Model<T>>(cfg_, store_, [&, comms](int block, ParameterStore<T>& store) {
-    return cfg.moe.enabled ? make_moe_layer<T>(cfg, block, store, comms, ep_rank, ep_size)
-                           : make_dense_ffn<T>(cfg, block, store);
-  });
-  store_.allocate(cfg_.train.seed);
-  optimizer_.resize_like(store_);
-  sync_ = std::make_unique<GradientSync<T>>(store_, grid_, cfg_.model.n_blocks);
-}
 
 template <typename T>
 void Trainer<T>::open_data() {
@@ -114,32 +80,11 @@ void Trainer<T>::open_data() {
   val_data_ = std::make_unique<TokenDataset>(cfg_.data.val, cfg_.model.vocab, "data.val");
   sampler_ = std::make_unique<BatchSampler>(*train_data_, cfg_.model.context, cfg_.train.seed, kTrainStream);
   eval_batches_ = std::make_unique<EvalBatches>(*val_data_, cfg_.model.context, cfg_.train.seed);
-  const size_t local = size_t(cfg_.train.micro_batch_size() / world_.size()) * size_t(cfg_.model.context);
-  inputs_.resize(local);
-  targets_.resize(local);
-}
-
-// GEMM FLOPs per token of one forward + backward, counted on the first micro-batch (the gradients
-// are discarded), so the record can hold them beside the paper's formula from the start.
-template <typename T>
-void Trainer<T>::count_flops() {
-  const int local = cfg_.train.micro_batch_size() / world_.size();
-  TokenBatch batch;
-  batch.n_seq = local;
-  batch.context = cfg_.model.context;
-  batch.first_global_seq = int64_t(world_.rank()) * local;
-  batch.loss_scale = 1.0 / (double(cfg_.train.batch_size) * cfg_.model.context);
-  batch.micro_batches = cfg_.train.accumulation_steps();
-  sampler_->fill(0, uint64_t(batch.first_global_seq), local, inputs_.data(), targets_.data());
-  const int64_t before = cpu::gemm_flops().total();
-  model_->forward_backward(inputs_.data(), targets_.data(), batch);
-  flops_per_token_counted_ = double(cpu::gemm_flops().total() - before) / double(batch.tokens());
-  store_.zero_grads();
 }
 
 template <typename T>
 ModelInfo Trainer<T>::model_info() const {
-  const ModelCounts c = model_->counts();
+  const ModelCounts c = engine_->model().counts();
   ModelInfo m;
   m.N_total = c.n_total();
   m.N_active = c.n_active();
@@ -170,7 +115,7 @@ void Trainer<T>::start_or_resume() {
   std::optional<TrainProgress> restored;
   if (cfg_.train.resume == "auto") {
     std::string report;
-    run_agreed(world_, [&] { restored = load_latest_checkpoint(cfg_.output.dir, store_, optimizer_, grid_, &report); });
+    run_agreed(world_, [&] { restored = load_latest_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), grid_, &report); });
     if (!report.empty()) printer_.message(report);
     if (restored && restored->seed != cfg_.train.seed)
       throw InputError("error: cannot resume " + cfg_.output.dir + ": its checkpoint was trained with train.seed = " +
@@ -219,110 +164,38 @@ void Trainer<T>::start_or_resume() {
   }
 }
 
-template <typename T>
-double Trainer<T>::train_step(int64_t step, double lr, TrainRow& row) {
-  const int micro_batches = cfg_.train.accumulation_steps();
-  const int micro = cfg_.train.micro_batch_size();
-  const int local = micro / world_.size();
-  const int context = cfg_.model.context;
-  TokenBatch batch;
-  batch.n_seq = local;
-  batch.context = context;
-  batch.loss_scale = 1.0 / (double(cfg_.train.batch_size) * context);
-  batch.micro_batches = micro_batches;
-
-  store_.zero_grads();
-  for (auto* ffn : model_->ffn_layers()) ffn->reset_stats();
-  double loss_sum = 0, aux = 0;
-  for (int m = 0; m < micro_batches; ++m) {
-    batch.first_global_seq = int64_t(m) * micro + int64_t(world_.rank()) * local;
-    sampler_->fill(uint64_t(step), uint64_t(batch.first_global_seq), local, inputs_.data(), targets_.data());
-    const bool last = m + 1 == micro_batches;
-    std::function<void(int)> done;
-    if (last) done = [this](int block) { sync_->start_block(block); };
-    loss_sum += model_->forward_backward(inputs_.data(), targets_.data(), batch, done);
-    aux += model_->aux_loss();
-  }
-  sync_->finish();
-
-  double sums[2] = {loss_sum, aux};
-  world_.all_reduce_sum(sums, 2);
-  const double loss = sums[0] * batch.loss_scale;
-  if (!std::isfinite(loss))
-    throw RuntimeFailure("training loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
-                         " (lower train.lr or check the data)");
-
-  const double norm = sync_->global_norm();
-  cpu::AdamWStep s;
-  s.lr = lr;
-  s.beta1 = cfg_.train.beta1;
-  s.beta2 = cfg_.train.beta2;
-  s.eps = cfg_.train.eps;
-  s.t = step + 1;
-  s.grad_scale = cfg_.train.grad_clip > 0 && norm > cfg_.train.grad_clip ? cfg_.train.grad_clip / norm : 1.0;
-  for (int i = 0; i < store_.count(); ++i) {
-    const ParamSpec& spec = store_.spec(i);
-    const auto g = spec.group;
-    const int64_t off = store_.offset(i), n = spec.numel();
-    s.weight_decay = spec.weight_decay ? cfg_.train.weight_decay : 0.0;
-    cpu::adamw_update(store_.values(g).data() + off, store_.grads(g).data() + off,
-                      optimizer_.first(g).data() + off, optimizer_.second(g).data() + off, n, s);
-  }
-
-  row.loss = loss;
-  row.aux_loss = sums[1];
-  row.lr = lr;
-  row.grad_norm = norm;
-  return loss;
-}
-
-template <typename T>
-double Trainer<T>::evaluate() {
-  const int micro = cfg_.train.micro_batch_size();
-  const int local = micro / world_.size();
-  TokenBatch batch;
-  batch.n_seq = local;
-  batch.context = cfg_.model.context;
-  double loss_sum = 0;
-  for (int first = 0; first < cfg_.train.eval_sequences; first += micro) {
-    batch.first_global_seq = first + int64_t(world_.rank()) * local;
-    eval_batches_->fill(uint64_t(batch.first_global_seq), local, inputs_.data(), targets_.data());
-    loss_sum += model_->forward_loss(inputs_.data(), targets_.data(), batch);
-  }
-  return world_.sum(loss_sum) / (double(cfg_.train.eval_sequences) * cfg_.model.context);
-}
-
-template <typename T>
-void Trainer<T>::checkpoint() {
-  save_checkpoint(cfg_.output.dir, store_, optimizer_, progress_, grid_, cfg_.output.keep_checkpoints);
-}
-
-// Per-layer expert loads and MoE metrics reduced over the world (rank 0 writes them).
+// MoE metrics reduced over the world; rank 0 appends the row to the record.
 template <typename T>
 void Trainer<T>::log_row(TrainRow& row) {
-  const auto layers = model_->ffn_layers();
-  const int n_experts = cfg_.n_experts();
-  std::vector<int64_t> counters;  // [requested, dropped, bytes, expert_load...]
-  std::vector<double> times(2, 0.0);
-  counters.assign(3 + size_t(n_experts) * layers.size(), 0);
-  for (size_t b = 0; b < layers.size(); ++b) {
-    const FeedForwardStats& st = layers[b]->stats();
-    counters[0] += st.assignments_requested;
-    counters[1] += st.assignments_dropped;
-    counters[2] += st.alltoall_bytes;
-    for (int e = 0; e < n_experts && size_t(e) < st.expert_tokens.size(); ++e)
-      counters[3 + b * size_t(n_experts) + size_t(e)] = st.expert_tokens[size_t(e)];
-    times[0] += st.alltoall_time_s;
-    times[1] += st.expert_gemm_time_s;
-  }
-  world_.all_reduce_sum(counters.data(), counters.size());
-  world_.all_reduce_max(times.data(), times.size(), DType::f64);
-  row.dropped_fraction = counters[0] > 0 ? double(counters[1]) / double(counters[0]) : 0.0;
-  row.alltoall_bytes = counters[2];
-  row.alltoall_time_s = times[0];
-  row.expert_gemm_time_s = times[1];
-  if (n_experts > 0) row.expert_load.assign(counters.begin() + 3, counters.end());
+  const StepMetrics m = engine_->metrics();
+  row.dropped_fraction =
+      m.assignments_requested > 0 ? double(m.assignments_dropped) / double(m.assignments_requested) : 0.0;
+  row.alltoall_bytes = m.alltoall_bytes;
+  row.alltoall_time_s = m.alltoall_time_s;
+  row.expert_gemm_time_s = m.expert_gemm_time_s;
+  row.phase_times = {{"router_time_s", m.router_time_s}};
+  row.expert_load = m.expert_load;
   if (record_) record_->append_train(row);
+}
+
+template <typename T>
+void Trainer<T>::print_banner(int threads) const {
+  if (grid_.rank() != 0 || cli_.quiet) return;
+  const ModelCounts c = engine_->model().counts();
+  const int64_t total = cfg_.total_steps(), tokens_per_step = cfg_.tokens_per_step();
+  std::ostringstream os;
+  os << "finemoe-train: world " << world_.size() << " = EP " << grid_.ep_size() << " x DP " << grid_.dp_size()
+     << ", backend cpu " << cfg_.train.precision << ", " << threads << " threads/rank\n"
+     << "model: d_model " << cfg_.model.d_model << ", blocks " << cfg_.model.n_blocks << ", "
+     << (cfg_.moe.enabled ? cfg_.moe.routing + " E=" + std::to_string(cfg_.moe.expansion_rate) +
+                                " G=" + std::to_string(cfg_.moe.granularity) + " (" + std::to_string(cfg_.n_experts()) +
+                                " experts of width " + std::to_string(cfg_.d_expert()) + ")"
+                          : std::string("dense"))
+     << ", N_total " << format_count(double(c.n_total())) << ", N_active " << format_count(double(c.n_active()))
+     << "\ntraining " << total << " steps x " << tokens_per_step
+     << " tokens = " << format_count(double(total * tokens_per_step)) << " tokens; record " << cfg_.output.dir
+     << "/record.h5";
+  printer_.message(os.str());
 }
 
 template <typename T>
@@ -334,30 +207,14 @@ int Trainer<T>::run() {
 
   // Input problems (data, checkpoints, an existing record) surface here, agreed by all ranks.
   run_agreed(world_, [&] { open_data(); });
-  build_model();
-  count_flops();
+  engine_ = std::make_unique<TrainingEngine<T>>(cfg_, grid_);
+  flops_per_token_counted_ = engine_->count_flops_per_token(*sampler_);
   start_or_resume();
+  print_banner(threads);
 
   const int64_t total = cfg_.total_steps();
   const int64_t tokens_per_step = cfg_.tokens_per_step();
   LrSchedule schedule(cfg_.train.lr, cfg_.train.final_lr, cfg_.train.warmup_fraction, total);
-  if (grid_.rank() == 0 && !cli_.quiet) {
-    const ModelCounts c = model_->counts();
-    std::ostringstream os;
-    os << "finemoe-train: world " << world_.size() << " = EP " << grid_.ep_size() << " x DP " << grid_.dp_size()
-       << ", backend cpu " << cfg_.train.precision << ", " << threads << " threads/rank\n"
-       << "model: d_model " << cfg_.model.d_model << ", blocks " << cfg_.model.n_blocks << ", "
-       << (cfg_.moe.enabled ? cfg_.moe.routing + " E=" + std::to_string(cfg_.moe.expansion_rate) +
-                                  " G=" + std::to_string(cfg_.moe.granularity) + " (" +
-                                  std::to_string(cfg_.n_experts()) + " experts of width " +
-                                  std::to_string(cfg_.d_expert()) + ")"
-                            : std::string("dense"))
-       << ", N_total " << format_count(double(c.n_total())) << ", N_active " << format_count(double(c.n_active()))
-       << "\ntraining " << total << " steps x " << tokens_per_step << " tokens = " << format_count(double(total * tokens_per_step))
-       << " tokens; record " << cfg_.output.dir << "/record.h5";
-    printer_.message(os.str());
-  }
-
   const auto run_start = Clock::now();
   const double wall_before = progress_.wall_time_s;
   auto window_start = Clock::now();
@@ -367,7 +224,11 @@ int Trainer<T>::run() {
     while (progress_.step < total) {
       const int64_t step = progress_.step;
       TrainRow row;
-      train_step(step, schedule.at(step), row);
+      row.lr = schedule.at(step);
+      const StepResult r = engine_->step(step, row.lr, *sampler_);
+      row.loss = r.loss;
+      row.aux_loss = r.aux_loss;
+      row.grad_norm = r.grad_norm;
       progress_.step = step + 1;
       progress_.tokens += tokens_per_step;
       progress_.wall_time_s = wall_before + seconds_since(run_start);
@@ -386,13 +247,14 @@ int Trainer<T>::run() {
         window_steps = 0;
       }
       if ((cfg_.train.eval_interval > 0 && progress_.step % cfg_.train.eval_interval == 0) || last) {
-        last_eval = evaluate();
+        last_eval = engine_->evaluate(*eval_batches_);
         if (record_) record_->append_eval(EvalRow{progress_.step, progress_.tokens, last_eval});
         printer_.eval(progress_.step, last_eval);
       }
       const bool stop = stop_requested_anywhere(world_);
       if (last || stop || (cfg_.output.checkpoint_interval > 0 && progress_.step % cfg_.output.checkpoint_interval == 0))
-        checkpoint();
+        save_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), progress_, grid_,
+                        cfg_.output.keep_checkpoints);
       if (stop && !last) {
         if (record_) record_->stop(RunStatus::interrupted, "signal received; checkpoint at step " + std::to_string(progress_.step));
         printer_.message("stopped by signal at step " + std::to_string(progress_.step) + "; checkpoint written");
@@ -407,7 +269,7 @@ int Trainer<T>::run() {
     RunResult result;
     result.eval_loss = last_eval;
     result.tokens = progress_.tokens;
-    result.flops = model_->counts().flops_per_token() * double(progress_.tokens);
+    result.flops = engine_->model().counts().flops_per_token() * double(progress_.tokens);
     result.wall_time_s = progress_.wall_time_s;
     const FinalInfo fin = record_->complete(result);
     printer_.message("done: eval loss " + std::to_string(fin.eval_loss) + ", smoothed train loss " +

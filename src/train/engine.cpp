@@ -1,0 +1,166 @@
+#include "train/engine.h"
+
+#include <cmath>
+
+#include "backend/cpu/adamw.h"
+#include "backend/cpu/blas.h"
+#include "model/moe/moe_layer.h"
+#include "model/moe/routing_group.h"
+#include "util/check.h"
+
+namespace finemoe {
+
+template <typename T>
+typename Model<T>::FfnFactory ffn_factory(const Config& cfg, const MoeComms& comms, int ep_rank, int ep_size) {
+  return [&cfg, comms, ep_rank, ep_size](int block, ParameterStore<T>& store) {
+    return cfg.moe.enabled ? make_moe_layer<T>(cfg, block, store, comms, ep_rank, ep_size)
+                           : make_dense_ffn<T>(cfg, block, store);
+  };
+}
+
+template <typename T>
+TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid) : cfg_(cfg), grid_(grid) {
+  MoeComms comms;
+  if (cfg.moe.enabled) {
+    routing_group_ = moe::make_routing_group(grid.world(), cfg.moe.group_size,
+                                             cfg.train.micro_batch_size() / grid.world_size());
+    comms.expert_group = &grid.expert_group();
+    comms.routing_group = routing_group_.get();
+  }
+  model_ = std::make_unique<Model<T>>(cfg, store_, ffn_factory<T>(cfg, comms, grid.ep_rank(), grid.ep_size()));
+  store_.allocate(cfg.train.seed);
+  optimizer_.resize_like(store_);
+  sync_ = std::make_unique<GradientSync<T>>(store_, grid, cfg.model.n_blocks);
+  const size_t local_tokens = size_t(cfg.train.micro_batch_size() / grid.world_size()) * size_t(cfg.model.context);
+  inputs_.resize(local_tokens);
+  targets_.resize(local_tokens);
+}
+
+// Micro-batch m of a step: global sequences [m * micro, (m + 1) * micro), this rank's contiguous
+// slice of them.
+template <typename T>
+TokenBatch TrainingEngine<T>::micro_batch(int m) const {
+  const int micro = cfg_.train.micro_batch_size();
+  TokenBatch batch;
+  batch.n_seq = micro / grid_.world_size();
+  batch.context = cfg_.model.context;
+  batch.first_global_seq = int64_t(m) * micro + int64_t(grid_.rank()) * batch.n_seq;
+  batch.loss_scale = 1.0 / (double(cfg_.train.batch_size) * cfg_.model.context);
+  batch.micro_batches = cfg_.train.accumulation_steps();
+  return batch;
+}
+
+template <typename T>
+StepResult TrainingEngine<T>::compute_gradients(int64_t step, const BatchSampler& data) {
+  const int micro_batches = cfg_.train.accumulation_steps();
+  store_.zero_grads();
+  for (auto* ffn : model_->ffn_layers()) ffn->reset_stats();
+  double sums[2] = {0, 0};  // cross-entropy sum, scaled aux loss
+  for (int m = 0; m < micro_batches; ++m) {
+    const TokenBatch batch = micro_batch(m);
+    data.fill(uint64_t(step), uint64_t(batch.first_global_seq), batch.n_seq, inputs_.data(), targets_.data());
+    std::function<void(int)> start_reduction;
+    if (m + 1 == micro_batches) start_reduction = [this](int block) { sync_->start_block(block); };
+    sums[0] += model_->forward_backward(inputs_.data(), targets_.data(), batch, start_reduction);
+    sums[1] += model_->aux_loss();
+  }
+  sync_->finish();
+  grid_.world().all_reduce_sum(sums, 2);
+  StepResult r;
+  r.loss = sums[0] / (double(cfg_.train.batch_size) * cfg_.model.context);
+  r.aux_loss = sums[1];
+  if (!std::isfinite(r.loss))
+    throw RuntimeFailure("training loss is " + std::to_string(r.loss) + " at step " + std::to_string(step + 1) +
+                         " (lower train.lr or check the data)");
+  return r;
+}
+
+template <typename T>
+void TrainingEngine<T>::apply_update(int64_t step, double lr, double grad_norm) {
+  cpu::AdamWStep s;
+  s.lr = lr;
+  s.beta1 = cfg_.train.beta1;
+  s.beta2 = cfg_.train.beta2;
+  s.eps = cfg_.train.eps;
+  s.t = step + 1;
+  const double clip = cfg_.train.grad_clip;
+  s.grad_scale = clip > 0 && grad_norm > clip ? clip / grad_norm : 1.0;
+  for (int i = 0; i < store_.count(); ++i) {
+    const ParamSpec& spec = store_.spec(i);
+    const ParamGroup g = spec.group;
+    const int64_t off = store_.offset(i);
+    s.weight_decay = spec.weight_decay ? cfg_.train.weight_decay : 0.0;
+    cpu::adamw_update(store_.values(g).data() + off, store_.grads(g).data() + off,
+                      optimizer_.first(g).data() + off, optimizer_.second(g).data() + off, spec.numel(), s);
+  }
+}
+
+template <typename T>
+StepResult TrainingEngine<T>::step(int64_t step, double lr, const BatchSampler& data) {
+  StepResult r = compute_gradients(step, data);
+  r.grad_norm = sync_->global_norm();
+  apply_update(step, lr, r.grad_norm);
+  return r;
+}
+
+template <typename T>
+double TrainingEngine<T>::evaluate(const EvalBatches& eval) {
+  const int micro = cfg_.train.micro_batch_size();
+  double loss_sum = 0;
+  for (int first = 0; first < cfg_.train.eval_sequences; first += micro) {
+    TokenBatch batch = micro_batch(0);
+    batch.first_global_seq += first;
+    eval.fill(uint64_t(batch.first_global_seq), batch.n_seq, inputs_.data(), targets_.data());
+    loss_sum += model_->forward_loss(inputs_.data(), targets_.data(), batch);
+  }
+  return grid_.world().sum(loss_sum) / (double(cfg_.train.eval_sequences) * cfg_.model.context);
+}
+
+template <typename T>
+double TrainingEngine<T>::count_flops_per_token(const BatchSampler& data) {
+  const TokenBatch batch = micro_batch(0);
+  data.fill(0, uint64_t(batch.first_global_seq), batch.n_seq, inputs_.data(), targets_.data());
+  const int64_t before = cpu::gemm_flops().total();
+  model_->forward_backward(inputs_.data(), targets_.data(), batch);
+  const double per_token = double(cpu::gemm_flops().total() - before) / double(batch.tokens());
+  store_.zero_grads();
+  for (auto* ffn : model_->ffn_layers()) ffn->reset_stats();
+  return per_token;
+}
+
+template <typename T>
+StepMetrics TrainingEngine<T>::metrics() {
+  const auto layers = model_->ffn_layers();
+  const size_t n_experts = size_t(cfg_.n_experts());
+  std::vector<int64_t> counters(3 + n_experts * layers.size(), 0);  // requested, dropped, bytes, loads
+  double times[3] = {0, 0, 0};
+  for (size_t b = 0; b < layers.size(); ++b) {
+    const FeedForwardStats& st = layers[b]->stats();
+    counters[0] += st.assignments_requested;
+    counters[1] += st.assignments_dropped;
+    counters[2] += st.alltoall_bytes;
+    for (size_t e = 0; e < std::min(n_experts, st.expert_tokens.size()); ++e)
+      counters[3 + b * n_experts + e] = st.expert_tokens[e];
+    times[0] += st.alltoall_time_s;
+    times[1] += st.expert_gemm_time_s;
+    times[2] += st.router_time_s;
+  }
+  grid_.world().all_reduce_sum(counters.data(), counters.size());
+  grid_.world().all_reduce_max(times, 3, DType::f64);
+  StepMetrics m;
+  m.assignments_requested = counters[0];
+  m.assignments_dropped = counters[1];
+  m.alltoall_bytes = counters[2];
+  m.alltoall_time_s = times[0];
+  m.expert_gemm_time_s = times[1];
+  m.router_time_s = times[2];
+  m.expert_load.assign(counters.begin() + 3, counters.end());
+  return m;
+}
+
+template class TrainingEngine<float>;
+template class TrainingEngine<double>;
+template Model<float>::FfnFactory ffn_factory<float>(const Config&, const MoeComms&, int, int);
+template Model<double>::FfnFactory ffn_factory<double>(const Config&, const MoeComms&, int, int);
+
+}  // namespace finemoe

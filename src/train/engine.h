@@ -1,0 +1,76 @@
+#pragma once
+// One rank's share of training: the model, its parameters and AdamW state, and one optimizer step
+// over the global batch (micro-batches, overlapped gradient reduction, clipping, update). The
+// Trainer adds data files, records, checkpoints and progress around it; layout tests drive it
+// directly on sub-worlds of different sizes.
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "data/batch_sampler.h"
+#include "model/model.h"
+#include "parallel/process_grid.h"
+#include "train/gradient_sync.h"
+#include "train/train_state.h"
+
+namespace finemoe {
+
+struct StepResult {
+  double loss = 0;       // global mean cross-entropy of the step
+  double aux_loss = 0;   // weighted auxiliary losses (token choice), global
+  double grad_norm = 0;  // before clipping
+};
+
+// MoE metrics of the last step, reduced over the world.
+struct StepMetrics {
+  int64_t assignments_requested = 0;
+  int64_t assignments_dropped = 0;
+  int64_t alltoall_bytes = 0;        // all ranks, sent + received
+  double alltoall_time_s = 0;        // slowest rank
+  double expert_gemm_time_s = 0;     // slowest rank
+  double router_time_s = 0;          // slowest rank
+  std::vector<int64_t> expert_load;  // [n_blocks x n_experts] tokens per expert
+};
+
+template <typename T>
+class TrainingEngine {
+ public:
+  // Collective over grid.world(): registers and initialises the parameters from train.seed.
+  TrainingEngine(const Config& cfg, ProcessGrid& grid);
+
+  // Forward + backward of every micro-batch of `step` and the gradient reduction; the store then
+  // holds the gradient of the global mean loss. Returns loss and aux loss (global).
+  StepResult compute_gradients(int64_t step, const BatchSampler& data);
+  // Clipping and AdamW with learning rate `lr`; t = step + 1 for bias correction.
+  void apply_update(int64_t step, double lr, double grad_norm);
+  // Both, and the gradient norm.
+  StepResult step(int64_t step, double lr, const BatchSampler& data);
+
+  // Mean loss over the held-out set (train.eval_sequences sequences).
+  double evaluate(const EvalBatches& eval);
+  // GEMM FLOPs per token of one forward + backward on the batch of step 0 (gradients discarded).
+  double count_flops_per_token(const BatchSampler& data);
+  StepMetrics metrics();
+
+  Model<T>& model() { return *model_; }
+  ParameterStore<T>& store() { return store_; }
+  OptimizerState<T>& optimizer() { return optimizer_; }
+
+ private:
+  TokenBatch micro_batch(int m) const;
+
+  const Config& cfg_;
+  ProcessGrid& grid_;
+  ParameterStore<T> store_;
+  std::unique_ptr<MpiCommunicator> routing_group_;
+  std::unique_ptr<Model<T>> model_;
+  OptimizerState<T> optimizer_;
+  std::unique_ptr<GradientSync<T>> sync_;
+  std::vector<int32_t> inputs_, targets_;
+};
+
+// The FFN of every block as configured: dense, or MoE with the given communicators.
+template <typename T>
+typename Model<T>::FfnFactory ffn_factory(const Config& cfg, const MoeComms& comms, int ep_rank, int ep_size);
+
+}  // namespace finemoe
