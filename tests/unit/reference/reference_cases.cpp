@@ -1,0 +1,99 @@
+#include "reference_cases.h"
+
+#include <algorithm>
+
+#include "model/dense_ffn.h"
+#include "model/moe/moe_layer.h"
+#include "util/rng.h"
+
+namespace finemoe::reference {
+namespace {
+
+Config tiny_model() {
+  Config cfg;
+  cfg.model.d_model = 16;
+  cfg.model.n_blocks = 2;
+  cfg.model.n_heads = 2;
+  cfg.model.context = 8;
+  cfg.model.vocab = 32;
+  cfg.model.activation = "relu";
+  cfg.model.tied_embeddings = true;
+  cfg.model.init_scale = 0.1;
+  cfg.moe.expansion_rate = 2;
+  cfg.moe.granularity = 2;
+  cfg.moe.group_size = 4;
+  cfg.train.precision = "fp64";
+  return cfg;
+}
+
+}  // namespace
+
+std::vector<ReferenceCase> reference_cases() {
+  std::vector<ReferenceCase> cases;
+
+  Config ec = tiny_model();
+  ec.moe.routing = "expert_choice";
+  ec.moe.capacity_factor = 1.0;  // capacity ceil(4 * 2 / 4) = 2 of each group of 4 tokens
+  ec.moe.output_layernorm = true;
+  ec.train.seed = 11;
+  cases.push_back({"expert_choice", ec, 8});
+
+  Config tc = tiny_model();
+  tc.moe.routing = "token_choice";
+  tc.moe.top_k = 0;  // k = G = 2
+  tc.moe.capacity_factor = 0.75;  // capacity ceil(0.75 * 4 * 2 / 4) = 2 of 8 requests: some drops
+  tc.moe.output_layernorm = false;
+  tc.moe.aux_loss_weight = 0.05;
+  tc.moe.z_loss_weight = 0.01;
+  tc.model.activation = "gelu";
+  tc.train.seed = 12;
+  cases.push_back({"token_choice", tc, 8});
+
+  Config dense = tiny_model();
+  dense.moe.enabled = false;
+  dense.model.activation = "gelu";
+  dense.model.tied_embeddings = false;
+  dense.train.seed = 13;
+  cases.push_back({"dense", dense, 4});
+
+  for (ReferenceCase& c : cases) {
+    c.config.train.batch_size = c.n_seq;
+    c.config.train.micro_batch = c.n_seq;
+    c.config.train.steps = 1;
+  }
+  return cases;
+}
+
+std::vector<std::pair<std::string, std::string>> reference_config_items(const Config& cfg) {
+  std::vector<std::pair<std::string, std::string>> items;
+  for (const auto& [key, value] : config_items(cfg))
+    if (key.rfind("model.", 0) == 0 || key.rfind("moe.", 0) == 0 || key == "train.seed") items.emplace_back(key, value);
+  return items;
+}
+
+TokenBatch reference_batch(const ReferenceCase& c) {
+  TokenBatch batch;
+  batch.n_seq = c.n_seq;
+  batch.context = c.config.model.context;
+  batch.first_global_seq = 0;
+  batch.loss_scale = 1.0 / double(batch.tokens());
+  return batch;
+}
+
+std::vector<int32_t> reference_tokens(const ReferenceCase& c, const std::string& stream) {
+  const uint64_t key = hash_combine(c.config.train.seed, hash_string("reference." + stream));
+  const int vocab = c.config.model.vocab;
+  std::vector<int32_t> tokens(size_t(c.n_seq) * c.config.model.context);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = std::min(vocab - 1, static_cast<int>(uniform_open(key, i) * vocab));
+  return tokens;
+}
+
+std::unique_ptr<Model<double>> make_reference_model(const Config& cfg, ParameterStore<double>& store) {
+  return std::make_unique<Model<double>>(cfg, store, [&cfg](int block, ParameterStore<double>& s) {
+    return cfg.moe.enabled ? make_moe_layer<double>(cfg, block, s, MoeComms{}, 0, 1)
+                           : make_dense_ffn<double>(cfg, block, s);
+  });
+}
+
+}  // namespace finemoe::reference
