@@ -1,0 +1,21 @@
+#pragma once
+// Elementwise FFN activations on the device; reference: backend/cpu/activation.h (same arguments,
+// plus the stream). Storage float or bf16, math in fp32.
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "backend/cpu/activation.h"
+
+namespace finemoe::cuda {
+
+template <typename T>
+void activation_forward(T* out, const T* inp, int64_t n, cpu::Activation a, cudaStream_t stream = 0);
+
+// dinp = act'(inp) * dout (overwritten). relu'(0) = 0.
+template <typename T>
+void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, cpu::Activation a,
+                         cudaStream_t stream = 0);
+
+}  // namespace finemoe::cuda
