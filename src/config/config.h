@@ -55,6 +55,7 @@ struct TrainConfig {
   int eval_sequences = 64;  // held-out sequences per evaluation
   int threads = 0;  // BLAS/OpenMP threads per rank; 0 = node cores / ranks on the node
   std::string resume = "no";  // no | auto
+  int64_t stop_after = 0;  // steps to run in this invocation, then checkpoint and exit 75; 0 = off
 
   int accumulation_steps() const { return batch_size / (micro_batch > 0 ? micro_batch : batch_size); }
   int micro_batch_size() const { return micro_batch > 0 ? micro_batch : batch_size; }

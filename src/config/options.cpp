@@ -97,6 +97,9 @@ class OptionTable {
         "BLAS/OpenMP threads per rank (0 = node cores / ranks on the node)");
     add("train.resume", &Config::train, &TrainConfig::resume,
         "no | auto (continue from the newest valid checkpoint)");
+    add("train.stop_after", &Config::train, &TrainConfig::stop_after,
+        "steps to run in this invocation, then checkpoint and exit with code 75 like a stop signal "
+        "(0 = run to the end); the schedule stays that of train.steps");
     add("data.train", &Config::data, &DataConfig::train, "training shards: file, directory or glob");
     add("data.val", &Config::data, &DataConfig::val, "validation shards: file, directory or glob");
     add("parallel.expert_parallel", &Config::parallel, &ParallelConfig::expert_parallel,

@@ -220,6 +220,8 @@ int Trainer<T>::run() {
   auto window_start = Clock::now();
   int64_t window_steps = 0;
   double last_eval = std::nan("");
+  // train.stop_after: this invocation's share of the run (the schedule stays that of `total`).
+  const int64_t stop_at = cfg_.train.stop_after > 0 ? progress_.step + cfg_.train.stop_after : total;
   try {
     while (progress_.step < total) {
       const int64_t step = progress_.step;
@@ -251,13 +253,15 @@ int Trainer<T>::run() {
         if (record_) record_->append_eval(EvalRow{progress_.step, progress_.tokens, last_eval});
         printer_.eval(progress_.step, last_eval);
       }
-      const bool stop = stop_requested_anywhere(world_);
+      const bool signalled = stop_requested_anywhere(world_);
+      const bool stop = signalled || progress_.step == stop_at;
       if (last || stop || (cfg_.output.checkpoint_interval > 0 && progress_.step % cfg_.output.checkpoint_interval == 0))
         save_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), progress_, grid_,
                         cfg_.output.keep_checkpoints);
       if (stop && !last) {
-        if (record_) record_->stop(RunStatus::interrupted, "signal received; checkpoint at step " + std::to_string(progress_.step));
-        printer_.message("stopped by signal at step " + std::to_string(progress_.step) + "; checkpoint written");
+        const std::string why = signalled ? "signal received" : "train.stop_after = " + std::to_string(cfg_.train.stop_after) + " steps done";
+        if (record_) record_->stop(RunStatus::interrupted, why + "; checkpoint at step " + std::to_string(progress_.step));
+        printer_.message("stopped (" + why + ") at step " + std::to_string(progress_.step) + "; checkpoint written");
         return kExitInterrupted;
       }
     }
