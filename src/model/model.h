@@ -35,6 +35,9 @@ class Model {
 
   // Registers the parameters; the caller then calls store.allocate(seed).
   Model(const Config& cfg, ParameterStore<T>& store, FfnFactory make_ffn);
+  // Blocks refer to the model's shared scratch: a Model stays where it was built.
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   // One micro-batch on this rank (inputs, targets: [batch.tokens()]). Returns the SUM of the
   // per-token cross-entropy; parameter gradients accumulate into the store, scaled by

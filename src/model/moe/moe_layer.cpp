@@ -169,8 +169,8 @@ template <typename T>
 void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   FINEMOE_CHECK(store_.allocated(), "MoE layer used before its parameters were allocated");
   FINEMOE_CHECK(dispatcher_, "an expert-parallel MoE layer needs MoeComms::expert_group to run");
-  x_ = x;
   tokens_ = batch.tokens();
+  x_.assign(x, x + tokens_ * d_model_);
   context_ = batch.context;
   aux_loss_ = 0;
   has_z_grad_ = false;
@@ -262,7 +262,7 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   if (!has_z_grad_) std::fill(dlogits, dlogits + n_probs, T(0));
   {
     cpu::FlopScope flops(cpu::FlopCategory::router);
-    moe::router_backward(x_, store_.value(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
+    moe::router_backward(x_.data(), store_.value(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
                          store_.grad(router_));
   }
   stats_.router_time_s += seconds_since(t_router);

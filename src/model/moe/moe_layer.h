@@ -39,7 +39,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
   MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, const MoeComms& comms, int ep_rank,
            int ep_size);
 
-  // x must stay valid until backward (the model keeps it). Collective over comms.expert_group and,
+  // x is copied for backward (callers reuse their buffers). Collective over comms.expert_group and,
   // when a routing group spans ranks, comms.routing_group.
   void forward(const T* x, T* y, const TokenBatch& batch) override;
   void backward(const T* dy, T* dx) override;
@@ -76,7 +76,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
   moe::GroupedExperts<T> experts_;
 
   // State of the last forward.
-  const T* x_ = nullptr;
+  std::vector<T> x_;  // the layer input, for the router gradient
   int64_t tokens_ = 0;
   int context_ = 0;
   int buffer_seqs_ = 0;     // sequences in the routing buffer (whole groups)
