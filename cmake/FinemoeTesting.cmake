@@ -3,7 +3,8 @@
 #   finemoe_mpi_test(NAME RANKS N [N...] SOURCES ... LIBS ...): a GoogleTest binary run under
 #     mpiexec with each listed rank count (CMake 3.25 has no TEST_LAUNCHER, so add_test per count).
 set(FINEMOE_MPIEXEC_ENV OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)
+    OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+    OMP_WAIT_POLICY=passive)
 
 function(finemoe_unit_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS" ${ARGN})

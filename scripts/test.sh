@@ -16,5 +16,6 @@ echo "[test] step 2/3: build"
 echo "[test] step 3/3: ctest"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 cd "${FINEMOE_BUILD_DIR:-$root/build}"
+export OMP_WAIT_POLICY=passive
 ctest --output-on-failure --timeout 900 -j "${FINEMOE_TEST_JOBS:-2}"
 echo "[test] all tests passed in $(( $(date +%s) - start )) s"
