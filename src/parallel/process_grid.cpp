@@ -45,7 +45,8 @@ int ProcessGrid::default_threads() const {
 
 MpiSession::MpiSession(int* argc, char*** argv) {
   int provided = 0;
-  MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  // MULTIPLE: the watchdog thread (parallel/watchdog.h) talks to the other ranks' watchdogs.
+  MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
 }
 
 MpiSession::~MpiSession() {
