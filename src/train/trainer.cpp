@@ -14,6 +14,7 @@
 #include "data/token_dataset.h"
 #include "io/run_record.h"
 #include "parallel/agreement.h"
+#include "parallel/watchdog.h"
 #include "train/engine.h"
 #include "train/exit_codes.h"
 #include "train/lr_schedule.h"
@@ -204,6 +205,8 @@ int Trainer<T>::run() {
   omp_set_num_threads(threads);
   cpu::set_blas_threads(threads);
   install_stop_signal_handlers();
+  // Reports a phase of collectives that does not complete within parallel.watchdog_s.
+  Watchdog watchdog(world_.handle(), cfg_.parallel.watchdog_s);
 
   // Input problems (data, checkpoints, an existing record) surface here, agreed by all ranks.
   run_agreed(world_, [&] { open_data(); });
@@ -225,9 +228,15 @@ int Trainer<T>::run() {
   try {
     while (progress_.step < total) {
       const int64_t step = progress_.step;
+      watchdog.stall_for_test(step + 1);
+      const auto phase = [&](const char* what) { return watchdog.phase("step " + std::to_string(step + 1) + ": " + what); };
       TrainRow row;
       row.lr = schedule.at(step);
-      const StepResult r = engine_->step(step, row.lr, *sampler_);
+      StepResult r;
+      {
+        const auto p = phase("forward, backward and gradient reduction");
+        r = engine_->step(step, row.lr, *sampler_);
+      }
       row.loss = r.loss;
       row.aux_loss = r.aux_loss;
       row.grad_norm = r.grad_norm;
@@ -243,21 +252,33 @@ int Trainer<T>::run() {
         row.tokens = progress_.tokens;
         row.step_time_s = window_s / double(window_steps);
         row.tokens_per_s = double(window_steps * tokens_per_step) / window_s;
-        log_row(row);
+        {
+          const auto p = phase("metrics reduction");
+          log_row(row);
+        }
         printer_.step(progress_.step, row.loss, row.lr, row.grad_norm, row.tokens_per_s, row.step_time_s);
         window_start = Clock::now();
         window_steps = 0;
       }
       if ((cfg_.train.eval_interval > 0 && progress_.step % cfg_.train.eval_interval == 0) || last) {
-        last_eval = engine_->evaluate(*eval_batches_);
+        {
+          const auto p = phase("evaluation");
+          last_eval = engine_->evaluate(*eval_batches_);
+        }
         if (record_) record_->append_eval(EvalRow{progress_.step, progress_.tokens, last_eval});
         printer_.eval(progress_.step, last_eval);
       }
-      const bool signalled = stop_requested_anywhere(world_);
+      bool signalled = false;
+      {
+        const auto p = phase("stop-signal agreement");
+        signalled = stop_requested_anywhere(world_);
+      }
       const bool stop = signalled || progress_.step == stop_at;
-      if (last || stop || (cfg_.output.checkpoint_interval > 0 && progress_.step % cfg_.output.checkpoint_interval == 0))
+      if (last || stop || (cfg_.output.checkpoint_interval > 0 && progress_.step % cfg_.output.checkpoint_interval == 0)) {
+        const auto p = phase("checkpoint");
         save_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), progress_, grid_,
                         cfg_.output.keep_checkpoints);
+      }
       if (stop && !last) {
         const std::string why = signalled ? "signal received" : "train.stop_after = " + std::to_string(cfg_.train.stop_after) + " steps done";
         if (record_) record_->stop(RunStatus::interrupted, why + "; checkpoint at step " + std::to_string(progress_.step));
