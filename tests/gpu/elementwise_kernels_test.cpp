@@ -1,0 +1,101 @@
+// Activations, AdamW, sum of squares and embedding on the GPU against their CPU references.
+#include <cuda_runtime_api.h>
+
+#include "backend/cpu/activation.h"
+#include "backend/cpu/adamw.h"
+#include "backend/cpu/embedding.h"
+#include "gpu_test_support.h"
+#include "kernels/activation.h"
+#include "kernels/adamw.h"
+#include "kernels/embedding.h"
+
+namespace finemoe::gpu_test {
+namespace {
+
+using ElementwiseKernels = GpuTest;
+const cpu::Activation kActivations[] = {cpu::Activation::relu, cpu::Activation::gelu};
+
+TEST_F(ElementwiseKernels, ActivationFp32MatchesCpu) {
+  const int64_t n = 10007;
+  const auto x = random_vector(n, 1, -4, 4), dy = random_vector(n, 2);
+  for (cpu::Activation a : kActivations) {
+    std::vector<float> y(n), dx(n);
+    cpu::activation_forward(y.data(), x.data(), n, a);
+    cpu::activation_backward(dx.data(), x.data(), dy.data(), n, a);
+    auto dev_x = on_device(x), dev_dy = on_device(dy);
+    cuda::DeviceBuffer<float> dev_y(n), dev_dx(n);
+    cuda::activation_forward(dev_y.data(), dev_x.data(), n, a);
+    cuda::activation_backward(dev_dx.data(), dev_x.data(), dev_dy.data(), n, a);
+    EXPECT_LE(relative_max_error(dev_y.download(), y), kFp32Tolerance);
+    EXPECT_LE(relative_max_error(dev_dx.download(), dx), kFp32Tolerance);
+  }
+}
+
+TEST_F(ElementwiseKernels, ActivationBf16WithinRounding) {
+  const int64_t n = 4099;
+  const auto x = round_to_bf16(random_vector(n, 3, -4, 4)), dy = round_to_bf16(random_vector(n, 4));
+  for (cpu::Activation a : kActivations) {
+    std::vector<float> y(n), dx(n);
+    cpu::activation_forward(y.data(), x.data(), n, a);
+    cpu::activation_backward(dx.data(), x.data(), dy.data(), n, a);
+    auto dev_x = on_device(to_bf16(x)), dev_dy = on_device(to_bf16(dy));
+    cuda::DeviceBuffer<bf16> dev_y(n), dev_dx(n);
+    cuda::activation_forward(dev_y.data(), dev_x.data(), n, a);
+    cuda::activation_backward(dev_dx.data(), dev_x.data(), dev_dy.data(), n, a);
+    expect_bf16_close(dev_y.download(), y);
+    expect_bf16_close(dev_dx.download(), dx);
+  }
+}
+
+TEST_F(ElementwiseKernels, AdamWMatchesCpu) {
+  const int64_t n = 5003;
+  auto param = random_vector(n, 5), grad = random_vector(n, 6), m = random_vector(n, 7, -0.1f, 0.1f);
+  auto v = random_vector(n, 8, 0.0f, 0.01f);
+  cpu::AdamWStep s;
+  s.lr = 3e-3;
+  s.weight_decay = 0.1;
+  s.grad_scale = 0.7;
+  s.t = 3;
+  auto dev_param = on_device(param), dev_grad = on_device(grad), dev_m = on_device(m), dev_v = on_device(v);
+  cpu::adamw_update(param.data(), grad.data(), m.data(), v.data(), n, s);
+  cuda::adamw_update(dev_param.data(), dev_grad.data(), dev_m.data(), dev_v.data(), n, s);
+  EXPECT_LE(relative_max_error(dev_param.download(), param), kFp32Tolerance);
+  EXPECT_LE(relative_max_error(dev_m.download(), m), kFp32Tolerance);
+  EXPECT_LE(relative_max_error(dev_v.download(), v), kFp32Tolerance);
+}
+
+TEST_F(ElementwiseKernels, SumOfSquaresMatchesCpu) {
+  const int64_t n = 300001;
+  const auto x = round_to_bf16(random_vector(n, 9, -3, 3));
+  const double ref = cpu::sum_of_squares(x.data(), n);
+  cuda::DeviceBuffer<double> result(1), partials(cuda::kSumOfSquaresPartials);
+  auto dev_x = on_device(x);
+  cuda::sum_of_squares(dev_x.data(), n, result.data(), partials.data());
+  EXPECT_NEAR(result.download()[0], ref, 1e-12 * ref);
+  auto dev_x16 = on_device(to_bf16(x));  // the same values in bf16 storage
+  cuda::sum_of_squares(dev_x16.data(), n, result.data(), partials.data());
+  EXPECT_NEAR(result.download()[0], ref, 1e-12 * ref);
+}
+
+TEST_F(ElementwiseKernels, EmbeddingMatchesCpu) {
+  const int n_seq = 3, context = 17, d = 40, vocab = 11;  // few tokens: rows repeat
+  const auto tokens = random_ints(size_t(n_seq) * context, vocab, 10);
+  const auto wte = random_vector(size_t(vocab) * d, 11), wpe = random_vector(size_t(context) * d, 12);
+  const auto dout = random_vector(size_t(n_seq) * context * d, 13);
+  auto dwte = random_vector(wte.size(), 14), dwpe = random_vector(wpe.size(), 15);
+  auto dev_tokens = on_device(tokens);
+  auto dev_wte = on_device(wte), dev_wpe = on_device(wpe), dev_dout = on_device(dout);
+  auto dev_dwte = on_device(dwte), dev_dwpe = on_device(dwpe);
+  std::vector<float> out(dout.size());
+  cuda::DeviceBuffer<float> dev_out(out.size());
+  cpu::embedding_forward(out.data(), tokens.data(), wte.data(), wpe.data(), n_seq, context, d);
+  cpu::embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), n_seq, context, d);
+  cuda::embedding_forward(dev_out.data(), dev_tokens.data(), dev_wte.data(), dev_wpe.data(), n_seq, context, d);
+  cuda::embedding_backward(dev_dwte.data(), dev_dwpe.data(), dev_dout.data(), dev_tokens.data(), n_seq, context, d);
+  EXPECT_LE(relative_max_error(dev_out.download(), out), kFp32Tolerance);
+  EXPECT_LE(relative_max_error(dev_dwte.download(), dwte), kFp32Tolerance);
+  EXPECT_LE(relative_max_error(dev_dwpe.download(), dwpe), kFp32Tolerance);
+}
+
+}  // namespace
+}  // namespace finemoe::gpu_test
