@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
       cli = parse_command_line(argc, argv);
       if (cli.help || cli.print_config) return;
       ValidationContext ctx;
-      ctx.world_size = world.size();
+      ctx.world_size = cli.dry_run_ranks > 0 ? cli.dry_run_ranks : world.size();
       ctx.check_data_files = !cli.dry_run;
       ctx.cuda_available = cuda_backend_available();
       validate_config(cli.config, ctx);
@@ -36,8 +36,9 @@ int main(int argc, char** argv) {
       if (world.rank() == 0) std::cout << config_to_ini(cli.config) << std::flush;
       return kExitOk;
     }
+    if (cli.dry_run) return world.rank() == 0 ? dry_run(cli, cli.dry_run_ranks > 0 ? cli.dry_run_ranks : world.size())
+                                              : kExitOk;
     ProcessGrid grid(MPI_COMM_WORLD, cli.config.parallel.expert_parallel);
-    if (cli.dry_run) return dry_run(cli, grid);
     return run_training(cli, grid);
   } catch (const AgreedFailure& e) {
     const std::string what = e.what();

@@ -172,6 +172,7 @@ po::options_description flag_options() {
       "config", po::value<std::string>(), "parameter file (also the first positional argument)")(
       "print-config", "print the resolved configuration as a parameter file and exit")(
       "dry-run", "validate, print parameter counts, FLOPs and memory per rank, and exit")(
+      "ranks", po::value<int>(), "with --dry-run: validate and size for this many ranks (default: those running)")(
       "resume", "continue from the newest valid checkpoint (same as train.resume = auto)")(
       "quiet", "no progress lines");
   return flags;
@@ -269,8 +270,8 @@ std::string options_help() {
   Config scratch;
   OptionTable table(scratch);
   std::ostringstream os;
-  os << "usage: finemoe-train [PARAMETER_FILE] [--section.key=value ...] [--dry-run] [--print-config]\n"
-        "                     [--resume] [--quiet]\n\n"
+  os << "usage: finemoe-train [PARAMETER_FILE] [--section.key=value ...] [--dry-run [--ranks N]]\n"
+        "                     [--print-config] [--resume] [--quiet]\n\n"
      << flag_options() << "\n"
      << table.description();
   return os.str();
@@ -326,6 +327,12 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
   result.help = vm.count("help") > 0;
   result.print_config = vm.count("print-config") > 0;
   result.dry_run = vm.count("dry-run") > 0;
+  if (vm.count("ranks")) {
+    result.dry_run_ranks = vm["ranks"].as<int>();
+    if (!result.dry_run || result.dry_run_ranks < 1)
+      throw InputError("error on the command line: --ranks = " + std::to_string(result.dry_run_ranks) +
+                       " is invalid: it needs --dry-run and a value >= 1");
+  }
   result.quiet = vm.count("quiet") > 0;
   result.resume = vm.count("resume") > 0;
   if (result.resume) result.config.train.resume = "auto";

@@ -13,6 +13,7 @@ struct CommandLine {
   bool help = false;
   bool print_config = false;
   bool dry_run = false;
+  int dry_run_ranks = 0;  // --ranks: size the dry run for this many ranks (0 = those running)
   bool quiet = false;
   bool resume = false;  // --resume: same as train.resume = auto
   std::string help_text;

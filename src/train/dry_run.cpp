@@ -19,12 +19,11 @@ std::string bytes(double b) {
 }
 
 template <typename T>
-int dry_run_typed(const CommandLine& cli, ProcessGrid& grid) {
+int dry_run_typed(const CommandLine& cli, int world) {
   const Config& cfg = cli.config;
   ParameterStore<T> store;
   MoeComms no_comms;  // registration needs no communication
-  Model<T> model(cfg, store, ffn_factory<T>(cfg, no_comms, grid.ep_rank(), grid.ep_size()));
-  if (grid.rank() != 0) return kExitOk;
+  Model<T> model(cfg, store, ffn_factory<T>(cfg, no_comms, 0, cfg.parallel.expert_parallel));
 
   int64_t local_params = 0, local_expert = 0;
   for (int i = 0; i < store.count(); ++i) {
@@ -33,7 +32,6 @@ int dry_run_typed(const CommandLine& cli, ProcessGrid& grid) {
   }
   const ModelCounts c = model.counts();
   const double d = cfg.model.d_model, ctx = cfg.model.context;
-  const int world = grid.world_size();
   const double local_tokens = double(cfg.train.micro_batch_size()) / world * ctx;
   // Saved activations per token and block: LayerNorm outputs, QKV, attention output and
   // probabilities (n_heads x context), residuals; an MoE layer keeps about G copies of each token
@@ -45,7 +43,7 @@ int dry_run_typed(const CommandLine& cli, ProcessGrid& grid) {
   const double state = double(local_params) * sizeof(T) * 4;  // values, gradients, two AdamW moments
 
   std::printf("dry run: %s\n", cfg.config_file.empty() ? "(command line only)" : cfg.config_file.c_str());
-  std::printf("  layout            world %d = EP %d x DP %d, %s %s\n", world, grid.ep_size(), grid.dp_size(),
+  std::printf("  layout            world %d = EP %d x DP %d, %s %s\n", world, cfg.parallel.expert_parallel, world / cfg.parallel.expert_parallel,
               cfg.train.device.c_str(), cfg.train.precision.c_str());
   std::printf("  N_total (paper)   %lld  (d^2 (8E+4) n_blocks, non-embedding, router excluded)\n",
               static_cast<long long>(c.n_total()));
@@ -69,9 +67,9 @@ int dry_run_typed(const CommandLine& cli, ProcessGrid& grid) {
 
 }  // namespace
 
-int dry_run(const CommandLine& cli, ProcessGrid& grid) {
-  if (cli.config.train.precision == "fp64") return dry_run_typed<double>(cli, grid);
-  return dry_run_typed<float>(cli, grid);
+int dry_run(const CommandLine& cli, int world_size) {
+  if (cli.config.train.precision == "fp64") return dry_run_typed<double>(cli, world_size);
+  return dry_run_typed<float>(cli, world_size);
 }
 
 }  // namespace finemoe

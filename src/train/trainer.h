@@ -11,8 +11,9 @@ bool cuda_backend_available();
 // checkpoints, evaluates. Returns an exit code (train/exit_codes.h, kExitInterrupted).
 int run_training(const CommandLine& cli, ProcessGrid& grid);
 
-// Builds the model without allocating it and prints parameter counts, FLOPs per token and per
-// step, and the memory each rank needs. Returns kExitOk.
-int dry_run(const CommandLine& cli, ProcessGrid& grid);
+// Registers the model's tensors (without allocating them) as rank 0 of `world_size` ranks would,
+// and prints parameter counts, FLOPs per token and per step, and the memory each rank needs.
+// Not collective. Returns kExitOk.
+int dry_run(const CommandLine& cli, int world_size);
 
 }  // namespace finemoe
