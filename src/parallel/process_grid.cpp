@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include "parallel/mpi_check.h"
@@ -39,6 +40,11 @@ ProcessGrid::ProcessGrid(MPI_Comm world, int expert_parallel) {
 }
 
 int ProcessGrid::default_threads() const {
+  // An explicit OMP_NUM_THREADS (a batch script, a test harness) wins over the core count.
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   return std::max(1, cores / std::max(1, local_size_));
 }

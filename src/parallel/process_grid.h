@@ -28,7 +28,8 @@ class ProcessGrid {
   int local_size() const { return local_size_; }
   const std::string& host() const { return host_; }
 
-  // Threads per rank when train.threads = 0: the node's cores shared among its ranks.
+  // Threads per rank when train.threads = 0: OMP_NUM_THREADS when set, else the node's cores
+  // shared among its ranks.
   int default_threads() const;
 
  private:
