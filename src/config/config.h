@@ -53,7 +53,7 @@ struct TrainConfig {
   double grad_clip = 1.0;  // global-norm clipping; 0 = off
   int eval_interval = 100;  // steps; 0 = only at the end
   int eval_sequences = 64;  // held-out sequences per evaluation
-  int threads = 0;  // BLAS/OpenMP threads per rank; 0 = node cores / ranks on the node
+  int threads = 0;  // BLAS/OpenMP threads per rank; 0 = OMP_NUM_THREADS, else node cores / ranks
   std::string resume = "no";  // no | auto
   int64_t stop_after = 0;  // steps to run in this invocation, then checkpoint and exit 75; 0 = off
 

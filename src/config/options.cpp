@@ -94,7 +94,7 @@ class OptionTable {
     add("train.eval_sequences", &Config::train, &TrainConfig::eval_sequences,
         "held-out sequences per evaluation");
     add("train.threads", &Config::train, &TrainConfig::threads,
-        "BLAS/OpenMP threads per rank (0 = node cores / ranks on the node)");
+        "BLAS/OpenMP threads per rank (0 = OMP_NUM_THREADS if set, else node cores / ranks on the node)");
     add("train.resume", &Config::train, &TrainConfig::resume,
         "no | auto (continue from the newest valid checkpoint)");
     add("train.stop_after", &Config::train, &TrainConfig::stop_after,
