@@ -115,7 +115,11 @@ class Json {
     if (v != v || v == 1.0 / 0.0 || v == -1.0 / 0.0) {
       out_ << "null";
     } else {
-      std::snprintf(buf, sizeof buf, "%.6g", v);
+      // Integers (counts, offsets) exactly; other numbers to 7 significant digits.
+      if (v == double(static_cast<long long>(v)) && v < 9e15 && v > -9e15)
+        std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v));
+      else
+        std::snprintf(buf, sizeof buf, "%.7g", v);
       out_ << buf;
     }
     return *this;

@@ -380,7 +380,7 @@ Config step_config(const Options& o) {
   cfg.model.context = o.integer("context", 256);
   cfg.model.vocab = o.integer("vocab", 8192);
   cfg.model.activation = o.str("activation", "relu");
-  cfg.model.init_scale = 0.1;
+  cfg.model.init_scale = o.num("init-scale", 0.1);
   cfg.moe.enabled = !o.flag("dense");
   cfg.moe.expansion_rate = o.integer("E", 8);
   cfg.moe.granularity = o.integer("G", 4);

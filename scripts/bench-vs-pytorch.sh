@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# finemoe vs the PyTorch peer (bench/reference) on the same model, threads and machine:
+#   1. installs torch from PyPI when missing (bench/reference/install.sh),
+#   2. checks the peer's loss against finemoe's on finemoe's exported weights (check_loss.py),
+#   3. times a training step of each, alternating (finemoe, peer) x ROUNDS so a change of load hits
+#      both, and prints the ratio of tokens/s (medians).
+# usage: scripts/bench-vs-pytorch.sh [BUILD_DIR] [-- model options, e.g. --d-model 512 --G 4]
+# env: THREADS (default: all cores), RANKS (finemoe ranks, default 1; the peer is one process with
+#      THREADS threads, finemoe RANKS ranks x THREADS/RANKS threads), REPS (5), ROUNDS (3),
+#      MAX_LOAD (wait, up to WAIT_S seconds, for a 1-minute load below it; default 1.5 / 600).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="$root/build-bench"
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then build="$1"; shift; fi
+[ "${1:-}" = "--" ] && shift
+model_opts=("$@")
+threads="${THREADS:-$(nproc)}"
+ranks="${RANKS:-1}"
+reps="${REPS:-5}"
+rounds="${ROUNDS:-3}"
+py="${PYTHON:-python3}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+bench="$build/bin/finemoe-bench"
+if [ ! -x "$bench" ]; then
+  [ -f "$build/CMakeCache.txt" ] || cmake -S "$root" -B "$build" -DFINEMOE_CUDA=OFF
+  cmake --build "$build" -j2 --target finemoe-bench
+fi
+"$root/bench/reference/install.sh"
+
+wait_quiet() {
+  local max="${MAX_LOAD:-1.5}" waited=0 limit="${WAIT_S:-600}"
+  while awk -v m="$max" '{exit !($1 >= m)}' /proc/loadavg && [ "$waited" -lt "$limit" ]; do
+    sleep 15; waited=$((waited + 15))
+  done
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)$(awk -v m="$max" '$1 >= m {print "  (above " m ": provisional)"}' /proc/loadavg)"
+}
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+echo "== loss check on finemoe's weights (init_scale 1 so routing matters)"
+"$bench" export --out "$tmp/export" --init-scale 1 "${model_opts[@]}" --batch 16
+(cd "$root/bench/reference" && "$py" check_loss.py "$tmp/export")
+
+echo "== training step, $threads threads, finemoe $ranks rank(s); $rounds rounds alternating"
+run_finemoe() {
+  if [ "$ranks" -gt 1 ]; then
+    mpiexec -n "$ranks" --oversubscribe --bind-to none "$bench" step --json --reps "$reps" \
+      --threads $((threads / ranks)) "${model_opts[@]}"
+  else
+    "$bench" step --json --reps "$reps" --threads "$threads" "${model_opts[@]}"
+  fi
+}
+for r in $(seq "$rounds"); do
+  wait_quiet
+  run_finemoe | tail -1 > "$tmp/finemoe.$r.json"
+  (cd "$root/bench/reference" && "$py" bench_step.py --json --reps "$reps" --threads "$threads" "${model_opts[@]}") \
+    | tail -1 > "$tmp/torch.$r.json"
+done
+"$py" - "$tmp" "$rounds" <<'PY'
+import json, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
+fm = [json.load(open(f"{d}/finemoe.{r}.json")) for r in range(1, rounds + 1)]
+pt = [json.load(open(f"{d}/torch.{r}.json")) for r in range(1, rounds + 1)]
+for r, (a, b) in enumerate(zip(fm, pt), 1):
+    print(f"round {r}: finemoe {a['tokens_per_s']:8.0f} tok/s (load {a['load_before']:.2f})   "
+          f"pytorch {b['tokens_per_s']:8.0f} tok/s (load {b['load_before']:.2f})   ratio {a['tokens_per_s'] / b['tokens_per_s']:.2f}")
+f, p = statistics.median(x["tokens_per_s"] for x in fm), statistics.median(x["tokens_per_s"] for x in pt)
+loads = [x["load_before"] for x in fm + pt]
+print(f"finemoe {f:.0f} tokens/s, pytorch {p:.0f} tokens/s (torch {pt[0]['torch']}): ratio {f / p:.2f}x "
+      f"(target >= 1.5x); model/dense GEMM rate {statistics.median(x['model_vs_dense'] for x in fm):.3f} "
+      f"(target >= 0.5); load {min(loads):.2f}..{max(loads):.2f}")
+PY
