@@ -4,13 +4,14 @@
 # ranks checkpoint and exit 75, the job requeues itself, restarts (SLURM_RESTART_COUNT 1),
 # resumes, completes, and its record equals an uninterrupted run's bit for bit.
 #   slurm_requeue_test.sh SOURCE_DIR BUILD_DIR
+# shellcheck source=slurm_test_lib.sh
 source "$(dirname "$0")/slurm_test_lib.sh"
 compare="$build_dir/tests/record_compare"
 [ -x "$compare" ] || fail "$compare not built"
 
 start_slurm
 make_data
-cd "$work"
+cd "$work" || exit 1
 params="$work/params"
 "$build_dir/bin/finemoe-sweep" expand "$src_dir/inputs/sweeps/tiny-cpu.ini" --select shape=d48 --select G=G2 \
   --select tokens=D31k --output "$work/runs" --params-dir "$params" --manifest none --quiet \

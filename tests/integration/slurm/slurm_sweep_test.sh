@@ -3,11 +3,12 @@
 # (inputs/sweeps/tiny-cpu.ini: 8 MoE runs of 2 MPI ranks, EP 2) as an array job plus the
 # dependent analysis job; every record must be completed and the fit and optimum written.
 #   slurm_sweep_test.sh SOURCE_DIR BUILD_DIR
+# shellcheck source=slurm_test_lib.sh
 source "$(dirname "$0")/slurm_test_lib.sh"
 
 start_slurm
 make_data
-cd "$work"
+cd "$work" || exit 1
 out="$work/sweep"
 submit_log="$work/submit.log"
 FINEMOE_OPTIMAL_ARGS="--budgets 1e12,1e14" \
