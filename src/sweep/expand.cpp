@@ -45,12 +45,15 @@ std::string render_ini(const std::vector<std::pair<std::string, std::string>>& i
   return os.str();
 }
 
-// What makes two runs the same experiment: every resolved key except the output folder, and for
-// dense models none of the MoE keys (they have no effect).
+// What makes two runs the same experiment: every resolved key except those that only say where
+// and how it executes (output folder, threads, ...), and for dense models none of the MoE keys.
 std::string identity(const Config& cfg) {
   std::string id;
   for (const auto& [key, value] : config_items(cfg)) {
-    if (key == "output.dir" || key == "output.overwrite" || key == "train.resume") continue;
+    // How and where a run executes, not what it computes.
+    if (key == "output.dir" || key == "output.overwrite" || key == "train.resume" || key == "train.stop_after" ||
+        key == "train.threads" || key == "parallel.watchdog_s" || key == "parallel.device_id")
+      continue;
     if (!cfg.moe.enabled && key.rfind("moe.", 0) == 0 && key != "moe.enabled") continue;
     id += key + "=" + value + "\n";
   }
