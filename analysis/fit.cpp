@@ -39,7 +39,7 @@ struct LawResidual {
     const T predicted = p[6] + param_term + exp(p[2] - p[3] * ln_D);
     // A trial step far outside the law's range overflows: report it as a failed evaluation,
     // which makes the solver shrink the step.
-    if (!(value_of(predicted) < 1e30)) return false;  // also false for NaN
+    if (!(value_of(predicted) < 1e30) || (log_space && !(value_of(predicted) > 0))) return false;  // also false for NaN
     residual[0] = log_space ? log(predicted) - std::log(loss) : predicted - loss;
     return true;
   }
@@ -50,7 +50,18 @@ struct Solution {
   double cost = std::numeric_limits<double>::infinity();
 };
 
-Solution solve(const std::vector<const Run*>& runs, bool moe, FitPreset preset, const Params& start) {
+// weight_decay * |p|^2 as seven residuals sqrt(2 weight_decay) p_i (Ceres sums half squares).
+struct Penalty {
+  double w;
+  template <typename T>
+  bool operator()(const T* p, T* residual) const {
+    for (int i = 0; i < 7; ++i) residual[i] = w * p[i];
+    return true;
+  }
+};
+
+Solution solve(const std::vector<const Run*>& runs, bool moe, const FitOptions& o, const Params& start) {
+  const FitPreset preset = o.preset;
   Solution s;
   s.p = start;
   ceres::Problem problem;
@@ -61,8 +72,12 @@ Solution solve(const std::vector<const Run*>& runs, bool moe, FitPreset preset, 
         new LawResidual{std::log(r->N), std::log(r->D), std::log(r->G), r->loss, moe, log_space});
     problem.AddResidualBlock(cost, robust, s.p.data());
   }
+  if (o.weight_decay > 0) {
+    problem.AddResidualBlock(new ceres::AutoDiffCostFunction<Penalty, 7, 7>(new Penalty{std::sqrt(2 * o.weight_decay)}),
+                             nullptr, s.p.data());
+  }
   if (!moe) problem.SetManifold(s.p.data(), new ceres::SubsetManifold(7, {kLnG, kGamma}));
-  problem.SetParameterLowerBound(s.p.data(), 6, 0.0);
+  if (std::isfinite(o.c_min)) problem.SetParameterLowerBound(s.p.data(), 6, o.c_min);
   ceres::Solver::Options options;
   options.linear_solver_type = ceres::DENSE_QR;
   options.max_num_iterations = 500;
@@ -93,34 +108,64 @@ LawCoefficients to_coefficients(const Params& p, bool moe) {
   return k;
 }
 
-// Starting points: every combination of two or three values per coefficient, spanning the
+// Starting points: every combination of `levels` values per coefficient (2 or 3), spanning the
 // magnitudes published fits have (paper-facts.md and Hoffmann et al.).
-std::vector<Params> start_grid(bool moe) {
+std::vector<Params> start_grid(bool moe, int levels) {
+  const bool wide = levels >= 3;
+  const auto pick = [wide](std::vector<double> two, std::vector<double> three) { return wide ? three : two; };
+  const std::vector<double> as = pick({5, 30}, {3, 15, 60}), alphas = pick({0.1, 0.3}, {0.05, 0.15, 0.4});
+  const std::vector<double> bs = pick({10, 100}, {5, 40, 300}), betas = pick({0.1, 0.3}, {0.05, 0.15, 0.4});
+  const std::vector<double> gs = moe ? pick({1, 5}, {0.5, 2, 10}) : std::vector<double>{1};
+  const std::vector<double> gammas = moe ? pick({0.3, 1}, {0.2, 0.6, 1.2}) : std::vector<double>{0};
+  const std::vector<double> cs = pick({0.3, 1.5}, {0.1, 0.8, 2});
   std::vector<Params> grid;
-  for (double a : {5.0, 30.0})
-    for (double alpha : {0.1, 0.3})
-      for (double b : {10.0, 100.0})
-        for (double beta : {0.1, 0.3})
-          for (double g : moe ? std::vector<double>{1.0, 5.0} : std::vector<double>{1.0})
-            for (double gamma : moe ? std::vector<double>{0.3, 1.0} : std::vector<double>{0.0})
-              for (double c : {0.3, 1.5}) {
-                grid.push_back({std::log(a), alpha, std::log(b), beta, std::log(g), gamma, c});
-              }
+  for (double a : as)
+    for (double alpha : alphas)
+      for (double b : bs)
+        for (double beta : betas)
+          for (double g : gs)
+            for (double gamma : gammas)
+              for (double c : cs) grid.push_back({std::log(a), alpha, std::log(b), beta, std::log(g), gamma, c});
   return grid;
 }
 
 int thread_count(const FitOptions& o) { return o.threads > 0 ? o.threads : 0; }
 
-// Best of the given starts; the starts are solved in parallel.
-Solution best_of(const std::vector<const Run*>& runs, bool moe, const FitOptions& o,
-                 const std::vector<Params>& starts) {
+// The solutions from the given starts (solved in parallel), best first, without near duplicates.
+std::vector<Solution> local_minima(const std::vector<const Run*>& runs, bool moe, const FitOptions& o,
+                                   const std::vector<Params>& starts) {
   std::vector<Solution> solutions(starts.size());
   const int n = int(starts.size());
   const int threads = thread_count(o);
 #pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads != 1)
-  for (int i = 0; i < n; ++i) solutions[i] = solve(runs, moe, o.preset, starts[i]);
+  for (int i = 0; i < n; ++i) solutions[i] = solve(runs, moe, o, starts[i]);
+  std::stable_sort(solutions.begin(), solutions.end(),
+                   [](const Solution& x, const Solution& y) { return x.cost < y.cost; });
+  std::vector<Solution> distinct;
+  for (const Solution& s : solutions) {
+    if (!std::isfinite(s.cost)) break;
+    const bool seen = std::any_of(distinct.begin(), distinct.end(), [&s](const Solution& d) {
+      for (std::size_t i = 0; i < s.p.size(); ++i) {
+        if (std::abs(s.p[i] - d.p[i]) > 1e-3 * (1 + std::abs(d.p[i]))) return false;
+      }
+      return true;
+    });
+    if (!seen) distinct.push_back(s);
+  }
+  return distinct;
+}
+
+Solution best_of(const std::vector<const Run*>& runs, bool moe, const FitOptions& o,
+                 const std::vector<Params>& starts) {
+  const std::vector<Solution> minima = local_minima(runs, moe, o, starts);
+  return minima.empty() ? Solution{} : minima.front();
+}
+
+// Fits a subset of the runs from each of the given starts (serially); the best.
+Solution refit(const std::vector<const Run*>& runs, bool moe, const FitOptions& o, const std::vector<Params>& starts) {
   Solution best;
-  for (const auto& s : solutions) {
+  for (const Params& p : starts) {
+    const Solution s = solve(runs, moe, o, p);
     if (s.cost < best.cost) best = s;
   }
   return best;
@@ -205,15 +250,21 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
 
   std::vector<const Run*> all;
   for (const Run& r : runs) all.push_back(&r);
-  const std::vector<Params> grid = start_grid(moe);
+  const std::vector<Params> grid = start_grid(moe, o.start_levels);
 
   FitResult result;
   result.preset = o.preset;
   result.E = runs[0].E;
   result.n_runs = runs.size();
-  const Solution best = best_of(all, moe, o, grid);
-  if (!std::isfinite(best.cost)) throw RuntimeFailure("no start of the fit converged");
+  const std::vector<Solution> minima = local_minima(all, moe, o, grid);
+  if (minima.empty()) throw RuntimeFailure("no start of the fit converged");
+  const Solution& best = minima.front();
+  std::vector<Params> refit_starts;
+  for (std::size_t i = 0; i < minima.size() && int(i) < std::max(1, o.refit_starts); ++i) {
+    refit_starts.push_back(minima[i].p);
+  }
   result.coefficients = to_coefficients(best.p, moe);
+  result.c_at_bound = std::isfinite(o.c_min) && best.p[6] <= o.c_min + 1e-9;
   result.predicted = predict_all(result.coefficients, all);
   result.rmse = rmse_of(result.predicted, losses_of(all));
 
@@ -264,7 +315,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
           train.push_back(all[order[i]]);
         }
       }
-      const LawCoefficients c = to_coefficients(solve(train, moe, o.preset, best.p).p, moe);
+      const LawCoefficients c = to_coefficients(refit(train, moe, o, refit_starts).p, moe);
       for (std::size_t t : test) pred[t] = c.predict(runs[t].N, runs[t].D, runs[t].G);
     }
     result.kfold_rmse = rmse_of(pred, losses_of(all));
@@ -284,7 +335,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
         const double u = uniform_open(hash_combine(key, uint64_t(b)), i);
         sample.push_back(all[std::min(runs.size() - 1, std::size_t(u * double(runs.size())))]);
       }
-      samples[std::size_t(b)] = solve(sample, moe, o.preset, best.p);
+      samples[std::size_t(b)] = refit(sample, moe, o, refit_starts);
     }
     for (const auto& s : samples) {
       if (std::isfinite(s.cost)) result.bootstrap.push_back(to_coefficients(s.p, moe));

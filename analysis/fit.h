@@ -18,6 +18,16 @@ std::string to_string(FitPreset preset);
 
 struct FitOptions {
   FitPreset preset = FitPreset::paper;
+  // L2 penalty weight_decay * |p|^2 on the solver's parameters p = (ln a, alpha, ln b, beta,
+  // ln g, gamma, c), added to the Huber sum (the paper used 5e-4; 0 = none).
+  double weight_decay = 0;
+  // Values per coefficient in the multi-start grid: 2 (2^7 = 128 starts for MoE) or 3 (2187).
+  int start_levels = 2;
+  // Starts of each bootstrap (and k-fold) fit: the full fit's solution and the next best
+  // distinct local minima the multi-start found, up to this many in all.
+  int refit_starts = 1;
+  // Lower bound on c; -infinity = none.
+  double c_min = 0;
   int bootstrap = 100;              // resamples; 0 = none
   double bootstrap_fraction = 0.8;  // each resample draws this fraction of the runs, with replacement
   double holdout_fraction = 0.2;    // the lowest-loss runs held out (the paper's validation)
@@ -45,6 +55,9 @@ struct FitResult {
   double kfold_rmse = 0;  // NaN when kfold = 0
   std::vector<LawCoefficients> bootstrap;
   std::vector<Band> bands;  // per coefficient, names() order; empty without bootstrap
+  // c ended on its lower bound c_min: the data do not pin c down (the unbounded fit would go
+  // lower), and the bands of the other coefficients are conditional on c = c_min.
+  bool c_at_bound = false;
 };
 
 // Fits one law to runs that are all MoE (with one E) or all dense. InputError on fewer runs

@@ -90,7 +90,16 @@ int run(int argc, char** argv) {
       "preset", po::value<std::string>()->default_value("paper"),
       "fit: paper (Huber 0.1 on the loss) | chinchilla (log-sum-exp, Huber 1e-3 on log-loss)")(
       "loss", po::value<std::string>()->default_value("eval"), "fit: eval | smoothed_train")(
-      "bootstrap", po::value<int>()->default_value(100), "fit: bootstrap resamples (80% of runs each)")(
+      "bootstrap", po::value<int>()->default_value(100), "fit: bootstrap resamples")(
+      "bootstrap-fraction", po::value<double>()->default_value(0.8),
+      "fit: runs drawn (with replacement) per resample, as a fraction of the runs (the paper: 0.8)")(
+      "weight-decay", po::value<double>()->default_value(0),
+      "fit: L2 penalty on the fitted parameters (the paper: 5e-4; biases c, b, beta towards 0)")(
+      "c-min", po::value<double>()->default_value(0), "fit: lower bound on c (-inf: none)")(
+      "start-levels", po::value<int>()->default_value(2),
+      "fit: values per coefficient in the multi-start grid, 2 (128 starts) or 3 (2187)")(
+      "refit-starts", po::value<int>()->default_value(1),
+      "fit: starts of each bootstrap/k-fold fit (the best distinct local minima of the full fit)")(
       "kfold", po::value<int>()->default_value(5), "fit: folds for k-fold validation (0 = none)")(
       "seed", po::value<uint64_t>()->default_value(1), "fit: seed for k-fold and bootstrap draws")(
       "coefficients", po::value<std::string>()->default_value("table1"), "optimal/compare: table1 | table8")(
@@ -129,8 +138,20 @@ int run(int argc, char** argv) {
     options.kfold = vm["kfold"].as<int>();
     options.seed = vm["seed"].as<uint64_t>();
     options.threads = vm["threads"].as<int>();
+    options.bootstrap_fraction = vm["bootstrap-fraction"].as<double>();
+    options.weight_decay = vm["weight-decay"].as<double>();
+    options.c_min = vm["c-min"].as<double>();
+    options.start_levels = vm["start-levels"].as<int>();
+    options.refit_starts = vm["refit-starts"].as<int>();
     if (options.bootstrap < 0 || options.kfold < 0 || options.kfold == 1) {
       throw InputError("--bootstrap must be >= 0 and --kfold 0 or >= 2");
+    }
+    if (!(options.bootstrap_fraction > 0 && options.bootstrap_fraction <= 1) || !(options.weight_decay >= 0) ||
+        std::isnan(options.c_min) || options.c_min == INFINITY || (options.start_levels != 2 && options.start_levels != 3) ||
+        options.refit_starts < 1) {
+      throw InputError(
+          "--bootstrap-fraction must be in (0, 1], --weight-decay >= 0, --c-min a number or -inf, --start-levels 2 "
+          "or 3 and --refit-starts >= 1");
     }
     FitReport report;
     report.loss = parse_loss_source(vm["loss"].as<std::string>());

@@ -111,6 +111,7 @@ void write_fit_group(h5::File& file, const FitPart& part) {
   g.set("E", f.E);
   g.set("n_runs", int64_t(f.n_runs));
   g.set("holdout_runs", int64_t(f.holdout_runs));
+  g.set("c_at_bound", int64_t(f.c_at_bound));
   for (const auto& [name, value] : metrics(f)) g.set(name, value);
   g.write_strings("coefficient_names", names);
   h5::Series boot = g.create_series("bootstrap", h5::Type::float64, {hsize_t(names.size())}, 64);
@@ -140,15 +141,19 @@ void write_fit_group(h5::File& file, const FitPart& part) {
   write_column(runs, "predicted", f.predicted);
 }
 
+// Points are runs, lines the fitted law; each granularity (or model size) has one colour.
 void write_fit_plots(const std::string& dir, const FitReport& report) {
   PlotSpec ovp;
   ovp.title = "Observed vs predicted loss";
-  ovp.x_label = "predicted loss";
+  ovp.note = "dashed: observed = predicted; points above it: the law is optimistic";
+  ovp.x_label = "predicted loss (fitted law)";
   ovp.y_label = "observed loss (" + to_string(report.loss) + ")";
   ovp.diagonal = true;
   for (const FitPart& part : parts(report)) {
     PlotSeries s;
-    s.label = part.fit.coefficients.moe ? "MoE E=" + std::to_string(part.fit.E) : "dense";
+    char rmse[48];
+    std::snprintf(rmse, sizeof rmse, " (RMSE %.3g)", part.fit.rmse);
+    s.label = (part.fit.coefficients.moe ? "MoE E=" + std::to_string(part.fit.E) : std::string("dense")) + rmse;
     s.x = part.fit.predicted;
     for (const Run& r : part.runs) s.y.push_back(r.loss);
     ovp.series.push_back(s);
@@ -160,6 +165,7 @@ void write_fit_plots(const std::string& dir, const FitReport& report) {
   // collapse onto one curve per G.
   const LawCoefficients& k = report.moe->coefficients;
   const auto adjusted = [&k](const Run& r) { return r.loss - k.b / std::pow(r.D, k.beta); };
+  const auto param_part = [&k](double N, double G) { return k.c + (k.g / std::pow(G, k.gamma) + k.a) / std::pow(N, k.alpha); };
   std::set<double> granularities, sizes;
   double n_lo = INFINITY, n_hi = 0;
   for (const Run& r : report.moe_runs) {
@@ -168,15 +174,20 @@ void write_fit_plots(const std::string& dir, const FitReport& report) {
     n_lo = std::min(n_lo, r.N);
     n_hi = std::max(n_hi, r.N);
   }
+  const std::string adjusted_label = "loss - b/D^beta (fitted b, beta)";
+  const std::string note = "points: runs, every token budget D shifted to D = infinity; lines: fitted law";
   PlotSpec by_n;
-  by_n.title = "Loss vs N per G (loss - b/D^beta; lines: fitted law)";
-  by_n.x_label = "N (total non-embedding parameters)";
-  by_n.y_label = "loss - b / D^beta";
+  by_n.title = "Loss vs model size, per granularity G (MoE E=" + std::to_string(report.moe->E) + ")";
+  by_n.note = note;
+  by_n.x_label = "N: total non-embedding parameters";
+  by_n.y_label = adjusted_label;
   by_n.log_x = by_n.log_y = true;
+  by_n.x_format = TickFormat::count;
+  int color = 0;
   for (double G : granularities) {
     PlotSeries pts, curve;
     pts.label = "G=" + num(G);
-    curve.label = "fit G=" + num(G);
+    pts.color = curve.color = color++;
     curve.line = true;
     for (const Run& r : report.moe_runs) {
       if (r.G != G) continue;
@@ -186,7 +197,7 @@ void write_fit_plots(const std::string& dir, const FitReport& report) {
     for (int i = 0; i <= 40; ++i) {
       const double N = n_lo * std::pow(n_hi / n_lo, i / 40.0);
       curve.x.push_back(N);
-      curve.y.push_back(k.c + (k.g / std::pow(G, k.gamma) + k.a) / std::pow(N, k.alpha));
+      curve.y.push_back(param_part(N, G));
     }
     by_n.series.push_back(pts);
     by_n.series.push_back(curve);
@@ -194,15 +205,23 @@ void write_fit_plots(const std::string& dir, const FitReport& report) {
   write_svg_plot(dir + "/loss_vs_N.svg", by_n);
 
   PlotSpec by_g;
-  by_g.title = "Loss vs G per model size (loss - b/D^beta; lines: fitted law)";
+  by_g.title = "Loss vs granularity G, per model size N (MoE E=" + std::to_string(report.moe->E) + ")";
+  by_g.note = note;
   by_g.x_label = "granularity G";
-  by_g.y_label = "loss - b / D^beta";
-  by_g.log_x = true;
+  by_g.y_label = adjusted_label;
+  by_g.log2_x = true;
   const double g_lo = *granularities.begin(), g_hi = *granularities.rbegin();
+  color = 0;
   for (double N : sizes) {
     PlotSeries pts, curve;
-    pts.label = "N=" + num(N);
-    curve.label = "fit N=" + num(N);
+    char label[32];
+    if (N >= 1e9) {
+      std::snprintf(label, sizeof label, "N=%.3gB", N / 1e9);
+    } else {
+      std::snprintf(label, sizeof label, "N=%.3gM", N / 1e6);
+    }
+    pts.label = label;
+    pts.color = curve.color = color++;
     curve.line = true;
     for (const Run& r : report.moe_runs) {
       if (r.N != N) continue;
@@ -212,7 +231,7 @@ void write_fit_plots(const std::string& dir, const FitReport& report) {
     for (int i = 0; i <= 40; ++i) {
       const double G = g_lo * std::pow(g_hi / g_lo, i / 40.0);
       curve.x.push_back(G);
-      curve.y.push_back(k.c + (k.g / std::pow(G, k.gamma) + k.a) / std::pow(N, k.alpha));
+      curve.y.push_back(param_part(N, G));
     }
     by_g.series.push_back(pts);
     by_g.series.push_back(curve);
@@ -272,18 +291,22 @@ void print_fit_table(std::ostream& os, const FitReport& report) {
     const FitResult& f = part.fit;
     os << "\n" << (f.coefficients.moe ? "MoE law (E = " + std::to_string(f.E) + ")" : std::string("dense law"))
        << ", preset " << to_string(f.preset) << ", " << f.n_runs << " runs\n";
-    os << "  coefficient        value          p10          p90\n";
+    os << "  coefficient            value              p10              p90\n";
     const auto names = f.coefficients.names();
     const auto values = f.coefficients.values();
     for (std::size_t i = 0; i < names.size(); ++i) {
-      os << "  " << std::left << std::setw(11) << names[i] << std::right << std::setw(14) << num(values[i]);
-      if (!f.bands.empty()) os << std::setw(13) << num(f.bands[i].p10) << std::setw(13) << num(f.bands[i].p90);
+      os << "  " << std::left << std::setw(11) << names[i] << std::right << " " << std::setw(16) << num(values[i]);
+      if (!f.bands.empty()) os << " " << std::setw(16) << num(f.bands[i].p10) << " " << std::setw(16) << num(f.bands[i].p90);
       os << "\n";
     }
     os << "  RMSE " << num(f.rmse) << "; held out (" << f.holdout_runs << " lowest-loss runs) RMSE "
        << num(f.holdout_rmse) << ", relative " << num(100 * f.holdout_rel_rmse) << "% (max "
        << num(100 * f.holdout_max_rel_error) << "%); k-fold RMSE " << num(f.kfold_rmse) << "; "
        << f.bootstrap.size() << " bootstrap fits\n";
+    if (f.c_at_bound) {
+      os << "  note: c is at its lower bound " << num(f.coefficients.c)
+         << ": the runs do not pin c down (a wider range of D helps); the other bands are conditional on it\n";
+    }
   }
   if (!report.skipped.empty()) {
     os << "\nleft out " << report.skipped.size() << " record(s):\n";
@@ -310,7 +333,7 @@ void print_fit_json(std::ostream& os, const FitReport& report) {
     }
     os << "}";
     for (const auto& [name, value] : metrics(f)) os << ", " << quoted(name) << ": " << num(value);
-    os << "}";
+    os << ", \"c_at_bound\": " << (f.c_at_bound ? "true" : "false") << "}";
   }
   os << "], \"skipped\": [";
   for (std::size_t i = 0; i < report.skipped.size(); ++i) {
@@ -397,27 +420,38 @@ void write_optimal_files(const std::string& dir, const OptimalReport& report) {
         << csv_num(N_p10[i]) << "," << csv_num(N_p90[i]) << "," << csv_num(D_p10[i]) << "," << csv_num(D_p90[i])
         << "," << csv_num(G_p10[i]) << "," << csv_num(G_p90[i]) << "\n";
   }
+  const bool bands = !report.rows.empty() && report.rows[0].has_bands;
+  const std::string band_note = bands ? "dashed: bootstrap 10th and 90th percentiles" : "";
   PlotSpec g_plot;
-  g_plot.title = "Compute-optimal granularity vs budget";
+  g_plot.title = "Compute-optimal granularity vs training budget";
+  g_plot.note = band_note;
   g_plot.x_label = "training FLOPs";
-  g_plot.y_label = "G";
-  g_plot.log_x = g_plot.log_y = true;
-  g_plot.series.push_back({"optimal G", budget, G, true});
-  if (!report.rows.empty() && report.rows[0].has_bands) {
-    g_plot.series.push_back({"G p10", budget, G_p10, false});
-    g_plot.series.push_back({"G p90", budget, G_p90, false});
+  g_plot.y_label = "optimal granularity G";
+  g_plot.log_x = true;
+  g_plot.log2_y = true;
+  g_plot.series.push_back({"optimal G", budget, G, true, 0, false});
+  g_plot.series.push_back({"", budget, G, false, 0, false});  // markers at the budgets computed
+  if (bands) {
+    g_plot.series.push_back({"G p10 / p90", budget, G_p10, true, 0, true});
+    g_plot.series.push_back({"", budget, G_p90, true, 0, true});
   }
   write_svg_plot(dir + "/optimal_G.svg", g_plot);
   PlotSpec n_plot;
-  n_plot.title = "Compute-optimal N_active and D vs budget";
+  n_plot.title = "Compute-optimal model size and tokens vs training budget";
+  n_plot.note = band_note;
   n_plot.x_label = "training FLOPs";
-  n_plot.y_label = "parameters / tokens";
+  n_plot.y_label = "active parameters N_active / training tokens D";
   n_plot.log_x = n_plot.log_y = true;
-  n_plot.series.push_back({"N_active", budget, N_active, true});
-  n_plot.series.push_back({"D (tokens)", budget, D, true});
-  if (!report.rows.empty() && report.rows[0].has_bands) {
-    n_plot.series.push_back({"N_active p10", budget, N_p10, false});
-    n_plot.series.push_back({"N_active p90", budget, N_p90, false});
+  n_plot.y_format = TickFormat::count;
+  n_plot.series.push_back({"N_active", budget, N_active, true, 0, false});
+  n_plot.series.push_back({"D (tokens)", budget, D, true, 1, false});
+  n_plot.series.push_back({"", budget, N_active, false, 0, false});
+  n_plot.series.push_back({"", budget, D, false, 1, false});
+  if (bands) {
+    n_plot.series.push_back({"N_active p10 / p90", budget, N_p10, true, 0, true});
+    n_plot.series.push_back({"", budget, N_p90, true, 0, true});
+    n_plot.series.push_back({"D p10 / p90", budget, D_p10, true, 1, true});
+    n_plot.series.push_back({"", budget, D_p90, true, 1, true});
   }
   write_svg_plot(dir + "/optimal_N_D.svg", n_plot);
 }
@@ -502,7 +536,7 @@ void write_compare_files(const std::string& dir, const CompareReport& report) {
   plot.x_label = "training FLOPs (MoE)";
   plot.y_label = "dense-equivalent compute multiplier";
   plot.log_x = true;
-  plot.series.push_back({"multiplier", budget, multiplier, true});
+  plot.series.push_back({"multiplier", budget, multiplier, true, 0, false});
   write_svg_plot(dir + "/compare.svg", plot);
 }
 

@@ -17,6 +17,9 @@ struct Shape {
 std::vector<Shape> paper_shapes();
 std::vector<int64_t> paper_granularities();
 std::vector<double> paper_token_budgets();
+// Four token budgets over a factor of 64 (8B, 32B, 128B, 512B): the paper's 16B-130B (a factor
+// of 8) does not separate c from b / D^beta at 1% noise (docs/analysis.md, "Identifiability").
+std::vector<double> wide_token_budgets();
 
 // N as the records store it: d^2 (8E + 4) n_blocks (MoE) or 12 d^2 n_blocks (dense).
 int64_t total_params(const Shape& s, int64_t E);
@@ -28,8 +31,13 @@ double normal(uint64_t seed, uint64_t index);
 std::string write_record(const std::string& dir, const std::string& name, const Shape& shape, int64_t E,
                          int64_t G, double D, double loss);
 
-// The grid (6 x 5 x 4 = 120 MoE runs at E = 64, or 6 x 4 dense runs), losses from the law
-// times (1 + noise * z). Returns the runs as load_runs reads them back from the records.
-std::vector<Run> write_grid(const std::string& dir, const LawCoefficients& law, double noise, uint64_t seed);
+// The grid (6 x 5 x 4 = 120 MoE runs at E = 64, or 6 x 4 dense runs) in memory, losses from the
+// law times (1 + noise * z); token budgets paper_token_budgets() unless given.
+std::vector<Run> make_grid(const LawCoefficients& law, double noise, uint64_t seed,
+                           const std::vector<double>& token_budgets = paper_token_budgets());
+
+// The same grid written as records; returns the runs as load_runs reads them back.
+std::vector<Run> write_grid(const std::string& dir, const LawCoefficients& law, double noise, uint64_t seed,
+                            const std::vector<double>& token_budgets = paper_token_budgets());
 
 }  // namespace finemoe::analysis::synthetic

@@ -85,37 +85,70 @@ double sse(const LawCoefficients& law, const std::vector<analysis::Run>& runs) {
   return sum;
 }
 
-// The 10th-90th percentile bands are meant to hold the truth about 80% of the time for each
-// coefficient; across several noise draws the coverage must be near that (bands that are too
-// narrow, e.g. resampling without replacement, fail). Run at 0.2% noise: at the issue's 1% the
-// paper-like grid (D over a factor of 8 only) does not identify c against b / D^beta, and the
-// least-squares estimate itself lies far from the truth (see OnePercentNoiseHeldOutAndKFold).
-TEST_F(FitTest, BootstrapBandsHoldTheTruth) {
-  int inside = 0, total = 0;
-  const int draws = 4;
-  for (int seed = 1; seed <= draws; ++seed) {
-    const std::string dir = dir_ + "/draw" + std::to_string(seed);
+// Issue 7: "with 1% noise the known coefficients lie inside the bootstrap 10th-90th percentile
+// bands and held-out runs are predicted within 2%", on the paper-like grid of 6 shapes x 5 G x 4
+// token budgets, with the default method (paper preset, 100 resamples of 80% of the runs).
+//
+// The grid's token budgets are 8B, 32B, 128B, 512B (a factor of 64). With the paper's own
+// 16B-130B (a factor of 8) the term b / D^beta is nearly a constant over the grid and c is not
+// identified at 1% noise: measured over 20 noise seeds (bench_fit_coverage, docs/analysis.md),
+// the fitted c sits on its bound 0 in most draws, b and beta are dragged along the ridge and
+// their bands hold the truth in 11 of 20 draws (all coefficients: 95 of 140); with the wider
+// budgets every coefficient is covered in 15-18 of 20 draws (116 of 140).
+//
+// The statistic. A 10-90 band holds the truth with probability about 0.8 even for a perfectly
+// calibrated method, so one draw cannot show calibration: the test fits kDraws = 10 independent
+// noise draws and counts, per coefficient, the draws whose band holds the truth.
+//  - Each coefficient must be covered in at least 5 of the 10 draws. For a calibrated method
+//    P(Binomial(10, 0.8) <= 4) = 0.6% per coefficient (at most 4.3% for any of the 7); a band
+//    that holds the truth half the time or less fails with probability >= 38%, one that misses
+//    it systematically (e.g. the paper's weight decay, 0 of 10 for a, alpha, b, beta, c) fails.
+//  - All coefficients together must be covered in at least 47 of the 70 (draw, coefficient)
+//    pairs: the expected count is 56 for a calibrated method, P(Binomial(70, 0.8) <= 46) = 0.4%;
+//    the narrow grid's 68% coverage expects 47.6 and fails about 40% of the time.
+// The held-out part: every draw's 24 lowest-loss runs, fitted without them, are predicted with
+// a relative RMSE under 2% (single runs miss by up to 2.5 x the 1% noise, by chance).
+TEST_F(FitTest, OnePercentNoiseBandsHoldTheTrueCoefficients) {
+  constexpr int kDraws = 10;
+  const auto truth = kTruth.values();
+  const auto names = kTruth.names();
+  std::vector<int> covered(truth.size(), 0);
+  double worst_holdout = 0;
+  for (int draw = 1; draw <= kDraws; ++draw) {
+    const std::string dir = dir_ + "/draw" + std::to_string(draw);
     fs::create_directories(dir);
-    const std::vector<analysis::Run> runs = synthetic::write_grid(dir, kTruth, 0.002, uint64_t(seed));
-    FitOptions o = quick(FitPreset::paper);
-    o.bootstrap = 30;
-    o.seed = uint64_t(seed);
+    const std::vector<analysis::Run> runs =
+        synthetic::write_grid(dir, kTruth, 0.01, uint64_t(draw), synthetic::wide_token_budgets());
+    ASSERT_EQ(runs.size(), 120u);
+    FitOptions o;  // the defaults: paper preset, 100 bootstrap resamples of 80% of the runs
+    o.kfold = 0;
+    o.threads = 2;
+    o.seed = uint64_t(draw);
     const FitResult fit = fit_law(runs, o);
     ASSERT_EQ(fit.bands.size(), 7u);
-    const auto truth = kTruth.values();
-    const auto names = kTruth.names();
+    ASSERT_GE(fit.bootstrap.size(), 95u);
+    std::printf("draw %2d:", draw);
     for (std::size_t i = 0; i < truth.size(); ++i) {
       const bool in = fit.bands[i].p10 <= truth[i] && truth[i] <= fit.bands[i].p90;
-      inside += in;
-      ++total;
-      if (seed == 1) {
-        std::printf("  %-5s truth %8.4f band [%8.4f, %8.4f]%s\n", names[i].c_str(), truth[i], fit.bands[i].p10,
-                    fit.bands[i].p90, in ? "" : "  (outside)");
-      }
+      covered[i] += in;
+      std::printf(" %s [%.3g, %.3g]%s", names[i].c_str(), fit.bands[i].p10, fit.bands[i].p90, in ? "" : "(out)");
     }
+    std::printf("; held out %.2f%%\n", 100 * fit.holdout_rel_rmse);
+    EXPECT_EQ(fit.holdout_runs, 24u);
+    EXPECT_LT(fit.holdout_rel_rmse, 0.02) << "draw " << draw;
+    worst_holdout = std::max(worst_holdout, fit.holdout_rel_rmse);
   }
-  std::printf("coverage of the true coefficients by the 10-90 bands: %d of %d\n", inside, total);
-  EXPECT_GE(double(inside) / total, 0.65);
+  int total = 0;
+  for (std::size_t i = 0; i < truth.size(); ++i) {
+    std::printf("  %-5s (truth %g) inside the 10-90 band in %d of %d draws\n", names[i].c_str(), truth[i],
+                covered[i], kDraws);
+    EXPECT_GE(covered[i], 5) << names[i] << " is inside its band in only " << covered[i] << " of " << kDraws
+                             << " draws";
+    total += covered[i];
+  }
+  std::printf("  all: %d of %d (expected about 80%%); worst held-out relative RMSE %.2f%%\n", total,
+              kDraws * int(truth.size()), 100 * worst_holdout);
+  EXPECT_GE(total, 47);
 }
 
 TEST_F(FitTest, OnePercentNoiseHeldOutAndKFold) {
