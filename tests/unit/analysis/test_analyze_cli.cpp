@@ -55,6 +55,7 @@ TEST_F(AnalyzeCli, FitThenOptimalFromTheFitFile) {
   EXPECT_NE(fit.out.find("\"law\": \"moe\""), std::string::npos) << fit.out;
   EXPECT_NE(fit.out.find("\"law\": \"dense\""), std::string::npos) << fit.out;
   EXPECT_NE(fit.out.find("\"state\": \"unreadable\""), std::string::npos) << fit.out;
+  EXPECT_NE(fit.out.find("\"c_at_bound\": false"), std::string::npos) << fit.out;  // c = 0.47 is identified
   EXPECT_NE(fit.err.find("broken.h5"), std::string::npos) << fit.err;  // left out, never silently
   for (const char* f : {"fit.h5", "fit.csv", "fit_runs.csv", "observed_vs_predicted.svg", "loss_vs_N.svg",
                         "loss_vs_G.svg"}) {
@@ -96,6 +97,10 @@ TEST_F(AnalyzeCli, BadInputExitsWithCodeTwoAndSaysWhy) {
   Outcome not_fit = analyze("optimal --fit " + dir_ + "/records/r0.h5 --out " + dir_ + "/o");
   EXPECT_EQ(not_fit.exit_code, 2);
   EXPECT_NE(not_fit.err.find("not a fit file"), std::string::npos) << not_fit.err;
+
+  Outcome levels = analyze("fit " + dir_ + "/records --start-levels 4 --out " + dir_ + "/o");
+  EXPECT_EQ(levels.exit_code, 2);
+  EXPECT_NE(levels.err.find("--start-levels 2 or 3"), std::string::npos) << levels.err;
 
   Outcome command = analyze("plot");
   EXPECT_EQ(command.exit_code, 2);
