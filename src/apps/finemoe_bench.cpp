@@ -50,13 +50,14 @@ const char* kUsage =
     "               [--batch 16] [--group-size 16] [--routing expert_choice]\n"
     "  export       --out DIR [model options of step]   (one rank)\n"
     "  plan         see docs/performance.md (--help there)\n"
-    "common: --reps 5 --warmup 1 --threads N (per rank; default cores / ranks) --json\n";
+    "common: --reps 5 --warmup 1 --threads N (per rank; default cores / ranks) --json | --json-out FILE\n";
 
 struct Common {
   int reps = 5;
   int warmup = 1;
   int threads = 1;
   bool json = false;
+  std::string json_out;  // also write the JSON here (rank 0), table on stdout
   int rank = 0;
   int ranks = 1;
   std::vector<double> load_before;
@@ -124,6 +125,12 @@ void json_common(Json& j, const Common& c, const std::string& what) {
       .num("warmup", c.warmup).num("load_before", c.load_before[0]).num("load_after", after[0]);
   const char* wp = std::getenv("OMP_WAIT_POLICY");
   j.str("omp_wait_policy", wp ? wp : "");
+}
+
+void emit_json(const Common& c, const Json& j) {
+  if (c.rank != 0) return;
+  if (c.json) std::printf("%s\n", j.text().c_str());
+  if (!c.json_out.empty()) std::ofstream(c.json_out) << j.text() << "\n";
 }
 
 void print_footer(const Common& c) {
@@ -212,9 +219,9 @@ int expert_gemm(const Common& c, const Options& o) {
   j.num("dense_gflops_min", dense.flops() / *std::max_element(dense_times.begin(), dense_times.end()) * 1e-9);
   j.num("dense_gflops_max", dense.flops() / *std::min_element(dense_times.begin(), dense_times.end()) * 1e-9);
   j.end_object();
+  emit_json(c, j);
   if (c.rank == 0) {
-    if (c.json) std::printf("%s\n", j.text().c_str());
-    else
+    if (!c.json)
       std::printf("# dense SGEMM %dx%dx%d, %d thread(s): %.1f GFLOP/s (median of %zu, before and after the sweep)\n",
                   dense.m, dense.n, dense.k, c.threads, dense_rate * 1e-9, dense_times.size());
   }
@@ -274,7 +281,7 @@ int dispatch(const Common& c, const Options& o) {
         .num("dispatch_combine_vs_alltoall", t_a2a / t_full).num("alltoall_gbps", 2 * bytes / t_a2a * 1e-9).end_object();
   }
   j.end_array().end_object();
-  if (c.rank == 0 && c.json) std::printf("%s\n", j.text().c_str());
+  emit_json(c, j);
   print_footer(c);
   return 0;
 }
@@ -359,9 +366,9 @@ int moe_layer(const Common& c, const Options& o) {
   }
   time_median(c, [&] { dense.run(c.threads); }, &dense_times);
   j.end_array().num("dense_gflops", dense.flops() / median(dense_times) * 1e-9).end_object();
+  emit_json(c, j);
   if (c.rank == 0) {
-    if (c.json) std::printf("%s\n", j.text().c_str());
-    else
+    if (!c.json)
       std::printf("# dense SGEMM %dx%dx%d per rank, %d thread(s): %.1f GFLOP/s; GF/s = counted GEMM FLOPs per rank / "
                   "(fwd + bwd); router%% includes selection and permutation\n",
                   dense.m, dense.n, dense.k, c.threads, dense.flops() / median(dense_times) * 1e-9);
@@ -424,7 +431,8 @@ int step(const Common& c, const Options& o) {
   // plus the output projection's 6 d V, which every MFU convention counts.
   const double paper_per_token = counts.flops_per_token();
   const double model_per_token = paper_per_token + 6 * head_params;
-  DenseGemm dense(4096, 4096, 1024);
+  const int dn = o.integer("dense-n", 4096);
+  DenseGemm dense(dn, dn, std::max(1, dn / 4));
   std::vector<double> dense_times;
   time_median(c, [&] { dense.run(c.threads); }, &dense_times);
   print_header(c, "step");
@@ -461,7 +469,7 @@ int step(const Common& c, const Options& o) {
     std::printf("last step, slowest rank: all-to-all %.3f s, expert GEMMs %.3f s, router %.3f s\n", m.alltoall_time_s,
                 m.expert_gemm_time_s, m.router_time_s);
   }
-  if (c.rank == 0 && c.json) {
+  {
     Json j;
     j.begin_object();
     json_common(j, c, "step");
@@ -478,7 +486,7 @@ int step(const Common& c, const Options& o) {
         .num("alltoall_s", m.alltoall_time_s).num("expert_gemm_s", m.expert_gemm_time_s).num("router_s", m.router_time_s)
         .num("loss", losses.back());
     j.end_object();
-    std::printf("%s\n", j.text().c_str());
+    emit_json(c, j);
   }
   print_footer(c);
   return 0;
@@ -567,6 +575,7 @@ int main(int argc, char** argv) {
     c.reps = o.integer("reps", 5);
     c.warmup = o.integer("warmup", 1);
     c.json = o.flag("json");
+    c.json_out = o.str("json-out", "");
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     c.threads = o.integer("threads", int(std::max(1L, cores / c.ranks)));
     omp_set_num_threads(c.threads);
