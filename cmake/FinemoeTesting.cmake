@@ -2,6 +2,7 @@
 #   finemoe_unit_test(NAME SOURCES ... LIBS ...): a GoogleTest binary, cases discovered by ctest.
 #   finemoe_mpi_test(NAME RANKS N [N...] SOURCES ... LIBS ...): a GoogleTest binary run under
 #     mpiexec with each listed rank count (CMake 3.25 has no TEST_LAUNCHER, so add_test per count).
+# Environment of every test: root may run mpiexec, one thread per process unless a test asks.
 set(FINEMOE_MPIEXEC_ENV OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
     OMP_WAIT_POLICY=passive)
@@ -14,9 +15,10 @@ function(finemoe_unit_test name)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-    PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS unit
-    ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1;${FINEMOE_MPIEXEC_ENV}")
+  # gtest_discover_tests (CMake 3.25) splits a multi-variable ENVIRONMENT property into separate
+  # arguments, keeping only the first variable; `env VAR=... binary` as the executor keeps them all.
+  set_target_properties(${name} PROPERTIES CROSSCOMPILING_EMULATOR "env;${FINEMOE_MPIEXEC_ENV}")
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS unit)
 endfunction()
 
 function(finemoe_mpi_test name)
