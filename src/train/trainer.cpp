@@ -55,7 +55,7 @@ class Trainer {
 
  private:
   void open_data();
-  void start_or_resume();
+  bool start_or_resume();
   void log_row(TrainRow& row);
   void print_banner(int threads) const;
   ModelInfo model_info() const;
@@ -107,8 +107,9 @@ ModelInfo Trainer<T>::model_info() const {
   return m;
 }
 
+// Opens or resumes the record; false when the run already completed (nothing left to do).
 template <typename T>
-void Trainer<T>::start_or_resume() {
+bool Trainer<T>::start_or_resume() {
   const fs::path dir = cfg_.output.dir;
   const std::string record_path = (dir / "record.h5").string();
   const fs::path ckpt_dir = dir / "checkpoints";
@@ -136,9 +137,15 @@ void Trainer<T>::start_or_resume() {
   info.rank_devices = gather_strings(world_, "cpu");
   const ModelInfo minfo = model_info();
 
+  int64_t finished = 0;  // the checkpoint is the end of a run whose record is completed
   run_agreed(world_, [&] {
     if (world_.rank() != 0) return;
     fs::create_directories(dir);
+    if (restored && restored->step >= cfg_.total_steps() && fs::exists(record_path) &&
+        RunRecordReader::classify(record_path).state == RecordState::completed) {
+      finished = 1;
+      return;
+    }
     if (restored) {
       if (fs::exists(record_path))
         record_ = std::make_unique<RunRecordWriter>(RunRecordWriter::resume(record_path, restored->step));
@@ -155,6 +162,11 @@ void Trainer<T>::start_or_resume() {
     }
     record_ = std::make_unique<RunRecordWriter>(RunRecordWriter::create(record_path, info, minfo, cfg_.output.overwrite));
   });
+  world_.broadcast(&finished, 1, DType::i64, 0);
+  if (finished) {
+    progress_ = *restored;
+    return false;
+  }
   if (restored) {
     progress_ = *restored;
     progress_.restarts += 1;
@@ -163,6 +175,7 @@ void Trainer<T>::start_or_resume() {
     progress_ = TrainProgress{};
     progress_.seed = cfg_.train.seed;
   }
+  return true;
 }
 
 // MoE metrics reduced over the world; rank 0 appends the row to the record.
@@ -212,7 +225,11 @@ int Trainer<T>::run() {
   run_agreed(world_, [&] { open_data(); });
   engine_ = std::make_unique<TrainingEngine<T>>(cfg_, grid_);
   flops_per_token_counted_ = engine_->count_flops_per_token(*sampler_);
-  start_or_resume();
+  if (!start_or_resume()) {
+    printer_.message("finemoe-train: " + cfg_.output.dir + " holds a completed run (step " +
+                     std::to_string(progress_.step) + "); nothing to do");
+    return kExitOk;
+  }
   print_banner(threads);
 
   const int64_t total = cfg_.total_steps();
