@@ -12,6 +12,9 @@ packages=(
   libgtest-dev libgmock-dev             # tests
   libceres-dev                          # scaling-law fits (finemoe-analyze)
   zlib1g-dev                            # checkpoint checksums
+  slurm-wlm munge                       # the local Slurm of the batch-script tests
+  shellcheck                            # the batch scripts are checked
+  rsync procps                          # scripts
   python3                               # scripts
 )
 
