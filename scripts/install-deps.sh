@@ -14,7 +14,6 @@ packages=(
   zlib1g-dev                            # checkpoint checksums
   slurm-wlm munge                       # the local Slurm of the batch-script tests
   shellcheck                            # the batch scripts are checked
-  rsync procps                          # scripts
   python3                               # scripts
 )
 
