@@ -73,7 +73,23 @@ class Trainer {
   std::unique_ptr<EvalBatches> eval_batches_;
   std::unique_ptr<RunRecordWriter> record_;  // rank 0 only
   double flops_per_token_counted_ = 0;
+  std::vector<std::string> rank_hosts_, rank_devices_;  // per world rank
 };
+
+// "ranks 0-3 on node1 (cpu), ranks 4-7 on node2 (cpu)": consecutive ranks with the same host and
+// device in one entry.
+std::string placement_summary(const std::vector<std::string>& hosts, const std::vector<std::string>& devices) {
+  std::ostringstream os;
+  for (size_t first = 0; first < hosts.size();) {
+    size_t last = first;
+    while (last + 1 < hosts.size() && hosts[last + 1] == hosts[first] && devices[last + 1] == devices[first]) ++last;
+    os << (first ? ", " : "") << (first == last ? "rank " + std::to_string(first)
+                                                : "ranks " + std::to_string(first) + "-" + std::to_string(last))
+       << " on " << hosts[first] << " (" << devices[first] << ")";
+    first = last + 1;
+  }
+  return os.str();
+}
 
 template <typename T>
 void Trainer<T>::open_data() {
@@ -133,8 +149,8 @@ bool Trainer<T>::start_or_resume() {
   info.data_parallel = grid_.dp_size();
   info.backend = cfg_.train.device;
   info.moe_enabled = cfg_.moe.enabled;
-  info.rank_hosts = gather_strings(world_, grid_.host());
-  info.rank_devices = gather_strings(world_, "cpu");
+  info.rank_hosts = rank_hosts_ = gather_strings(world_, grid_.host());
+  info.rank_devices = rank_devices_ = gather_strings(world_, "cpu");
   const ModelInfo minfo = model_info();
 
   int64_t finished = 0;  // the checkpoint is the end of a run whose record is completed
@@ -200,6 +216,7 @@ void Trainer<T>::print_banner(int threads) const {
   std::ostringstream os;
   os << "finemoe-train: world " << world_.size() << " = EP " << grid_.ep_size() << " x DP " << grid_.dp_size()
      << ", backend cpu " << cfg_.train.precision << ", " << threads << " threads/rank\n"
+     << "placement: " << placement_summary(rank_hosts_, rank_devices_) << "\n"
      << "model: d_model " << cfg_.model.d_model << ", blocks " << cfg_.model.n_blocks << ", "
      << (cfg_.moe.enabled ? cfg_.moe.routing + " E=" + std::to_string(cfg_.moe.expansion_rate) +
                                 " G=" + std::to_string(cfg_.moe.granularity) + " (" + std::to_string(cfg_.n_experts()) +
