@@ -11,6 +11,7 @@ out="${2:-$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 reps="${REPS:-3}"
 mkdir -p "$out"
 b="$build/bin/finemoe-bench"
+export OPENBLAS_THREAD_TIMEOUT="${OPENBLAS_THREAD_TIMEOUT:-4}"  # see scripts/bench-vs-pytorch.sh
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpi=(mpiexec -n 2 --oversubscribe --bind-to none)
 wait_quiet() {

@@ -20,6 +20,9 @@ reps="${REPS:-5}"
 rounds="${ROUNDS:-3}"
 py="${PYTHON:-python3}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+# OpenBLAS's idle pthreads spin (sched_yield) for 2^28 cycles after each threaded call by default,
+# stealing a core from the OpenMP expert loop that follows; 4 = sleep almost at once (RESULTS.md).
+export OPENBLAS_THREAD_TIMEOUT="${OPENBLAS_THREAD_TIMEOUT:-4}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 bench="$build/bin/finemoe-bench"

@@ -112,9 +112,11 @@ void print_header(const Common& c, const std::string& what) {
   if (c.rank != 0 || c.json) return;
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  std::printf("# finemoe-bench %s: %d rank(s) x %d thread(s), host %s, OMP_WAIT_POLICY=%s, reps %d (median), warmup %d\n",
-              what.c_str(), c.ranks, c.threads, host, std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)",
-              c.reps, c.warmup);
+  auto env = [](const char* k) { return std::getenv(k) ? std::getenv(k) : "(unset)"; };
+  std::printf("# finemoe-bench %s: %d rank(s) x %d thread(s), host %s, OMP_WAIT_POLICY=%s, OPENBLAS_THREAD_TIMEOUT=%s, "
+              "reps %d (median), warmup %d\n",
+              what.c_str(), c.ranks, c.threads, host, env("OMP_WAIT_POLICY"), env("OPENBLAS_THREAD_TIMEOUT"), c.reps,
+              c.warmup);
   std::printf("# load average before: %.2f %.2f %.2f%s\n", c.load_before[0], c.load_before[1], c.load_before[2],
               c.load_before[0] >= 1.5 ? "   (BUSY MACHINE: figures provisional)" : "");
 }
@@ -125,6 +127,8 @@ void json_common(Json& j, const Common& c, const std::string& what) {
       .num("warmup", c.warmup).num("load_before", c.load_before[0]).num("load_after", after[0]);
   const char* wp = std::getenv("OMP_WAIT_POLICY");
   j.str("omp_wait_policy", wp ? wp : "");
+  const char* bt = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  j.str("openblas_thread_timeout", bt ? bt : "");
 }
 
 void emit_json(const Common& c, const Json& j) {
@@ -447,7 +451,7 @@ int step(const Common& c, const Options& o) {
   const double tps = tokens / t_step;
   const double model_rate = model_per_token * tps / c.ranks;      // per rank
   const double paper_rate = paper_per_token * tps / c.ranks;
-  const double counted_rate = counted_per_token * tps;             // counted per rank's token, per rank
+  const double counted_rate = counted_per_token * tps / c.ranks;   // per rank (every rank's tokens alike)
   std::filesystem::remove(corpus);
   if (c.rank == 0 && !c.json) {
     std::printf("model: d_model %d, blocks %d, heads %d, context %d, vocab %d, %s E %d G %d (%d experts, d_expert %d), "
@@ -460,8 +464,8 @@ int step(const Common& c, const Options& o) {
     std::printf("step: %.3f s (median of %d; min %.3f max %.3f)  ->  %.0f tokens/s, loss %.4f\n", t_step, c.reps,
                 *std::min_element(step_times.begin(), step_times.end()),
                 *std::max_element(step_times.begin(), step_times.end()), tps, losses.back());
-    std::printf("FLOPs/token: paper Eq.10 %.4g, + head 6dV = model %.4g, counted GEMMs %.4g (x ranks %d)\n",
-                paper_per_token, model_per_token, counted_per_token * c.ranks, c.ranks);
+    std::printf("FLOPs/token: paper Eq.10 %.4g, + head 6dV = model %.4g, counted GEMMs %.4g\n",
+                paper_per_token, model_per_token, counted_per_token);
     std::printf("per rank: model %.1f GFLOP/s (paper count %.1f), counted GEMMs %.1f GFLOP/s; dense SGEMM %.1f "
                 "GFLOP/s -> model/dense %.3f, counted/dense %.3f\n",
                 model_rate * 1e-9, paper_rate * 1e-9, counted_rate * 1e-9, dense_rate * 1e-9,
@@ -479,7 +483,7 @@ int step(const Common& c, const Options& o) {
         .num("ep", grid.ep_size()).num("tokens_per_step", tokens).num("step_s", t_step).num("tokens_per_s", tps)
         .num("n_total", double(counts.n_total())).num("n_active", double(counts.n_active()))
         .num("paper_flops_per_token", paper_per_token).num("model_flops_per_token", model_per_token)
-        .num("counted_flops_per_token", counted_per_token * c.ranks)
+        .num("counted_flops_per_token", counted_per_token)
         .num("model_gflops_per_rank", model_rate * 1e-9).num("paper_gflops_per_rank", paper_rate * 1e-9)
         .num("counted_gflops_per_rank", counted_rate * 1e-9).num("dense_gflops_per_rank", dense_rate * 1e-9)
         .num("model_vs_dense", model_rate / dense_rate).num("counted_vs_dense", counted_rate / dense_rate)
