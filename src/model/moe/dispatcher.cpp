@@ -4,7 +4,12 @@
 #include <chrono>
 #include <cstring>
 
+#include <climits>
+#include <type_traits>
+
 #include "parallel/communicator.h"
+#include "parallel/mpi_check.h"
+#include "parallel/mpi_communicator.h"
 #include "util/check.h"
 
 namespace finemoe::moe {
@@ -46,7 +51,7 @@ void AllToAllDispatcher<T>::plan(const std::vector<int64_t>& send_per_expert) {
     recv_counts_ = send_per_expert;
   }
   stats_.time_s += seconds_since(t0);
-  sent_rows_ = received_rows_ = 0;
+  sent_rows_ = received_rows_ = own_send_offset_ = 0;
   std::fill(per_local_expert_.begin(), per_local_expert_.end(), 0);
   for (int r = 0; r < ranks_; ++r) {
     send_rank_rows_[r] = recv_rank_rows_[r] = 0;
@@ -56,6 +61,7 @@ void AllToAllDispatcher<T>::plan(const std::vector<int64_t>& send_per_expert) {
       recv_rank_rows_[r] += c;
       per_local_expert_[j] += c;
     }
+    if (r < my_rank_) own_send_offset_ += send_rank_rows_[r];
     sent_rows_ += send_rank_rows_[r];
     received_rows_ += recv_rank_rows_[r];
   }
@@ -97,12 +103,60 @@ void AllToAllDispatcher<T>::copy_blocks(const T* in, T* out, int width, bool to_
   }
 }
 
+template <typename T>
+bool AllToAllDispatcher<T>::exchange_remote(const T* send, const std::vector<int64_t>& send_rank_rows, T* recv,
+                                            const std::vector<int64_t>& recv_rank_rows, int width) {
+  auto* mpi = dynamic_cast<MpiCommunicator*>(comm_);
+  if (!mpi) return false;
+  if (std::max(sent_rows_, received_rows_) * int64_t(width) > int64_t(INT_MAX)) return false;
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t n = static_cast<size_t>(ranks_);
+  std::vector<int> sc(n), sd(n), rc(n), rd(n);
+  int64_t s_off = 0, r_off = 0;
+  for (int r = 0; r < ranks_; ++r) {
+    const int64_t s_elems = send_rank_rows[r] * width, r_elems = recv_rank_rows[r] * width;
+    sc[r] = r == my_rank_ ? 0 : int(s_elems);
+    rc[r] = r == my_rank_ ? 0 : int(r_elems);
+    sd[r] = int(s_off);
+    rd[r] = int(r_off);
+    s_off += s_elems;
+    r_off += r_elems;
+    if (r != my_rank_) stats_.bytes += (s_elems + r_elems) * int64_t(sizeof(T));
+  }
+  const MPI_Datatype type = std::is_same<T, float>::value ? MPI_FLOAT : MPI_DOUBLE;
+  MPI_CHECK(MPI_Alltoallv(send, sc.data(), sd.data(), type, recv, rc.data(), rd.data(), type, mpi->handle()));
+  stats_.time_s += seconds_since(t0);
+  return true;
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::copy_blocks_own(const T* in, T* out, const T* own_in, T* own_out, int width,
+                                            bool to_expert_major) const {
+  const int64_t own_first = rank_major_offset_[size_t(my_rank_) * n_local_];
+  for (size_t b = 0; b < recv_counts_.size(); ++b) {
+    const int64_t rows = recv_counts_[b];
+    if (rows == 0) continue;
+    const bool mine = int(b / size_t(n_local_)) == my_rank_;
+    const size_t bytes = size_t(rows) * width * sizeof(T);
+    // Own block rows sit in send order at own_send_offset_, expert by expert, like staging's.
+    const int64_t rank_row = mine ? own_send_offset_ + rank_major_offset_[b] - own_first : rank_major_offset_[b];
+    if (to_expert_major)
+      std::memcpy(out + expert_major_offset_[b] * width, (mine ? own_in : in) + rank_row * width, bytes);
+    else
+      std::memcpy((mine ? own_out : out) + rank_row * width, in + expert_major_offset_[b] * width, bytes);
+  }
+}
+
 // Without a communicator this rank is the only source, so what it sends is what it receives and
 // the regrouping alone (one block per expert) moves the rows.
 template <typename T>
 void AllToAllDispatcher<T>::to_experts(const T* send, T* recv, int width) {
   if (!comm_) return copy_blocks(send, recv, width, true);
   if (staging_.size() < size_t(received_rows_) * width) staging_.resize(size_t(received_rows_) * width);
+  if (exchange_remote(send, send_rank_rows_, staging_.data(), recv_rank_rows_, width)) {
+    copy_blocks_own(staging_.data(), recv, send, nullptr, width, true);
+    return;
+  }
   exchange(send, send_rank_rows_, staging_.data(), recv_rank_rows_, width);
   copy_blocks(staging_.data(), recv, width, true);
 }
@@ -111,6 +165,11 @@ template <typename T>
 void AllToAllDispatcher<T>::from_experts(const T* recv, T* send, int width) {
   if (!comm_) return copy_blocks(recv, send, width, false);
   if (staging_.size() < size_t(received_rows_) * width) staging_.resize(size_t(received_rows_) * width);
+  if (dynamic_cast<MpiCommunicator*>(comm_) && std::max(sent_rows_, received_rows_) * int64_t(width) <= int64_t(INT_MAX)) {
+    copy_blocks_own(recv, staging_.data(), nullptr, send, width, false);
+    exchange_remote(staging_.data(), recv_rank_rows_, send, send_rank_rows_, width);
+    return;
+  }
   copy_blocks(recv, staging_.data(), width, false);
   exchange(staging_.data(), recv_rank_rows_, send, send_rank_rows_, width);
 }
