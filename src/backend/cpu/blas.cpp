@@ -11,24 +11,24 @@ CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 constexpr int kCategories = static_cast<int>(FlopCategory::count);
 std::atomic<int64_t> g_flops[kCategories];
 std::atomic<int> g_category{static_cast<int>(FlopCategory::other)};
+}  // namespace
 
-void count_flops(int m, int n, int k) {
+void count_gemm_flops(int m, int n, int k) {
   g_flops[g_category.load(std::memory_order_relaxed)].fetch_add(2 * int64_t(m) * n * k,
                                                                  std::memory_order_relaxed);
 }
-}  // namespace
 
 template <>
 void gemm<float>(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
-  count_flops(m, n, k);
+  count_gemm_flops(m, n, k);
   cblas_sgemm(CblasRowMajor, op(ta), op(tb), m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 template <>
 void gemm<double>(bool ta, bool tb, int m, int n, int k, double alpha, const double* A, int lda,
                   const double* B, int ldb, double beta, double* C, int ldc) {
-  count_flops(m, n, k);
+  count_gemm_flops(m, n, k);
   cblas_dgemm(CblasRowMajor, op(ta), op(tb), m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

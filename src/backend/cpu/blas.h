@@ -42,6 +42,8 @@ struct GemmFlops {
   int64_t operator[](FlopCategory c) const { return by_category[static_cast<int>(c)]; }
   int64_t total() const;
 };
+// Adds 2 m n k to the current category (for products computed elsewhere: the CUDA backend).
+void count_gemm_flops(int m, int n, int k);
 // FLOPs of all gemm calls since the last reset (process-wide).
 GemmFlops gemm_flops();
 void reset_gemm_flops();
