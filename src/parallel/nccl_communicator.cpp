@@ -1,5 +1,6 @@
 #include "parallel/nccl_communicator.h"
 
+#include <algorithm>
 #include <string>
 
 #include "kernels/cuda_check.h"
@@ -207,6 +208,64 @@ void NcclCommunicator::all_to_all_v(const void* send, const std::vector<int64_t>
   }
   NCCL_CHECK(ncclGroupEnd());
   if (!direct) stage_out(recv, in, out);
+}
+
+void NcclCommunicator::all_to_all_blocks(const void* send, const BlockLayout& send_layout, void* recv,
+                                         const BlockLayout& recv_layout, DType type, int64_t unit) {
+  FINEMOE_CHECK(send_layout.first.size() == size_t(size_) + 1 && recv_layout.first.size() == size_t(size_) + 1,
+                "all_to_all_blocks needs pieces grouped by " << size_ << " ranks");
+  FINEMOE_CHECK(send_layout.pieces(rank_) == recv_layout.pieces(rank_),
+                "all_to_all_blocks: " << send_layout.pieces(rank_) << " pieces to self, "
+                                      << recv_layout.pieces(rank_) << " from self");
+  const size_t unit_bytes = size_t(unit) * dtype_size(type);
+  // Extent of each buffer: the end of its last piece.
+  int64_t send_end = 0, recv_end = 0;
+  for (const auto& b : send_layout.blocks)
+    if (b.count > 0) send_end = std::max(send_end, b.offset + b.count);
+  for (const auto& b : recv_layout.blocks)
+    if (b.count > 0) recv_end = std::max(recv_end, b.offset + b.count);
+  const size_t in = size_t(send_end) * unit_bytes, out = size_t(recv_end) * unit_bytes;
+  const bool direct = (in == 0 || on_device(send)) && (out == 0 || on_device(recv));
+  const uint8_t* s = static_cast<const uint8_t*>(send);
+  uint8_t* d = static_cast<uint8_t*>(recv);
+  if (!direct) {
+    s = stage_in(send, in, out);
+    d = staging_.data() + in;
+  }
+  for (size_t k = 0; k < send_layout.pieces(rank_); ++k) {
+    const auto& a = send_layout.piece(rank_, k);
+    const auto& b = recv_layout.piece(rank_, k);
+    FINEMOE_CHECK(a.count == b.count, "all_to_all_blocks: piece " << k << " to self has " << a.count
+                                                                   << " units, received as " << b.count);
+    if (a.count > 0)
+      CUDA_CHECK(cudaMemcpyAsync(d + size_t(b.offset) * unit_bytes, s + size_t(a.offset) * unit_bytes,
+                                 size_t(a.count) * unit_bytes, cudaMemcpyDefault, stream_));
+  }
+  NCCL_CHECK(ncclGroupStart());
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    for (size_t k = 0; k < send_layout.pieces(r); ++k) {
+      const auto& b = send_layout.piece(r, k);
+      if (b.count > 0)
+        NCCL_CHECK(ncclSend(s + size_t(b.offset) * unit_bytes, size_t(b.count * unit), nccl_type(type), r, comm_,
+                            stream_));
+    }
+    for (size_t k = 0; k < recv_layout.pieces(r); ++k) {
+      const auto& b = recv_layout.piece(r, k);
+      if (b.count > 0)
+        NCCL_CHECK(ncclRecv(d + size_t(b.offset) * unit_bytes, size_t(b.count * unit), nccl_type(type), r, comm_,
+                            stream_));
+    }
+  }
+  NCCL_CHECK(ncclGroupEnd());
+  if (!direct) {
+    for (const auto& b : recv_layout.blocks)
+      if (b.count > 0)
+        CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(recv) + size_t(b.offset) * unit_bytes,
+                                   d + size_t(b.offset) * unit_bytes, size_t(b.count) * unit_bytes,
+                                   cudaMemcpyDefault, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
 }
 
 }  // namespace finemoe

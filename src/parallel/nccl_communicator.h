@@ -51,6 +51,10 @@ class NcclCommunicator final : public Communicator {
   // first, e.g. with all_to_all on host counts).
   void all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                     const std::vector<int64_t>& recv_counts, DType type) override;
+  // Grouped ncclSend / ncclRecv, one per non-empty piece; pieces to and from this rank are
+  // device copies on stream(). Host buffers are staged (only the recv pieces are copied back).
+  void all_to_all_blocks(const void* send, const BlockLayout& send_layout, void* recv,
+                         const BlockLayout& recv_layout, DType type, int64_t unit) override;
   using Communicator::all_reduce_sum;
 
  private:

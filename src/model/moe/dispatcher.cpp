@@ -2,14 +2,18 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
-#include <climits>
-#include <type_traits>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "parallel/communicator.h"
-#include "parallel/mpi_check.h"
-#include "parallel/mpi_communicator.h"
 #include "util/check.h"
 
 namespace finemoe::moe {
@@ -30,13 +34,9 @@ AllToAllDispatcher<T>::AllToAllDispatcher(Communicator* expert_group, int n_expe
                 "n_experts " << n_experts << " not divisible by the expert-parallel size " << ranks_);
   n_local_ = n_experts / ranks_;
   recv_counts_.assign(size_t(ranks_) * n_local_, 0);
-  rank_major_offset_.assign(recv_counts_.size(), 0);
-  expert_major_offset_.assign(recv_counts_.size(), 0);
-  send_rank_rows_.assign(ranks_, 0);
-  recv_rank_rows_.assign(ranks_, 0);
-  send_elems_.assign(ranks_, 0);
-  recv_elems_.assign(ranks_, 0);
   per_local_expert_.assign(n_local_, 0);
+  send_layout_.clear(ranks_);
+  expert_layout_.clear(ranks_);
 }
 
 template <typename T>
@@ -51,143 +51,145 @@ void AllToAllDispatcher<T>::plan(const std::vector<int64_t>& send_per_expert) {
     recv_counts_ = send_per_expert;
   }
   stats_.time_s += seconds_since(t0);
-  sent_rows_ = received_rows_ = own_send_offset_ = 0;
   std::fill(per_local_expert_.begin(), per_local_expert_.end(), 0);
-  for (int r = 0; r < ranks_; ++r) {
-    send_rank_rows_[r] = recv_rank_rows_[r] = 0;
+  for (size_t b = 0; b < recv_counts_.size(); ++b) per_local_expert_[b % size_t(n_local_)] += recv_counts_[b];
+  // Send order: destination-rank-major, expert-minor. The k-th piece for rank r is r's local
+  // expert k, matching the k-th piece r receives from this rank.
+  send_layout_.clear(ranks_);
+  sent_rows_ = remote_sent_rows_ = 0;
+  for (int r = 0; r < ranks_; ++r)
     for (int j = 0; j < n_local_; ++j) {
-      send_rank_rows_[r] += send_per_expert[size_t(r) * n_local_ + j];
-      const int64_t c = recv_counts_[size_t(r) * n_local_ + j];
-      recv_rank_rows_[r] += c;
-      per_local_expert_[j] += c;
+      const int64_t c = send_per_expert[size_t(r) * n_local_ + j];
+      send_layout_.add(r, sent_rows_, c);
+      sent_rows_ += c;
+      if (r != my_rank_) remote_sent_rows_ += c;
     }
-    if (r < my_rank_) own_send_offset_ += send_rank_rows_[r];
-    sent_rows_ += send_rank_rows_[r];
-    received_rows_ += recv_rank_rows_[r];
-  }
-  // Offsets of each (source rank, local expert) block in rank-major and in expert-major order.
-  int64_t off = 0;
-  for (size_t b = 0; b < recv_counts_.size(); ++b) {
-    rank_major_offset_[b] = off;
-    off += recv_counts_[b];
-  }
-  off = 0;
-  for (int j = 0; j < n_local_; ++j)
-    for (int r = 0; r < ranks_; ++r) {
-      expert_major_offset_[size_t(r) * n_local_ + j] = off;
-      off += recv_counts_[size_t(r) * n_local_ + j];
+  // Expert order: local-expert-major, then source rank; the pieces listed per source rank.
+  std::vector<int64_t> expert_first(size_t(n_local_) + 1, 0);
+  for (int j = 0; j < n_local_; ++j) expert_first[j + 1] = expert_first[j] + per_local_expert_[j];
+  received_rows_ = expert_first[n_local_];
+  std::vector<int64_t> at(expert_first.begin(), expert_first.end() - 1);  // next row per local expert
+  std::vector<int64_t> offset(recv_counts_.size());
+  for (int r = 0; r < ranks_; ++r)  // within an expert, sources in rank order
+    for (int j = 0; j < n_local_; ++j) {
+      offset[size_t(r) * n_local_ + j] = at[j];
+      at[j] += recv_counts_[size_t(r) * n_local_ + j];
+    }
+  expert_layout_.clear(ranks_);
+  remote_received_rows_ = 0;
+  for (int r = 0; r < ranks_; ++r)
+    for (int j = 0; j < n_local_; ++j) {
+      const size_t b = size_t(r) * n_local_ + j;
+      expert_layout_.add(r, offset[b], recv_counts_[b]);
+      if (r != my_rank_) remote_received_rows_ += recv_counts_[b];
     }
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::exchange(const T* send, const std::vector<int64_t>& send_rank_rows, T* recv,
-                                     const std::vector<int64_t>& recv_rank_rows, int width) {
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int r = 0; r < ranks_; ++r) {
-    send_elems_[r] = send_rank_rows[r] * width;
-    recv_elems_[r] = recv_rank_rows[r] * width;
-    if (r != my_rank_) stats_.bytes += (send_elems_[r] + recv_elems_[r]) * int64_t(sizeof(T));
-  }
-  comm_->all_to_all_v(send, send_elems_, recv, recv_elems_, dtype_of<T>());
-  stats_.time_s += seconds_since(t0);
+void AllToAllDispatcher<T>::copy_local(const T* in, T* out, int width) const {
+  if (sent_rows_ > 0) std::memcpy(out, in, size_t(sent_rows_) * width * sizeof(T));
 }
 
-template <typename T>
-void AllToAllDispatcher<T>::copy_blocks(const T* in, T* out, int width, bool to_expert_major) const {
-  for (size_t b = 0; b < recv_counts_.size(); ++b) {
-    const int64_t rows = recv_counts_[b];
-    if (rows == 0) continue;
-    const int64_t from = to_expert_major ? rank_major_offset_[b] : expert_major_offset_[b];
-    const int64_t to = to_expert_major ? expert_major_offset_[b] : rank_major_offset_[b];
-    std::memcpy(out + to * width, in + from * width, size_t(rows) * width * sizeof(T));
-  }
-}
-
-template <typename T>
-bool AllToAllDispatcher<T>::exchange_remote(const T* send, const std::vector<int64_t>& send_rank_rows, T* recv,
-                                            const std::vector<int64_t>& recv_rank_rows, int width) {
-  auto* mpi = dynamic_cast<MpiCommunicator*>(comm_);
-  if (!mpi) return false;
-  if (std::max(sent_rows_, received_rows_) * int64_t(width) > int64_t(INT_MAX)) return false;
-  const auto t0 = std::chrono::steady_clock::now();
-  const size_t n = static_cast<size_t>(ranks_);
-  std::vector<int> sc(n), sd(n), rc(n), rd(n);
-  int64_t s_off = 0, r_off = 0;
-  for (int r = 0; r < ranks_; ++r) {
-    const int64_t s_elems = send_rank_rows[r] * width, r_elems = recv_rank_rows[r] * width;
-    sc[r] = r == my_rank_ ? 0 : int(s_elems);
-    rc[r] = r == my_rank_ ? 0 : int(r_elems);
-    sd[r] = int(s_off);
-    rd[r] = int(r_off);
-    s_off += s_elems;
-    r_off += r_elems;
-    if (r != my_rank_) stats_.bytes += (s_elems + r_elems) * int64_t(sizeof(T));
-  }
-  const MPI_Datatype type = std::is_same<T, float>::value ? MPI_FLOAT : MPI_DOUBLE;
-  MPI_CHECK(MPI_Alltoallv(send, sc.data(), sd.data(), type, recv, rc.data(), rd.data(), type, mpi->handle()));
-  stats_.time_s += seconds_since(t0);
-  return true;
-}
-
-template <typename T>
-void AllToAllDispatcher<T>::copy_blocks_own(const T* in, T* out, const T* own_in, T* own_out, int width,
-                                            bool to_expert_major) const {
-  const int64_t own_first = rank_major_offset_[size_t(my_rank_) * n_local_];
-  for (size_t b = 0; b < recv_counts_.size(); ++b) {
-    const int64_t rows = recv_counts_[b];
-    if (rows == 0) continue;
-    const bool mine = int(b / size_t(n_local_)) == my_rank_;
-    const size_t bytes = size_t(rows) * width * sizeof(T);
-    // Own block rows sit in send order at own_send_offset_, expert by expert, like staging's.
-    const int64_t rank_row = mine ? own_send_offset_ + rank_major_offset_[b] - own_first : rank_major_offset_[b];
-    if (to_expert_major)
-      std::memcpy(out + expert_major_offset_[b] * width, (mine ? own_in : in) + rank_row * width, bytes);
-    else
-      std::memcpy((mine ? own_out : out) + rank_row * width, in + expert_major_offset_[b] * width, bytes);
-  }
-}
-
-// Without a communicator this rank is the only source, so what it sends is what it receives and
-// the regrouping alone (one block per expert) moves the rows.
+// Without a communicator this rank is the only source and expert order is send order.
 template <typename T>
 void AllToAllDispatcher<T>::to_experts(const T* send, T* recv, int width) {
-  if (!comm_) return copy_blocks(send, recv, width, true);
-  if (staging_.size() < size_t(received_rows_) * width) staging_.resize(size_t(received_rows_) * width);
-  if (exchange_remote(send, send_rank_rows_, staging_.data(), recv_rank_rows_, width)) {
-    copy_blocks_own(staging_.data(), recv, send, nullptr, width, true);
-    return;
-  }
-  exchange(send, send_rank_rows_, staging_.data(), recv_rank_rows_, width);
-  copy_blocks(staging_.data(), recv, width, true);
+  if (!comm_) return copy_local(send, recv, width);
+  const auto t0 = std::chrono::steady_clock::now();
+  comm_->all_to_all_blocks(send, send_layout_, recv, expert_layout_, dtype_of<T>(), width);
+  stats_.bytes += (remote_sent_rows_ + remote_received_rows_) * width * int64_t(sizeof(T));
+  stats_.time_s += seconds_since(t0);
 }
 
 template <typename T>
 void AllToAllDispatcher<T>::from_experts(const T* recv, T* send, int width) {
-  if (!comm_) return copy_blocks(recv, send, width, false);
-  if (staging_.size() < size_t(received_rows_) * width) staging_.resize(size_t(received_rows_) * width);
-  if (dynamic_cast<MpiCommunicator*>(comm_) && std::max(sent_rows_, received_rows_) * int64_t(width) <= int64_t(INT_MAX)) {
-    copy_blocks_own(recv, staging_.data(), nullptr, send, width, false);
-    exchange_remote(staging_.data(), recv_rank_rows_, send, send_rank_rows_, width);
-    return;
-  }
-  copy_blocks(recv, staging_.data(), width, false);
-  exchange(staging_.data(), recv_rank_rows_, send, send_rank_rows_, width);
+  if (!comm_) return copy_local(recv, send, width);
+  const auto t0 = std::chrono::steady_clock::now();
+  comm_->all_to_all_blocks(recv, expert_layout_, send, send_layout_, dtype_of<T>(), width);
+  stats_.bytes += (remote_sent_rows_ + remote_received_rows_) * width * int64_t(sizeof(T));
+  stats_.time_s += seconds_since(t0);
 }
+
+namespace {
+
+// Outputs of gather_rows at least this large are written with streaming (non-temporal) stores:
+// they exceed the caches, so ordinary stores would first read every destination line (a third of
+// the permutation's memory traffic) and evict the source rows being gathered.
+int64_t stream_store_bytes() {
+  static const int64_t bytes = [] {
+    const char* e = std::getenv("FINEMOE_GATHER_NT_BYTES");
+    return e && *e ? int64_t(std::atoll(e)) : int64_t(32) << 20;
+  }();
+  return bytes;
+}
+
+#if defined(__SSE2__)
+// bytes: a multiple of 16; dst 16-byte aligned.
+inline void stream_copy(void* dst, const void* src, size_t bytes) {
+  auto* d = static_cast<__m128i*>(dst);
+  const auto* s = static_cast<const __m128i*>(src);
+  for (size_t i = 0, n = bytes / 16; i < n; ++i) _mm_stream_si128(d + i, _mm_loadu_si128(s + i));
+}
+#endif
+
+}  // namespace
 
 template <typename T>
 void gather_rows(const T* x, const int32_t* rows, int64_t n, int width, T* out) {
+  const size_t row_bytes = size_t(width) * sizeof(T);
+#if defined(__SSE2__)
+  if (int64_t(n * row_bytes) >= stream_store_bytes() && row_bytes % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < n; ++c) stream_copy(out + c * width, x + int64_t(rows[c]) * width, row_bytes);
+      _mm_sfence();  // this thread's streaming stores are visible before the region's closing barrier
+    }
+    return;
+  }
+#endif
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < n; ++c) std::memcpy(out + c * width, x + int64_t(rows[c]) * width, width * sizeof(T));
+  for (int64_t c = 0; c < n; ++c) std::memcpy(out + c * width, x + int64_t(rows[c]) * width, row_bytes);
 }
 
-// The scatters run serially: copies of one token would race, and they are memory bound anyway.
+namespace {
+
+// Columns [begin, end) of `width` for this thread of the current team: whole cache lines, so
+// threads never write the same line. Serial code gets all of them.
+template <typename T>
+void column_slice(int width, int& begin, int& end) {
+#ifdef _OPENMP
+  const int t = omp_get_thread_num(), n = omp_get_num_threads();
+#else
+  const int t = 0, n = 1;
+#endif
+  const int line = int(64 / sizeof(T));
+  const int64_t lines = (int64_t(width) + line - 1) / line;
+  begin = int(std::min<int64_t>(width, lines * t / n * line));
+  end = int(std::min<int64_t>(width, lines * (t + 1) / n * line));
+}
+
+// Below this many elements the scatters stay serial (a parallel region costs more).
+constexpr int64_t kParallelScatterElems = int64_t(1) << 16;
+
+}  // namespace
+
+// The scatters split the columns between threads: copies of one token would race if split by
+// copy, while with columns every thread walks all copies in order, so each element gets the
+// same additions in the same order as serially (bit-identical for any thread count).
 template <typename T>
 void combine_rows(const T* back, const int32_t* rows, const T* gate, int64_t n, int width, T* y) {
-  for (int64_t c = 0; c < n; ++c) {
-    T* yr = y + int64_t(rows[c]) * width;
-    const T* b = back + c * width;
-    const T g = gate[c];
-    for (int i = 0; i < width; ++i) yr[i] += g * b[i];
+#pragma omp parallel if (n * int64_t(width) >= kParallelScatterElems)
+  {
+    int c0 = 0, c1 = 0;
+    column_slice<T>(width, c0, c1);
+    if (c1 > c0)
+      for (int64_t c = 0; c < n; ++c) {
+        T* __restrict yr = y + int64_t(rows[c]) * width;
+        const T* __restrict b = back + c * width;
+        const T g = gate[c];
+        for (int i = c0; i < c1; ++i) yr[i] += g * b[i];
+      }
   }
 }
 
@@ -211,10 +213,16 @@ void combine_rows_backward(const T* dy, const T* back, const int32_t* rows, cons
 
 template <typename T>
 void scatter_add_rows(const T* dout, const int32_t* rows, int64_t n, int width, T* dx) {
-  for (int64_t c = 0; c < n; ++c) {
-    T* d = dx + int64_t(rows[c]) * width;
-    const T* s = dout + c * width;
-    for (int i = 0; i < width; ++i) d[i] += s[i];
+#pragma omp parallel if (n * int64_t(width) >= kParallelScatterElems)
+  {
+    int c0 = 0, c1 = 0;
+    column_slice<T>(width, c0, c1);
+    if (c1 > c0)
+      for (int64_t c = 0; c < n; ++c) {
+        T* __restrict d = dx + int64_t(rows[c]) * width;
+        const T* __restrict s = dout + c * width;
+        for (int i = c0; i < c1; ++i) d[i] += s[i];
+      }
   }
 }
 

@@ -13,9 +13,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace finemoe {
-class Communicator;
-}
+#include "parallel/communicator.h"
 
 namespace finemoe::moe {
 
@@ -43,9 +41,12 @@ class TokenDispatcher {
   virtual void reset_exchange_stats() = 0;
 };
 
-// All-to-all over a Communicator: counts with all_to_all, rows with all_to_all_v. A null
-// communicator is a group of one rank (all experts local): the exchange is trivial (this rank
-// receives what it sends) and the rest of the code path is the same.
+// All-to-all over a Communicator: counts with all_to_all, rows with all_to_all_blocks, which
+// sends each (destination rank, expert) block of send order and receives it straight into its
+// place in expert order (no staging buffer, no regroup copy; the own block is one local copy).
+// from_experts() is the same exchange with the layouts swapped. A null communicator is a group of
+// one rank (all experts local): the exchange is trivial (this rank receives what it sends) and the
+// rest of the code path is the same.
 template <typename T>
 class AllToAllDispatcher final : public TokenDispatcher<T> {
  public:
@@ -60,34 +61,21 @@ class AllToAllDispatcher final : public TokenDispatcher<T> {
   void reset_exchange_stats() override { stats_ = ExchangeStats{}; }
 
  private:
-  // One exchange of rank blocks: send_rank_rows[r] rows to rank r, recv_rank_rows[r] from it.
-  void exchange(const T* send, const std::vector<int64_t>& send_rank_rows, T* recv,
-                const std::vector<int64_t>& recv_rank_rows, int width);
-  // Received blocks between (source rank, local expert) order and (local expert, source rank) order.
-  void copy_blocks(const T* in, T* out, int width, bool to_expert_major) const;
-  // With an MPI communicator: the exchange without this rank's own block (MPI_Alltoallv with its
-  // count 0, displacements as in the full layout). The own block then moves once, between the
-  // send-order buffer and expert order, instead of twice (into staging by MPI, then regrouped):
-  // with EP = 2 that is half the data. False (nothing done) when counts overflow int or the
-  // communicator is not an MpiCommunicator; the caller then takes the general path.
-  bool exchange_remote(const T* send, const std::vector<int64_t>& send_rank_rows, T* recv,
-                       const std::vector<int64_t>& recv_rank_rows, int width);
-  // Blocks between staging (rank-major) and expert order, the own blocks straight from the
-  // send-order buffer own_in (to experts) or into own_out (from experts).
-  void copy_blocks_own(const T* in, T* out, const T* own_in, T* own_out, int width, bool to_expert_major) const;
+  // Without a communicator: blocks between send order and expert order (one rank: the same order).
+  void copy_local(const T* in, T* out, int width) const;
 
   Communicator* comm_;
   int ranks_;
   int n_local_;
   int my_rank_;
   std::vector<int64_t> recv_counts_;  // [source rank][local expert]
-  std::vector<int64_t> rank_major_offset_, expert_major_offset_;  // rows, per recv_counts_ block
-  std::vector<int64_t> send_rank_rows_, recv_rank_rows_, per_local_expert_;
-  std::vector<int64_t> send_elems_, recv_elems_;  // scratch: rows * width per rank
-  int64_t own_send_offset_ = 0;  // first row of this rank's own block in send order
+  std::vector<int64_t> per_local_expert_;
+  // Pieces in rows, grouped by peer rank: send_layout_ the (peer, peer's local expert) blocks of
+  // send order, expert_layout_ the (source, local expert) blocks of expert order.
+  BlockLayout send_layout_, expert_layout_;
+  int64_t remote_sent_rows_ = 0, remote_received_rows_ = 0;  // to / from other ranks
   int64_t sent_rows_ = 0;
   int64_t received_rows_ = 0;
-  std::vector<T> staging_;  // received rows in (source rank, local expert) order
   ExchangeStats stats_;
 };
 

@@ -2,7 +2,14 @@
 // expert, and comes back unchanged (permute -> all-to-all -> unpermute is the identity).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+#include <random>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "model/moe/dispatcher.h"
 #include "parallel/process_grid.h"
@@ -10,14 +17,19 @@
 namespace finemoe {
 namespace {
 
-TEST(MoeDispatcherMpi, RowsReachTheirExpertsAndComeBack) {
+// Small rows (width 3: one packed message per peer) and large ones (width 4096 doubles, ~5 rows
+// per expert at EP 2: one message per (peer, expert) block).
+class MoeDispatcherMpi : public ::testing::TestWithParam<std::pair<int, int>> {};
+
+TEST_P(MoeDispatcherMpi, RowsReachTheirExpertsAndComeBack) {
   MpiCommunicator world(MPI_COMM_WORLD);
   const int W = world.size();
+  const int base_tokens = GetParam().first, width = GetParam().second;
   for (int ep = 1; ep <= W; ep *= 2) {
     ProcessGrid grid(MPI_COMM_WORLD, ep);
     const int ne = 4 * ep, n_local = 4, me = grid.rank();
     // Rank r sends token t to expert (t * (r + 1)) % ne; some experts get nothing from some ranks.
-    const int tokens = 5 + me, width = 3;
+    const int tokens = base_tokens + me;
     std::vector<double> x(tokens * width);
     for (int t = 0; t < tokens; ++t)
       for (int i = 0; i < width; ++i) x[t * width + i] = 1000.0 * me + 10.0 * t + i;
@@ -43,7 +55,7 @@ TEST(MoeDispatcherMpi, RowsReachTheirExpertsAndComeBack) {
       const int e = grid.ep_rank() * n_local + j;
       int64_t count = 0;
       for (int src = group_first_rank; src < group_first_rank + ep; ++src)
-        for (int t = 0; t < 5 + src; ++t)
+        for (int t = 0; t < base_tokens + src; ++t)
           if ((t * (src + 1)) % ne == e) {
             for (int i = 0; i < width; ++i) want.push_back(1000.0 * src + 10.0 * t + i);
             ++count;
@@ -61,6 +73,122 @@ TEST(MoeDispatcherMpi, RowsReachTheirExpertsAndComeBack) {
       EXPECT_GT(dispatcher.exchange_stats().bytes, 0);
     }
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(Widths, MoeDispatcherMpi,
+                         ::testing::Values(std::make_pair(5, 3), std::make_pair(40, 4096)));
+
+// Communicator::all_to_all_blocks against the plain all_to_all_v: pieces scattered through both
+// buffers (gaps, reversed order, empty pieces), small pieces (packed per peer) and large ones
+// (one message each) in one call; the gaps of the receive buffer stay untouched.
+TEST(CommunicatorBlocks, PiecesLandWhereListedAndMatchAllToAllV) {
+  MpiCommunicator world(MPI_COMM_WORLD);
+  const int P = world.size(), me = world.rank(), K = 4;
+  for (const int unit : {3, 2048}) {
+    // Units in piece k from src to dst; some zero, large for some pairs.
+    const auto count = [&](int src, int dst, int k) -> int64_t {
+      if ((src + 2 * dst + k) % 5 == 0) return 0;
+      return (src + dst + k) % 3 + ((src + dst) % 2 == 0 ? 6 : 1);
+    };
+    const auto value = [&](int src, int dst, int k, int64_t i) {
+      return double((((src * 8 + dst) * 8 + k) * 16 + i) % 65536) * 4096.0;
+    };
+    // Send layout: per destination, pieces in reverse order in memory with a one-unit gap after each.
+    BlockLayout send_layout, recv_layout;
+    send_layout.clear(P);
+    recv_layout.clear(P);
+    std::vector<std::vector<int64_t>> send_off(P, std::vector<int64_t>(K));
+    int64_t at = 0;
+    for (int d = 0; d < P; ++d)
+      for (int k = K - 1; k >= 0; --k) {
+        send_off[d][k] = at;
+        at += count(me, d, k) + 1;
+      }
+    std::vector<double> send(size_t(at) * unit, -1.0);
+    for (int d = 0; d < P; ++d)
+      for (int k = 0; k < K; ++k) {
+        send_layout.add(d, send_off[d][k], count(me, d, k));
+        for (int64_t i = 0; i < count(me, d, k) * unit; ++i) send[size_t(send_off[d][k] * unit + i)] = value(me, d, k, i);
+      }
+    // Receive layout: piece-major, then source (like expert order), a gap before every piece.
+    std::vector<std::vector<int64_t>> recv_off(P, std::vector<int64_t>(K));
+    at = 0;
+    for (int k = 0; k < K; ++k)
+      for (int s = 0; s < P; ++s) {
+        recv_off[s][k] = at + 1;
+        at += count(s, me, k) + 1;
+      }
+    for (int s = 0; s < P; ++s)
+      for (int k = 0; k < K; ++k) recv_layout.add(s, recv_off[s][k], count(s, me, k));
+    std::vector<double> recv(size_t(at) * unit, -7.0);
+    world.all_to_all_blocks(send.data(), send_layout, recv.data(), recv_layout, DType::f64, unit);
+
+    // Plain reference: the same pieces packed contiguously, all_to_all_v, then placed by hand.
+    std::vector<double> flat_send, flat_recv;
+    std::vector<int64_t> sc(P, 0), rc(P, 0);
+    for (int d = 0; d < P; ++d)
+      for (int k = 0; k < K; ++k) {
+        for (int64_t i = 0; i < count(me, d, k) * unit; ++i) flat_send.push_back(send[size_t(send_off[d][k] * unit + i)]);
+        sc[d] += count(me, d, k) * unit;
+        rc[d] += count(d, me, k) * unit;
+      }
+    int64_t total = 0;
+    for (int s = 0; s < P; ++s) total += rc[s];
+    flat_recv.assign(size_t(total), 0.0);
+    world.all_to_all_v(flat_send.data(), sc, flat_recv.data(), rc, DType::f64);
+    std::vector<double> want(size_t(at) * unit, -7.0);
+    size_t f = 0;
+    for (int s = 0; s < P; ++s)
+      for (int k = 0; k < K; ++k)
+        for (int64_t i = 0; i < count(s, me, k) * unit; ++i) {
+          want[size_t(recv_off[s][k] * unit + i)] = flat_recv[f++];
+          EXPECT_EQ(flat_recv[f - 1], value(s, me, k, i)) << "unit " << unit;
+        }
+    EXPECT_EQ(recv, want) << "unit " << unit;
+
+    // And back: the swapped layouts invert the exchange (send's gaps stay as they were).
+    std::vector<double> back(send.size(), -1.0);
+    world.all_to_all_blocks(recv.data(), recv_layout, back.data(), send_layout, DType::f64, unit);
+    EXPECT_EQ(back, send) << "unit " << unit;
+  }
+}
+
+// combine_rows and scatter_add_rows split columns between threads: each element must get exactly
+// the serial additions in the serial order (1-rank and multi-rank runs are compared bit for bit).
+TEST(MoeScatters, ThreadedCombineIsBitIdenticalToSerial) {
+  const int tokens = 37, copies = 300, width = 1000 + 37;
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<int32_t> rows(copies);
+  for (auto& r : rows) r = int32_t(rng() % tokens);
+  std::vector<float> back(size_t(copies) * width), gate(copies), y0(size_t(tokens) * width);
+  for (auto& v : back) v = u(rng);
+  for (auto& v : gate) v = u(rng);
+  for (auto& v : y0) v = u(rng);
+  std::vector<float> want_y = y0, want_dx = y0;
+  for (int c = 0; c < copies; ++c)
+    for (int i = 0; i < width; ++i) {
+      want_y[size_t(rows[c]) * width + i] += gate[c] * back[size_t(c) * width + i];
+      want_dx[size_t(rows[c]) * width + i] += back[size_t(c) * width + i];
+    }
+#ifdef _OPENMP
+  const int saved_threads = omp_get_max_threads();
+#endif
+  for (int threads = 1; threads <= 3; ++threads) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    std::vector<float> y = y0, dx = y0;
+    moe::combine_rows(back.data(), rows.data(), gate.data(), copies, width, y.data());
+    moe::scatter_add_rows(back.data(), rows.data(), copies, width, dx.data());
+    for (size_t i = 0; i < y.size(); ++i) {
+      ASSERT_EQ(std::memcmp(&y[i], &want_y[i], sizeof(float)), 0) << "threads " << threads << " element " << i;
+      ASSERT_EQ(std::memcmp(&dx[i], &want_dx[i], sizeof(float)), 0) << "threads " << threads << " element " << i;
+    }
+  }
+#ifdef _OPENMP
+  omp_set_num_threads(saved_threads);
+#endif
 }
 
 }  // namespace
