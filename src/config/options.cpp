@@ -73,7 +73,7 @@ class OptionTable {
     add("moe.z_loss_weight", &Config::moe, &MoeConfig::z_loss_weight, "token_choice router z-loss weight");
     add("train.device", &Config::train, &TrainConfig::device, "cpu | cuda");
     add("train.precision", &Config::train, &TrainConfig::precision,
-        "fp64 | fp32 (cpu); fp32 | bf16 (cuda)");
+        "fp64 | fp32 | bf16 (cpu: bf16 GEMM inputs emulated); fp32 | bf16 (cuda)");
     add("train.seed", &Config::train, &TrainConfig::seed, "seed for initialisation and data order");
     add("train.steps", &Config::train, &TrainConfig::steps, "optimizer steps (0 = from train.tokens)");
     add("train.tokens", &Config::train, &TrainConfig::tokens, "token budget D, used when train.steps = 0");

@@ -110,7 +110,8 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
 
   c.one_of("train.device", t.device, {"cpu", "cuda"});
   if (t.device == "cpu") {
-    c.one_of("train.precision", t.precision, {"fp64", "fp32"});
+    // bf16 on the CPU rounds GEMM inputs as the GPU's bf16 runs do (a reference for them, not faster).
+    c.one_of("train.precision", t.precision, {"fp64", "fp32", "bf16"});
   } else {
     c.require(ctx.cuda_available, "train.device", t.device,
               "this build has no CUDA backend (configure with -DFINEMOE_CUDA=ON where nvcc exists)");

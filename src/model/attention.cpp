@@ -1,6 +1,6 @@
 #include "model/attention.h"
 
-#include "backend/cpu/attention.h"
+#include "backend/ops.h"
 #include "backend/cpu/blas.h"
 #include "model/layer_support.h"
 #include "util/check.h"
@@ -29,11 +29,11 @@ void CausalSelfAttention<T>::forward(const T* x, T* y, const TokenBatch& batch) 
   T* heads = ensure_size(heads_, n * d_);
   {
     cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
-    cpu::gemm<T>(false, false, rows, 3 * d_, d_, T(1), x, d_, store_.value(qkv_w_), 3 * d_, T(0), qkv, 3 * d_);
+    ops::gemm<T>(false, false, rows, 3 * d_, d_, T(1), x, d_, store_.value(qkv_w_), 3 * d_, T(0), qkv, 3 * d_);
   }
-  cpu::attention_forward<T>(heads, att, qkv, n_seq_, seq_len_, n_heads_, d_);
+  ops::attention_forward<T>(heads, att, qkv, n_seq_, seq_len_, n_heads_, d_);
   cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
-  cpu::gemm<T>(false, false, rows, d_, d_, T(1), heads, d_, store_.value(out_w_), d_, T(0), y, d_);
+  ops::gemm<T>(false, false, rows, d_, d_, T(1), heads, d_, store_.value(out_w_), d_, T(0), y, d_);
 }
 
 template <typename T>
@@ -46,14 +46,14 @@ void CausalSelfAttention<T>::backward(const T* dy, T* dx) {
   {
     cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
     // y = heads W_out: dW_out += heads^T dy, dheads = dy W_out^T.
-    cpu::gemm<T>(true, false, d_, d_, rows, T(1), heads_.data(), d_, dy, d_, T(1), store_.grad(out_w_), d_);
-    cpu::gemm<T>(false, true, rows, d_, d_, T(1), dy, d_, store_.value(out_w_), d_, T(0), dheads, d_);
+    ops::gemm<T>(true, false, d_, d_, rows, T(1), heads_.data(), d_, dy, d_, T(1), store_.grad(out_w_), d_);
+    ops::gemm<T>(false, true, rows, d_, d_, T(1), dy, d_, store_.value(out_w_), d_, T(0), dheads, d_);
   }
-  cpu::attention_backward<T>(dqkv, datt, dheads, qkv_.data(), att_.data(), n_seq_, seq_len_, n_heads_, d_);
+  ops::attention_backward<T>(dqkv, datt, dheads, qkv_.data(), att_.data(), n_seq_, seq_len_, n_heads_, d_);
   cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
   // qkv = x W_qkv: dW_qkv += x^T dqkv, dx = dqkv W_qkv^T.
-  cpu::gemm<T>(true, false, d_, 3 * d_, rows, T(1), x_, d_, dqkv, 3 * d_, T(1), store_.grad(qkv_w_), 3 * d_);
-  cpu::gemm<T>(false, true, rows, d_, 3 * d_, T(1), dqkv, 3 * d_, store_.value(qkv_w_), 3 * d_, T(0), dx, d_);
+  ops::gemm<T>(true, false, d_, 3 * d_, rows, T(1), x_, d_, dqkv, 3 * d_, T(1), store_.grad(qkv_w_), 3 * d_);
+  ops::gemm<T>(false, true, rows, d_, 3 * d_, T(1), dqkv, 3 * d_, store_.value(qkv_w_), 3 * d_, T(0), dx, d_);
 }
 
 template class CausalSelfAttention<float>;

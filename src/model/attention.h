@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/compute.h"
 #include "model/feed_forward.h"
 #include "model/parameters.h"
 
@@ -12,7 +13,7 @@ namespace finemoe {
 // Backward scratch; one per model, shared by its blocks (backward runs one block at a time).
 template <typename T>
 struct AttentionScratch {
-  std::vector<T> dqkv, datt, dheads;
+  Buffer<T> dqkv, datt, dheads;
 };
 
 template <typename T>
@@ -32,7 +33,7 @@ class CausalSelfAttention {
   int d_, n_heads_;
   const T* x_ = nullptr;
   int n_seq_ = 0, seq_len_ = 0;
-  std::vector<T> qkv_, att_, heads_;  // kept for backward
+  Buffer<T> qkv_, att_, heads_;  // kept for backward
   AttentionScratch<T>& scratch_;
 };
 

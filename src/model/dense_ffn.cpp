@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "backend/ops.h"
 #include "backend/cpu/blas.h"
 #include "model/layer_support.h"
 
@@ -22,12 +23,12 @@ void DenseFeedForward<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   rows_ = batch.tokens();
   const int rows = static_cast<int>(rows_);
   T* xs = ensure_size(x_, rows_ * d_);
-  std::copy(x, x + rows_ * d_, xs);
+  ops::copy(xs, x, rows_ * d_);
   T* pre = ensure_size(pre_, rows_ * d_ff_);
   T* act = ensure_size(act_, rows_ * d_ff_);
-  cpu::gemm<T>(false, false, rows, d_ff_, d_, T(1), xs, d_, store_.value(w1_), d_ff_, T(0), pre, d_ff_);
-  cpu::activation_forward<T>(act, pre, rows_ * d_ff_, activation_);
-  cpu::gemm<T>(false, false, rows, d_, d_ff_, T(1), act, d_ff_, store_.value(w2_), d_, T(0), y, d_);
+  ops::gemm<T>(false, false, rows, d_ff_, d_, T(1), xs, d_, store_.value(w1_), d_ff_, T(0), pre, d_ff_);
+  ops::activation_forward<T>(act, pre, rows_ * d_ff_, activation_);
+  ops::gemm<T>(false, false, rows, d_, d_ff_, T(1), act, d_ff_, store_.value(w2_), d_, T(0), y, d_);
 }
 
 template <typename T>
@@ -35,13 +36,13 @@ void DenseFeedForward<T>::backward(const T* dy, T* dx) {
   const int rows = static_cast<int>(rows_);
   T* dact = ensure_size(dact_, rows_ * d_ff_);
   // y = act W2: dW2 += act^T dy, dact = dy W2^T.
-  cpu::gemm<T>(true, false, d_ff_, d_, rows, T(1), act_.data(), d_ff_, dy, d_, T(1), store_.grad(w2_), d_);
-  cpu::gemm<T>(false, true, rows, d_ff_, d_, T(1), dy, d_, store_.value(w2_), d_, T(0), dact, d_ff_);
+  ops::gemm<T>(true, false, d_ff_, d_, rows, T(1), act_.data(), d_ff_, dy, d_, T(1), store_.grad(w2_), d_);
+  ops::gemm<T>(false, true, rows, d_ff_, d_, T(1), dy, d_, store_.value(w2_), d_, T(0), dact, d_ff_);
   // dpre = act'(pre) dact, in place.
-  cpu::activation_backward<T>(dact, pre_.data(), dact, rows_ * d_ff_, activation_);
+  ops::activation_backward<T>(dact, pre_.data(), dact, rows_ * d_ff_, activation_);
   // pre = x W1: dW1 += x^T dpre, dx = dpre W1^T.
-  cpu::gemm<T>(true, false, d_, d_ff_, rows, T(1), x_.data(), d_, dact, d_ff_, T(1), store_.grad(w1_), d_ff_);
-  cpu::gemm<T>(false, true, rows, d_, d_ff_, T(1), dact, d_ff_, store_.value(w1_), d_ff_, T(0), dx, d_);
+  ops::gemm<T>(true, false, d_, d_ff_, rows, T(1), x_.data(), d_, dact, d_ff_, T(1), store_.grad(w1_), d_ff_);
+  ops::gemm<T>(false, true, rows, d_, d_ff_, T(1), dact, d_ff_, store_.value(w1_), d_ff_, T(0), dx, d_);
 }
 
 template <typename T>

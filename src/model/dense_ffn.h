@@ -3,6 +3,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/compute.h"
 #include "backend/cpu/activation.h"
 #include "config/config.h"
 #include "model/feed_forward.h"
@@ -28,8 +29,8 @@ class DenseFeedForward final : public FeedForwardLayer<T> {
   int d_, d_ff_;
   cpu::Activation activation_;
   int64_t rows_ = 0;
-  std::vector<T> x_, pre_, act_;  // kept for backward
-  std::vector<T> dact_;           // backward scratch
+  Buffer<T> x_, pre_, act_;  // kept for backward
+  Buffer<T> dact_;           // backward scratch
   FeedForwardStats stats_;
 };
 

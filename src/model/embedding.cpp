@@ -1,6 +1,6 @@
 #include "model/embedding.h"
 
-#include "backend/cpu/embedding.h"
+#include "backend/ops.h"
 #include "model/layer_support.h"
 #include "util/check.h"
 
@@ -23,12 +23,12 @@ void Embedding<T>::forward(const int32_t* tokens, const TokenBatch& batch, T* ou
   tokens_ = tokens;
   n_seq_ = batch.n_seq;
   seq_len_ = batch.context;
-  cpu::embedding_forward<T>(out, tokens, store_.value(token_), store_.value(position_), n_seq_, seq_len_, d_);
+  ops::embedding_forward<T>(out, tokens, store_.value(token_), store_.value(position_), n_seq_, seq_len_, d_);
 }
 
 template <typename T>
 void Embedding<T>::backward(const T* dout) {
-  cpu::embedding_backward<T>(store_.grad(token_), store_.grad(position_), dout, tokens_, n_seq_, seq_len_, d_);
+  ops::embedding_backward<T>(store_.grad(token_), store_.grad(position_), dout, tokens_, n_seq_, seq_len_, d_);
 }
 
 template class Embedding<float>;

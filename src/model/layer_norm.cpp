@@ -1,6 +1,6 @@
 #include "model/layer_norm.h"
 
-#include "backend/cpu/layernorm.h"
+#include "backend/ops.h"
 #include "model/layer_support.h"
 
 namespace finemoe {
@@ -20,13 +20,13 @@ template <typename T>
 void LayerNorm<T>::forward(const T* x, T* y, int64_t rows) {
   x_ = x;
   rows_ = rows;
-  cpu::layernorm_forward<T>(y, ensure_size(mean_, rows), ensure_size(rstd_, rows), x, store_.value(weight_),
+  ops::layernorm_forward<T>(y, ensure_size(mean_, rows), ensure_size(rstd_, rows), x, store_.value(weight_),
                             store_.value(bias_), rows, dim_, T(kEps));
 }
 
 template <typename T>
 void LayerNorm<T>::backward(const T* dy, T* dx) {
-  cpu::layernorm_backward<T>(dx, store_.grad(weight_), store_.grad(bias_), dy, x_, store_.value(weight_),
+  ops::layernorm_backward<T>(dx, store_.grad(weight_), store_.grad(bias_), dy, x_, store_.value(weight_),
                              mean_.data(), rstd_.data(), rows_, dim_);
 }
 

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/compute.h"
 #include "model/parameters.h"
 
 namespace finemoe {
@@ -24,7 +25,7 @@ class LayerNorm {
   int dim_;
   const T* x_ = nullptr;
   int64_t rows_ = 0;
-  std::vector<T> mean_, rstd_;
+  Buffer<T> mean_, rstd_;
 };
 
 }  // namespace finemoe

@@ -11,8 +11,8 @@
 namespace finemoe {
 
 // Activation buffers are allocated once and only grow (a larger micro-batch), never per step.
-template <typename T>
-T* ensure_size(std::vector<T>& buffer, size_t n) {
+template <typename T, typename Allocator>
+T* ensure_size(std::vector<T, Allocator>& buffer, size_t n) {
   if (buffer.size() < n) buffer.resize(n);
   return buffer.data();
 }

@@ -2,18 +2,13 @@
 
 #include <algorithm>
 
+#include "backend/ops.h"
 #include "backend/cpu/blas.h"
 #include "model/layer_support.h"
 #include "util/check.h"
 
 namespace finemoe {
 namespace {
-template <typename T>
-void add(T* out, const T* a, const T* b, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
 template <typename T>
 std::unique_ptr<OutputHead<T>> make_head(const Config& cfg, ParameterStore<T>& store, const Embedding<T>& embedding) {
   const ModelConfig& m = cfg.model;
@@ -79,13 +74,13 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, const To
     T* a = ln1_out + b * nd;
     blk.ln1.forward(x, a, rows_);
     blk.attn.forward(a, branch, batch);
-    add(m, x, branch, nd);
+    ops::add(m, x, branch, nd);
     blk.ln2.forward(m, ln2_out, rows_);
     {
       cpu::FlopScope flops(cpu::FlopCategory::ffn);
       blk.ffn->forward(ln2_out, branch, batch);
     }
-    add(residual(b + 1), m, branch, nd);
+    ops::add(residual(b + 1), m, branch, nd);
     aux_loss_ += blk.ffn->aux_loss();
   }
   ln_f_.forward(residual(n_blocks), lnf_out, rows_);
@@ -98,7 +93,7 @@ void Model<T>::backward(const std::function<void(int)>& block_done) {
   T* dresid = ensure_size(dresid_, nd);
   T* dscratch = ensure_size(dscratch_, nd);
   head_->backward(dscratch);
-  std::fill(dresid, dresid + nd, T(0));
+  ops::fill_zero(dresid, nd);
   ln_f_.backward(dscratch, dresid);
   for (int b = static_cast<int>(blocks_.size()) - 1; b >= 0; --b) {
     Block& blk = *blocks_[b];

@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/compute.h"
 #include "config/config.h"
 #include "model/attention.h"
 #include "model/dense_ffn.h"
@@ -83,7 +84,7 @@ class Model {
   double aux_loss_ = 0;
   // Activations (kept for backward): residual stream at each block's input and after its
   // attention, ln1 outputs, ln_f output. The rest is scratch reused by every block.
-  std::vector<T> resid_, mid_, ln1_out_, lnf_out_, ln2_out_, branch_, dresid_, dscratch_;
+  Buffer<T> resid_, mid_, ln1_out_, lnf_out_, ln2_out_, branch_, dresid_, dscratch_;
 };
 
 }  // namespace finemoe

@@ -1,7 +1,7 @@
 #include "model/output_head.h"
 
+#include "backend/ops.h"
 #include "backend/cpu/blas.h"
-#include "backend/cpu/cross_entropy.h"
 #include "model/layer_support.h"
 #include "util/check.h"
 
@@ -30,12 +30,12 @@ double OutputHead<T>::forward(const T* x, const int32_t* targets, int64_t rows, 
   {
     cpu::FlopScope flops(cpu::FlopCategory::head);
     if (tied_)
-      cpu::gemm<T>(false, true, m, vocab_, d_, T(1), x, d_, w, d_, T(0), logits, vocab_);
+      ops::gemm<T>(false, true, m, vocab_, d_, T(1), x, d_, w, d_, T(0), logits, vocab_);
     else
-      cpu::gemm<T>(false, false, m, vocab_, d_, T(1), x, d_, w, vocab_, T(0), logits, vocab_);
+      ops::gemm<T>(false, false, m, vocab_, d_, T(1), x, d_, w, vocab_, T(0), logits, vocab_);
   }
   T* dlogits = grad ? ensure_size(dlogits_, rows * vocab_) : nullptr;
-  return cpu::softmax_cross_entropy<T>(dlogits, logits, targets, rows, vocab_, dscale);
+  return ops::softmax_cross_entropy<T>(dlogits, logits, targets, rows, vocab_, dscale);
 }
 
 template <typename T>
@@ -47,12 +47,12 @@ void OutputHead<T>::backward(T* dx) {
   cpu::FlopScope flops(cpu::FlopCategory::head);
   if (tied_) {
     // logits = x E^T: dE += dlogits^T x, dx = dlogits E.
-    cpu::gemm<T>(true, false, vocab_, d_, m, T(1), g, vocab_, x_, d_, T(1), dw, d_);
-    cpu::gemm<T>(false, false, m, d_, vocab_, T(1), g, vocab_, w, d_, T(0), dx, d_);
+    ops::gemm<T>(true, false, vocab_, d_, m, T(1), g, vocab_, x_, d_, T(1), dw, d_);
+    ops::gemm<T>(false, false, m, d_, vocab_, T(1), g, vocab_, w, d_, T(0), dx, d_);
   } else {
     // logits = x W: dW += x^T dlogits, dx = dlogits W^T.
-    cpu::gemm<T>(true, false, d_, vocab_, m, T(1), x_, d_, g, vocab_, T(1), dw, vocab_);
-    cpu::gemm<T>(false, true, m, d_, vocab_, T(1), g, vocab_, w, vocab_, T(0), dx, d_);
+    ops::gemm<T>(true, false, d_, vocab_, m, T(1), x_, d_, g, vocab_, T(1), dw, vocab_);
+    ops::gemm<T>(false, true, m, d_, vocab_, T(1), g, vocab_, w, vocab_, T(0), dx, d_);
   }
 }
 

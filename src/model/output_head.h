@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/compute.h"
 #include "model/parameters.h"
 
 namespace finemoe {
@@ -28,7 +29,7 @@ class OutputHead {
   int d_, vocab_;
   const T* x_ = nullptr;
   int64_t rows_ = 0;
-  std::vector<T> logits_, dlogits_;
+  Buffer<T> logits_, dlogits_;
 };
 
 }  // namespace finemoe

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/ops.h"
 #include "util/check.h"
 #include "util/rng.h"
 
@@ -71,7 +72,7 @@ std::vector<std::pair<int64_t, int64_t>> ParameterStore<T>::block_ranges(ParamGr
 
 template <typename T>
 void ParameterStore<T>::zero_grads() {
-  for (auto& g : grads_) std::fill(g.begin(), g.end(), T(0));
+  for (auto& g : grads_) ops::fill_zero(g.data(), int64_t(g.size()));
 }
 
 template class ParameterStore<float>;

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "backend/cpu/adamw.h"
+#include "backend/ops.h"
 #include "backend/cpu/blas.h"
 #include "model/moe/moe_layer.h"
 #include "model/moe/routing_group.h"
@@ -19,18 +19,19 @@ typename Model<T>::FfnFactory ffn_factory(const Config& cfg, const MoeComms& com
 }
 
 template <typename T>
-TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid) : cfg_(cfg), grid_(grid) {
+TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid)
+    : cfg_(cfg), grid_(grid), comms_(make_step_communicators(cfg, grid)) {
   MoeComms comms;
   if (cfg.moe.enabled) {
     routing_group_ = moe::make_routing_group(grid.world(), cfg.moe.group_size,
                                              cfg.train.micro_batch_size() / grid.world_size());
-    comms.expert_group = &grid.expert_group();
+    comms.expert_group = comms_.expert_group;
     comms.routing_group = routing_group_.get();
   }
   model_ = std::make_unique<Model<T>>(cfg, store_, ffn_factory<T>(cfg, comms, grid.ep_rank(), grid.ep_size()));
   store_.allocate(cfg.train.seed);
   optimizer_.resize_like(store_);
-  sync_ = std::make_unique<GradientSync<T>>(store_, grid, cfg.model.n_blocks);
+  sync_ = std::make_unique<GradientSync<T>>(store_, comms_, cfg.model.n_blocks);
   const size_t local_tokens = size_t(cfg.train.micro_batch_size() / grid.world_size()) * size_t(cfg.model.context);
   inputs_.resize(local_tokens);
   targets_.resize(local_tokens);
@@ -90,7 +91,7 @@ void TrainingEngine<T>::apply_update(int64_t step, double lr, double grad_norm) 
     const ParamGroup g = spec.group;
     const int64_t off = store_.offset(i);
     s.weight_decay = spec.weight_decay ? cfg_.train.weight_decay : 0.0;
-    cpu::adamw_update(store_.values(g).data() + off, store_.grads(g).data() + off,
+    ops::adamw_update(store_.values(g).data() + off, store_.grads(g).data() + off,
                       optimizer_.first(g).data() + off, optimizer_.second(g).data() + off, spec.numel(), s);
   }
 }
@@ -100,6 +101,7 @@ StepResult TrainingEngine<T>::step(int64_t step, double lr, const BatchSampler& 
   StepResult r = compute_gradients(step, data);
   r.grad_norm = sync_->global_norm();
   apply_update(step, lr, r.grad_norm);
+  ops::synchronize();  // the step is done when the parameters are (records and checkpoints read them)
   return r;
 }
 

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "parallel/process_grid.h"
 #include "train/gradient_sync.h"
+#include "train/step_communicators.h"
 #include "train/train_state.h"
 
 namespace finemoe {
@@ -61,12 +62,13 @@ class TrainingEngine {
 
   const Config& cfg_;
   ProcessGrid& grid_;
+  StepCommunicators comms_;
   ParameterStore<T> store_;
   std::unique_ptr<MpiCommunicator> routing_group_;
   std::unique_ptr<Model<T>> model_;
   OptimizerState<T> optimizer_;
   std::unique_ptr<GradientSync<T>> sync_;
-  std::vector<int32_t> inputs_, targets_;
+  Buffer<int32_t> inputs_, targets_;  // the model's token ids: device-visible on CUDA
 };
 
 // The FFN of every block as configured: dense, or MoE with the given communicators.

@@ -2,19 +2,20 @@
 
 #include <cmath>
 
-#include "backend/cpu/adamw.h"
+#include "backend/ops.h"
 
 namespace finemoe {
 
 template <typename T>
-GradientSync<T>::GradientSync(ParameterStore<T>& store, ProcessGrid& grid, int n_blocks)
-    : store_(store), grid_(grid) {
+GradientSync<T>::GradientSync(ParameterStore<T>& store, const StepCommunicators& comms, int n_blocks)
+    : store_(store), comms_(comms) {
   for (int b = -1; b < n_blocks; ++b) started_.emplace_back(b, false);
 }
 
 template <typename T>
 void GradientSync<T>::start_ranges(ParamGroup g, int block, Communicator& comm) {
   if (comm.size() == 1) return;
+  if (comms_.host_staged) ops::synchronize();  // MPI reads the gradients from the host
   for (const auto& [begin, end] : store_.block_ranges(g, block)) {
     T* data = store_.grads(g).data() + begin;
     pending_.push_back(comm.start_all_reduce_sum(data, size_t(end - begin), dtype_of<T>()));
@@ -26,8 +27,8 @@ void GradientSync<T>::start_block(int block) {
   auto& entry = started_.at(size_t(block + 1));
   if (entry.second) return;
   entry.second = true;
-  start_ranges(ParamGroup::replicated, block, grid_.world());
-  start_ranges(ParamGroup::expert, block, grid_.data_group());
+  start_ranges(ParamGroup::replicated, block, *comms_.world);
+  start_ranges(ParamGroup::expert, block, *comms_.data_group);
 }
 
 template <typename T>
@@ -43,10 +44,10 @@ template <typename T>
 double GradientSync<T>::global_norm() const {
   const auto& rep = store_.grads(ParamGroup::replicated);
   const auto& exp = store_.grads(ParamGroup::expert);
-  double expert_sq = cpu::sum_of_squares(exp.data(), int64_t(exp.size()));
+  double expert_sq = ops::sum_of_squares(exp.data(), int64_t(exp.size()));
   // Replicas of an expert hold identical reduced gradients: sum over the EP group only.
-  expert_sq = grid_.expert_group().sum(expert_sq);
-  return std::sqrt(cpu::sum_of_squares(rep.data(), int64_t(rep.size())) + expert_sq);
+  expert_sq = comms_.expert_group->sum(expert_sq);
+  return std::sqrt(ops::sum_of_squares(rep.data(), int64_t(rep.size())) + expert_sq);
 }
 
 template class GradientSync<float>;

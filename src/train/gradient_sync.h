@@ -9,13 +9,16 @@
 
 #include "model/parameters.h"
 #include "parallel/process_grid.h"
+#include "train/step_communicators.h"
 
 namespace finemoe {
 
 template <typename T>
 class GradientSync {
  public:
-  GradientSync(ParameterStore<T>& store, ProcessGrid& grid, int n_blocks);
+  // Replicated tensors are summed over comms.world, expert tensors over comms.data_group; the
+  // expert part of the norm over comms.expert_group.
+  GradientSync(ParameterStore<T>& store, const StepCommunicators& comms, int n_blocks);
 
   // Starts the non-blocking reduction of block `block`'s gradients (-1: tensors outside blocks).
   void start_block(int block);
@@ -28,7 +31,7 @@ class GradientSync {
   void start_ranges(ParamGroup g, int block, Communicator& comm);
 
   ParameterStore<T>& store_;
-  ProcessGrid& grid_;
+  const StepCommunicators& comms_;
   std::vector<std::pair<int, bool>> started_;  // (block, started) for blocks -1 .. n_blocks-1
   std::vector<std::unique_ptr<PendingCollective>> pending_;
 };

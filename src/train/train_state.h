@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/compute.h"
 #include "model/parameters.h"
 
 namespace finemoe {
@@ -10,8 +11,8 @@ namespace finemoe {
 // AdamW moments, laid out exactly like the parameter store's flat buffers (per group).
 template <typename T>
 struct OptimizerState {
-  std::vector<T> m[2];
-  std::vector<T> v[2];
+  Buffer<T> m[2];
+  Buffer<T> v[2];
   void resize_like(const ParameterStore<T>& store) {
     for (int g = 0; g < 2; ++g) {
       const auto n = store.values(static_cast<ParamGroup>(g)).size();
@@ -19,8 +20,8 @@ struct OptimizerState {
       v[g].assign(n, T(0));
     }
   }
-  std::vector<T>& first(ParamGroup g) { return m[static_cast<int>(g)]; }
-  std::vector<T>& second(ParamGroup g) { return v[static_cast<int>(g)]; }
+  Buffer<T>& first(ParamGroup g) { return m[static_cast<int>(g)]; }
+  Buffer<T>& second(ParamGroup g) { return v[static_cast<int>(g)]; }
 };
 
 // The data order is a pure function of (seed, step, global sequence index), so the loader state

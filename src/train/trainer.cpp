@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "backend/compute.h"
 #include "backend/cpu/blas.h"
 #include "checkpoint/checkpoint.h"
 #include "data/batch_sampler.h"
@@ -15,6 +16,7 @@
 #include "io/run_record.h"
 #include "parallel/agreement.h"
 #include "parallel/watchdog.h"
+#include "train/compute_setup.h"
 #include "train/engine.h"
 #include "train/exit_codes.h"
 #include "train/lr_schedule.h"
@@ -27,7 +29,7 @@ namespace fs = std::filesystem;
 
 namespace finemoe {
 
-bool cuda_backend_available() { return false; }  // the CUDA trainer path is not wired in yet
+bool cuda_backend_available() { return cuda_backend_built(); }
 
 namespace {
 
@@ -47,8 +49,8 @@ std::vector<std::string> gather_strings(Communicator& world, const std::string& 
 template <typename T>
 class Trainer {
  public:
-  Trainer(const CommandLine& cli, ProcessGrid& grid)
-      : cli_(cli), cfg_(cli.config), grid_(grid), world_(grid.world()),
+  Trainer(const CommandLine& cli, ProcessGrid& grid, std::string device_label)
+      : cli_(cli), cfg_(cli.config), grid_(grid), world_(grid.world()), device_label_(std::move(device_label)),
         printer_(cfg_.total_steps(), cli.quiet || grid.rank() != 0) {}
 
   int run();
@@ -64,6 +66,7 @@ class Trainer {
   const Config& cfg_;
   ProcessGrid& grid_;
   MpiCommunicator& world_;
+  std::string device_label_;  // this rank's compute device
   mutable ProgressPrinter printer_;
 
   std::unique_ptr<TrainingEngine<T>> engine_;
@@ -150,7 +153,7 @@ bool Trainer<T>::start_or_resume() {
   info.backend = cfg_.train.device;
   info.moe_enabled = cfg_.moe.enabled;
   info.rank_hosts = rank_hosts_ = gather_strings(world_, grid_.host());
-  info.rank_devices = rank_devices_ = gather_strings(world_, "cpu");
+  info.rank_devices = rank_devices_ = gather_strings(world_, device_label_);
   const ModelInfo minfo = model_info();
 
   int64_t finished = 0;  // the checkpoint is the end of a run whose record is completed
@@ -215,7 +218,7 @@ void Trainer<T>::print_banner(int threads) const {
   const int64_t total = cfg_.total_steps(), tokens_per_step = cfg_.tokens_per_step();
   std::ostringstream os;
   os << "finemoe-train: world " << world_.size() << " = EP " << grid_.ep_size() << " x DP " << grid_.dp_size()
-     << ", backend cpu " << cfg_.train.precision << ", " << threads << " threads/rank\n"
+     << ", backend " << cfg_.train.device << " " << cfg_.train.precision << ", " << threads << " threads/rank\n"
      << "placement: " << placement_summary(rank_hosts_, rank_devices_) << "\n"
      << "model: d_model " << cfg_.model.d_model << ", blocks " << cfg_.model.n_blocks << ", "
      << (cfg_.moe.enabled ? cfg_.moe.routing + " E=" + std::to_string(cfg_.moe.expansion_rate) +
@@ -340,8 +343,9 @@ int Trainer<T>::run() {
 }  // namespace
 
 int run_training(const CommandLine& cli, ProcessGrid& grid) {
-  if (cli.config.train.precision == "fp64") return Trainer<double>(cli, grid).run();
-  return Trainer<float>(cli, grid).run();
+  std::string device = setup_compute(cli.config, grid);
+  if (cli.config.train.precision == "fp64") return Trainer<double>(cli, grid, std::move(device)).run();
+  return Trainer<float>(cli, grid, std::move(device)).run();
 }
 
 }  // namespace finemoe

@@ -17,6 +17,7 @@ namespace {
 cudaDataType_t data_type(GemmDType t) { return t == GemmDType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
 
 cublasComputeType_t compute_type(const GemmPrecision& p) {
+  if (p.inputs == GemmDType::f32 && p.bf16_math) return CUBLAS_COMPUTE_32F_FAST_16BF;
   return p.inputs == GemmDType::f32 && p.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 

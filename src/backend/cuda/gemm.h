@@ -18,6 +18,7 @@ struct GemmPrecision {
   GemmDType inputs = GemmDType::f32;  // A and B
   GemmDType output = GemmDType::f32;  // C
   bool allow_tf32 = false;            // fp32 inputs only: TF32 tensor cores (about 1e-3 relative error)
+  bool bf16_math = false;             // fp32 inputs only: rounded to bf16 for the tensor cores, fp32 sums
 };
 
 // A cuBLAS handle (RAII) bound to a stream, in the default math mode (no TF32 unless a call asks).

@@ -1,11 +1,14 @@
 #pragma once
 // The local experts of one MoE layer: y = act(x W1_e) W2_e for the rows grouped per expert.
-// Experts run in parallel (OpenMP over experts, one BLAS thread each): at high granularity the
-// per-expert GEMMs are small, and threading inside them wastes most of the cores.
+// Each product is one grouped GEMM over the experts (ops::grouped_gemm): on the CPU the experts run
+// in parallel, one BLAS thread each (at high granularity the per-expert GEMMs are small, and
+// threading inside them wastes most of the cores); on the GPU one batched cuBLAS call.
 #include <cstdint>
 #include <vector>
 
+#include "backend/compute.h"
 #include "backend/cpu/activation.h"
+#include "backend/ops.h"
 
 namespace finemoe::moe {
 
@@ -20,11 +23,16 @@ class GroupedExperts {
   void backward(const T* w1, const T* w2, const T* dy, T* dx, T* dw1, T* dw2);
 
  private:
+  // The problems of make(expert, first row, rows) for the experts with rows.
+  template <typename MakeProblem>
+  const std::vector<ops::GemmProblem<T>>& per_expert(const MakeProblem& make);
+
   int n_local_, d_model_, d_expert_;
   cpu::Activation activation_;
   const T* x_ = nullptr;
   std::vector<int64_t> offsets_;  // first row of each local expert; offsets_[n_local_] = rows
-  std::vector<T> hidden_, activated_, dactivated_, dhidden_;  // [rows, d_expert]
+  std::vector<ops::GemmProblem<T>> problems_;
+  Buffer<T> hidden_, activated_, dactivated_, dhidden_;  // [rows, d_expert]
 };
 
 }  // namespace finemoe::moe

@@ -1,26 +1,17 @@
 #include "model/moe/moe_layer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <string>
 
 #include "backend/cpu/blas.h"
+#include "backend/ops.h"
 #include "model/layer_support.h"
 #include "model/moe/router.h"
+#include "model/moe/token_rows.h"
 #include "parallel/communicator.h"
 #include "util/check.h"
 
 namespace finemoe {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-}  // namespace
-
 template <typename T>
 MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, const MoeComms& comms,
                       int ep_rank, int ep_size)
@@ -170,19 +161,20 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   FINEMOE_CHECK(store_.allocated(), "MoE layer used before its parameters were allocated");
   FINEMOE_CHECK(dispatcher_, "an expert-parallel MoE layer needs MoeComms::expert_group to run");
   tokens_ = batch.tokens();
-  x_.assign(x, x + tokens_ * d_model_);
+  ops::copy(ensure_size(x_, size_t(tokens_) * d_model_), x, tokens_ * d_model_);
   context_ = batch.context;
   aux_loss_ = 0;
   has_z_grad_ = false;
   const int d = d_model_;
 
-  const auto t_router = Clock::now();
+  router_watch_.start();
   T* logits = ensure_size(logits_, size_t(tokens_) * n_experts_);
   T* probs = ensure_size(probs_, size_t(tokens_) * n_experts_);
   {
     cpu::FlopScope flops(cpu::FlopCategory::router);
     moe::router_forward(x, store_.value(router_), tokens_, d, n_experts_, logits, probs);
   }
+  ops::synchronize();  // the routing decisions are made on the host
   if (token_choice_ && z_weight_ > 0) {
     const double scale = z_weight_ * batch.loss_scale;
     T* dlogits = ensure_size(dlogits_, size_t(tokens_) * n_experts_);
@@ -193,24 +185,27 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   sort_copies();
   const int64_t copies = int64_t(copy_row_.size());
   T* x_send = ensure_size(x_send_, size_t(copies) * d);
-  moe::gather_rows(x, copy_row_.data(), copies, d, x_send);
-  stats_.router_time_s += seconds_since(t_router);
+  moe::rows::gather(x, copy_row_.data(), copies, d, x_send);
+  stats_.router_time_s += router_watch_.stop();
 
   dispatcher_->plan(per_expert_);
   const int64_t received = dispatcher_->received_rows();
   T* x_expert = ensure_size(x_expert_, size_t(received) * d);
   T* y_expert = ensure_size(y_expert_, size_t(received) * d);
+  // Exchanges start from finished rows (the MPI path reads them on the host).
+  ops::synchronize();
   dispatcher_->to_experts(x_send, x_expert, d);
-  const auto t_experts = Clock::now();
+  expert_watch_.start();
   experts_.forward(store_.value(w1_), store_.value(w2_), x_expert, dispatcher_->received_per_local_expert(),
                    y_expert);
-  stats_.expert_gemm_time_s += seconds_since(t_experts);
+  stats_.expert_gemm_time_s += expert_watch_.stop();
   T* y_back = ensure_size(y_back_, size_t(copies) * d);
+  ops::synchronize();
   dispatcher_->from_experts(y_expert, y_back, d);
 
   T* combined = out_ln_ ? ensure_size(y_combined_, size_t(tokens_) * d) : y;
-  std::fill(combined, combined + tokens_ * d, T(0));
-  moe::combine_rows(y_back, copy_row_.data(), copy_gate_.data(), copies, d, combined);
+  ops::fill_zero(combined, tokens_ * d);
+  moe::rows::combine(y_back, copy_row_.data(), copy_gate_.data(), copies, d, combined);
   if (out_ln_) out_ln_->forward(combined, y, tokens_);
   stats_.alltoall_time_s = dispatcher_->exchange_stats().time_s;
   stats_.alltoall_bytes = dispatcher_->exchange_stats().bytes;
@@ -223,29 +218,32 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   const T* dcombined = dy;
   if (out_ln_) {
     T* buf = ensure_size(dy_combined_, size_t(tokens_) * d);
-    std::fill(buf, buf + tokens_ * d, T(0));
+    ops::fill_zero(buf, tokens_ * d);
     out_ln_->backward(dy, buf);
     dcombined = buf;
   }
   T* dy_back = ensure_size(dy_back_, size_t(copies) * d);
   T* dgate = ensure_size(dgate_, size_t(copies));
-  moe::combine_rows_backward(dcombined, y_back_.data(), copy_row_.data(), copy_gate_.data(), copies, d, dy_back,
-                             dgate);
+  moe::rows::combine_backward(dcombined, y_back_.data(), copy_row_.data(), copy_gate_.data(), copies, d, dy_back,
+                              dgate);
 
   const int64_t received = dispatcher_->received_rows();
   T* dy_expert = ensure_size(dy_expert_, size_t(received) * d);
   T* dx_expert = ensure_size(dx_expert_, size_t(received) * d);
+  ops::synchronize();
   dispatcher_->to_experts(dy_back, dy_expert, d);
-  const auto t_experts = Clock::now();
+  expert_watch_.start();
   experts_.backward(store_.value(w1_), store_.value(w2_), dy_expert, dx_expert, store_.grad(w1_),
                     store_.grad(w2_));
-  stats_.expert_gemm_time_s += seconds_since(t_experts);
+  stats_.expert_gemm_time_s += expert_watch_.stop();
   T* dx_send = ensure_size(dx_send_, size_t(copies) * d);
+  ops::synchronize();
   dispatcher_->from_experts(dx_expert, dx_send, d);
-  std::fill(dx, dx + tokens_ * d, T(0));
-  moe::scatter_add_rows(dx_send, copy_row_.data(), copies, d, dx);
+  ops::fill_zero(dx, tokens_ * d);
+  moe::rows::scatter_add(dx_send, copy_row_.data(), copies, d, dx);
 
-  const auto t_router = Clock::now();
+  router_watch_.start();
+  ops::synchronize();  // dgate, on the host below
   const size_t n_probs = size_t(tokens_) * n_experts_;
   T* dprobs = ensure_size(dprobs_, n_probs);
   std::fill(dprobs, dprobs + n_probs, T(0));
@@ -265,7 +263,7 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
     moe::router_backward(x_.data(), store_.value(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
                          store_.grad(router_));
   }
-  stats_.router_time_s += seconds_since(t_router);
+  stats_.router_time_s += router_watch_.stop();
   stats_.alltoall_time_s = dispatcher_->exchange_stats().time_s;
   stats_.alltoall_bytes = dispatcher_->exchange_stats().bytes;
 }

@@ -18,6 +18,8 @@
 #include <memory>
 #include <vector>
 
+#include "backend/compute.h"
+#include "backend/ops.h"
 #include "config/config.h"
 #include "model/feed_forward.h"
 #include "model/layer_norm.h"
@@ -49,9 +51,9 @@ class MoeLayer final : public FeedForwardLayer<T> {
 
   // The token copies of the last forward in send order (global expert order): local token row,
   // global expert and routing weight of each.
-  const std::vector<int32_t>& copy_rows() const { return copy_row_; }
+  const Buffer<int32_t>& copy_rows() const { return copy_row_; }
   const std::vector<int32_t>& copy_experts() const { return copy_expert_; }
-  const std::vector<T>& copy_gates() const { return copy_gate_; }
+  const Buffer<T>& copy_gates() const { return copy_gate_; }
   // Most tokens an expert takes from one routing group.
   int capacity() const { return selector_->capacity(group_size_); }
 
@@ -76,25 +78,27 @@ class MoeLayer final : public FeedForwardLayer<T> {
   moe::GroupedExperts<T> experts_;
 
   // State of the last forward.
-  std::vector<T> x_;  // the layer input, for the router gradient
+  Buffer<T> x_;  // the layer input, for the router gradient
   int64_t tokens_ = 0;
   int context_ = 0;
   int buffer_seqs_ = 0;     // sequences in the routing buffer (whole groups)
   int my_first_seq_ = 0;    // this rank's first sequence within the routing buffer
   double aux_loss_ = 0;
   bool has_z_grad_ = false;
-  std::vector<T> logits_, probs_, gathered_probs_;
+  Buffer<T> logits_, probs_, gathered_probs_;
   std::vector<moe::ExpertAssignment> kept_;
   std::vector<int> requested_;
   std::vector<int32_t> unsorted_row_, unsorted_expert_;
-  std::vector<int32_t> copy_row_, copy_expert_;
-  std::vector<T> copy_gate_;
+  Buffer<int32_t> copy_row_;
+  std::vector<int32_t> copy_expert_;
+  Buffer<T> copy_gate_;
   std::vector<int64_t> per_expert_, expert_offset_;
-  std::vector<T> balance_grad_;  // [group in buffer][position][expert]: d balance term / d p
-  std::vector<T> x_send_, x_expert_, y_expert_, y_back_, y_combined_;
+  Buffer<T> balance_grad_;  // [group in buffer][position][expert]: d balance term / d p
+  Buffer<T> x_send_, x_expert_, y_expert_, y_back_, y_combined_;
   // Backward buffers.
-  std::vector<T> dy_combined_, dy_back_, dy_expert_, dx_expert_, dx_send_, dgate_, dprobs_, dlogits_;
+  Buffer<T> dy_combined_, dy_back_, dy_expert_, dx_expert_, dx_send_, dgate_, dprobs_, dlogits_;
   FeedForwardStats stats_;
+  ops::Stopwatch router_watch_, expert_watch_;
 };
 
 template <typename T>

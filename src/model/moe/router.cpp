@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/cpu/blas.h"
+#include "backend/ops.h"
 
 namespace finemoe::moe {
 namespace {
@@ -22,18 +22,9 @@ T log_sum_exp(const T* l, int n) {
 template <typename T>
 void router_forward(const T* x, const T* w, int64_t rows, int d_model, int n_experts, T* logits, T* probs) {
   if (rows == 0) return;
-  cpu::gemm<T>(false, false, static_cast<int>(rows), n_experts, d_model, T(1), x, d_model, w, n_experts,
-               T(0), logits, n_experts);
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < rows; ++t) {
-    const T* l = logits + t * n_experts;
-    T* p = probs + t * n_experts;
-    const T m = *std::max_element(l, l + n_experts);
-    T s = 0;
-    for (int e = 0; e < n_experts; ++e) s += (p[e] = std::exp(l[e] - m));
-    const T inv = T(1) / s;
-    for (int e = 0; e < n_experts; ++e) p[e] *= inv;
-  }
+  ops::gemm<T>(false, false, static_cast<int>(rows), n_experts, d_model, T(1), x, d_model, w, n_experts, T(0),
+               logits, n_experts);
+  ops::row_softmax<T>(logits, probs, rows, n_experts);
 }
 
 template <typename T>
@@ -50,8 +41,8 @@ void router_backward(const T* x, const T* w, const T* probs, const T* dprobs, T*
     for (int e = 0; e < n_experts; ++e) dl[e] += p[e] * (dp[e] - dot);
   }
   const int m = static_cast<int>(rows);
-  cpu::gemm<T>(true, false, d_model, n_experts, m, T(1), x, d_model, dlogits, n_experts, T(1), dw, n_experts);
-  cpu::gemm<T>(false, true, m, d_model, n_experts, T(1), dlogits, n_experts, w, n_experts, T(1), dx, d_model);
+  ops::gemm<T>(true, false, d_model, n_experts, m, T(1), x, d_model, dlogits, n_experts, T(1), dw, n_experts);
+  ops::gemm<T>(false, true, m, d_model, n_experts, T(1), dlogits, n_experts, w, n_experts, T(1), dx, d_model);
 }
 
 template <typename T>

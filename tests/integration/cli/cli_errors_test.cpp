@@ -141,8 +141,8 @@ TEST_F(CliErrors, BatchMustSplitOverRanks) {
 }
 
 TEST_F(CliErrors, PrecisionPerBackend) {
-  const auto f = write("m.ini", "train", "precision = bf16");
-  expect_rejected(run(f), {f, "train.precision = 'bf16'", "allowed: fp64 | fp32"});
+  const auto f = write("m.ini", "train", "precision = fp16");
+  expect_rejected(run(f), {f, "train.precision = 'fp16'", "allowed: fp64 | fp32 | bf16"});
 }
 
 TEST_F(CliErrors, MissingDataFile) {

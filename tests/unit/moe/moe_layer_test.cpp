@@ -66,7 +66,7 @@ void check_gradients(const Config& cfg, int n_seq, int context, bool expect_drop
   }
   b.store.zero_grads();
   b.layer->backward(r.data(), dx.data());
-  const std::vector<double> grads[2] = {b.store.grads(ParamGroup::replicated), b.store.grads(ParamGroup::expert)};
+  const Buffer<double> grads[2] = {b.store.grads(ParamGroup::replicated), b.store.grads(ParamGroup::expert)};
 
   const double h = 1e-6;
   int selection_changes = 0;

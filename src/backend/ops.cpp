@@ -1,0 +1,321 @@
+#include "backend/ops.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/blas.h"
+#include "backend/cpu/cross_entropy.h"
+#include "backend/cpu/embedding.h"
+#include "backend/cpu/layernorm.h"
+#include "util/check.h"
+#ifdef FINEMOE_WITH_CUDA
+#include "backend/ops_cuda.h"
+#endif
+
+namespace finemoe::ops {
+namespace {
+
+// The device path of an operation on T: float only.
+template <typename T>
+bool use_device() {
+  if (!on_device()) return false;
+  FINEMOE_CHECK((std::is_same_v<T, float>), "the CUDA backend computes in fp32 storage (train.precision fp32 | bf16)");
+  return true;
+}
+
+// Round to the nearest bfloat16, ties to even (what a conversion to __nv_bfloat16 does); NaN stays NaN.
+float round_to_bf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7f800000u) == 0x7f800000u) return x;
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  bits &= 0xffff0000u;
+  std::memcpy(&x, &bits, sizeof bits);
+  return x;
+}
+
+// op(M) is rows x cols of a row-major matrix with leading dimension ld: a bf16-rounded dense copy.
+template <typename T>
+const T* bf16_copy(const T* M, bool trans, int rows, int cols, int ld, std::vector<T>& out, int& out_ld) {
+  const int stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;
+  out.resize(size_t(stored_rows) * stored_cols);
+  for (int r = 0; r < stored_rows; ++r)
+    for (int c = 0; c < stored_cols; ++c)
+      out[size_t(r) * stored_cols + c] = static_cast<T>(round_to_bf16(static_cast<float>(M[size_t(r) * ld + c])));
+  out_ld = stored_cols;
+  return out.data();
+}
+
+template <typename T>
+void cpu_gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
+              T* C, int ldc) {
+  if (compute_settings().gemm_inputs == GemmInputs::bf16 && m > 0 && n > 0 && k > 0) {
+    thread_local std::vector<T> a16, b16;
+    A = bf16_copy(A, ta, m, k, lda, a16, lda);
+    B = bf16_copy(B, tb, k, n, ldb, b16, ldb);
+  }
+  cpu::gemm<T>(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace
+
+void synchronize() {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) device::synchronize();
+#endif
+}
+
+#ifdef FINEMOE_WITH_CUDA
+// Runs the device call and returns from the operation when T = float and the backend is CUDA.
+#define FINEMOE_ON_DEVICE(...)                         \
+  if constexpr (std::is_same_v<T, float>) {            \
+    if (use_device<T>()) {                             \
+      device::__VA_ARGS__;                             \
+      return;                                          \
+    }                                                  \
+  } else {                                             \
+    use_device<T>();                                   \
+  }
+#else
+#define FINEMOE_ON_DEVICE(...)
+#endif
+
+template <typename T>
+void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
+          int ldc) {
+#ifdef FINEMOE_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_device<T>()) {
+      cpu::count_gemm_flops(m, n, k);
+      return device::gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+  } else {
+    use_device<T>();
+  }
+#endif
+  cpu_gemm<T>(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <typename T>
+void grouped_gemm(bool ta, bool tb, T alpha, const std::vector<GemmProblem<T>>& problems, T beta) {
+#ifdef FINEMOE_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_device<T>()) {
+      std::vector<device::Problem> p;
+      p.reserve(problems.size());
+      for (const auto& q : problems) {
+        cpu::count_gemm_flops(q.m, q.n, q.k);
+        p.push_back({q.m, q.n, q.k, q.A, q.lda, q.B, q.ldb, q.C, q.ldc});
+      }
+      return device::grouped_gemm(ta, tb, alpha, p, beta);
+    }
+  } else {
+    use_device<T>();
+  }
+#endif
+  // One BLAS thread per product: the problems are the parallel dimension (bench: expert-gemm).
+  cpu::ScopedBlasThreads one_thread(1);
+  const int count = static_cast<int>(problems.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < count; ++i) {
+    const GemmProblem<T>& q = problems[i];
+    if (q.m == 0 || q.n == 0) continue;
+    cpu_gemm<T>(ta, tb, q.m, q.n, q.k, alpha, q.A, q.lda, q.B, q.ldb, beta, q.C, q.ldc);
+  }
+}
+
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n) {
+  FINEMOE_ON_DEVICE(add(out, a, b, n))
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+template <typename T>
+void fill_zero(T* x, int64_t n) {
+  if (on_device()) {
+#ifdef FINEMOE_WITH_CUDA
+    return device::fill_zero(x, size_t(n) * sizeof(T));
+#endif
+  }
+  std::fill(x, x + n, T(0));
+}
+
+template <typename T>
+void copy(T* dst, const T* src, int64_t n) {
+  if (on_device()) {
+#ifdef FINEMOE_WITH_CUDA
+    return device::copy(dst, src, size_t(n) * sizeof(T));
+#endif
+  }
+  std::copy(src, src + n, dst);
+}
+
+template <typename T>
+void scale(T* x, int64_t n, T s) {
+  FINEMOE_ON_DEVICE(scale(x, n, s))
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+template <typename T>
+void activation_forward(T* out, const T* inp, int64_t n, cpu::Activation a) {
+  FINEMOE_ON_DEVICE(activation_forward(out, inp, n, a))
+  cpu::activation_forward<T>(out, inp, n, a);
+}
+
+template <typename T>
+void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, cpu::Activation a) {
+  FINEMOE_ON_DEVICE(activation_backward(dinp, inp, dout, n, a))
+  cpu::activation_backward<T>(dinp, inp, dout, n, a);
+}
+
+template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t rows,
+                       int cols, T eps) {
+  FINEMOE_ON_DEVICE(layernorm_forward(out, mean, rstd, inp, weight, bias, rows, cols, eps))
+  cpu::layernorm_forward<T>(out, mean, rstd, inp, weight, bias, rows, cols, eps);
+}
+
+template <typename T>
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                        const T* mean, const T* rstd, int64_t rows, int cols) {
+  FINEMOE_ON_DEVICE(layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, rows, cols))
+  cpu::layernorm_backward<T>(dinp, dweight, dbias, dout, inp, weight, mean, rstd, rows, cols);
+}
+
+template <typename T>
+void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int n_heads, int d) {
+  FINEMOE_ON_DEVICE(attention_forward(out, att, qkv, n_seq, context, n_heads, d))
+  cpu::attention_forward<T>(out, att, qkv, n_seq, context, n_heads, d);
+}
+
+template <typename T>
+void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int n_seq, int context,
+                        int n_heads, int d) {
+  FINEMOE_ON_DEVICE(attention_backward(dqkv, datt, dout, qkv, att, n_seq, context, n_heads, d))
+  cpu::attention_backward<T>(dqkv, datt, dout, qkv, att, n_seq, context, n_heads, d);
+}
+
+template <typename T>
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int n_seq, int context, int d) {
+  FINEMOE_ON_DEVICE(embedding_forward(out, tokens, wte, wpe, n_seq, context, d))
+  cpu::embedding_forward<T>(out, tokens, wte, wpe, n_seq, context, d);
+}
+
+template <typename T>
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int n_seq, int context, int d) {
+  FINEMOE_ON_DEVICE(embedding_backward(dwte, dwpe, dout, tokens, n_seq, context, d))
+  cpu::embedding_backward<T>(dwte, dwpe, dout, tokens, n_seq, context, d);
+}
+
+template <typename T>
+double softmax_cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int64_t rows, int vocab,
+                             T dscale) {
+#ifdef FINEMOE_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_device<T>()) return device::softmax_cross_entropy(dlogits, logits, targets, rows, vocab, dscale);
+  } else {
+    use_device<T>();
+  }
+#endif
+  return cpu::softmax_cross_entropy<T>(dlogits, logits, targets, rows, vocab, dscale);
+}
+
+template <typename T>
+void row_softmax(const T* logits, T* probs, int64_t rows, int n) {
+  FINEMOE_ON_DEVICE(row_softmax(logits, probs, rows, n))
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < rows; ++t) {
+    const T* l = logits + t * n;
+    T* p = probs + t * n;
+    const T m = *std::max_element(l, l + n);
+    T s = 0;
+    for (int e = 0; e < n; ++e) s += (p[e] = std::exp(l[e] - m));
+    const T inv = T(1) / s;
+    for (int e = 0; e < n; ++e) p[e] *= inv;
+  }
+}
+
+template <typename T>
+void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const cpu::AdamWStep& s) {
+  FINEMOE_ON_DEVICE(adamw_update(param, grad, m, v, n, s))
+  cpu::adamw_update<T>(param, grad, m, v, n, s);
+}
+
+template <typename T>
+double sum_of_squares(const T* x, int64_t n) {
+#ifdef FINEMOE_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_device<T>()) return device::sum_of_squares(x, n);
+  } else {
+    use_device<T>();
+  }
+#endif
+  return cpu::sum_of_squares<T>(x, n);
+}
+
+#undef FINEMOE_ON_DEVICE
+
+namespace {
+double host_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Stopwatch::Stopwatch() {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) device_events_ = device::create_event_pair();
+#endif
+}
+
+Stopwatch::~Stopwatch() {
+#ifdef FINEMOE_WITH_CUDA
+  if (device_events_) device::destroy_event_pair(device_events_);
+#endif
+}
+
+void Stopwatch::start() {
+#ifdef FINEMOE_WITH_CUDA
+  if (device_events_) return device::record_start(device_events_);
+#endif
+  host_start_ = host_seconds();
+}
+
+double Stopwatch::stop() {
+#ifdef FINEMOE_WITH_CUDA
+  if (device_events_) return device::record_stop_seconds(device_events_);
+#endif
+  return host_seconds() - host_start_;
+}
+
+#define FINEMOE_OPS(T)                                                                                           \
+  template void gemm<T>(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int);                 \
+  template void grouped_gemm<T>(bool, bool, T, const std::vector<GemmProblem<T>>&, T);                           \
+  template void add<T>(T*, const T*, const T*, int64_t);                                                         \
+  template void fill_zero<T>(T*, int64_t);                                                                       \
+  template void copy<T>(T*, const T*, int64_t);                                                                  \
+  template void scale<T>(T*, int64_t, T);                                                                        \
+  template void activation_forward<T>(T*, const T*, int64_t, cpu::Activation);                                   \
+  template void activation_backward<T>(T*, const T*, const T*, int64_t, cpu::Activation);                        \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, T);                 \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int); \
+  template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                                      \
+  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int);                 \
+  template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);                     \
+  template void embedding_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);                          \
+  template double softmax_cross_entropy<T>(T*, const T*, const int32_t*, int64_t, int, T);                       \
+  template void row_softmax<T>(const T*, T*, int64_t, int);                                                      \
+  template void adamw_update<T>(T*, const T*, T*, T*, int64_t, const cpu::AdamWStep&);                           \
+  template double sum_of_squares<T>(const T*, int64_t);
+FINEMOE_OPS(float)
+FINEMOE_OPS(double)
+#undef FINEMOE_OPS
+template void fill_zero<int32_t>(int32_t*, int64_t);
+template void copy<int32_t>(int32_t*, const int32_t*, int64_t);
+
+}  // namespace finemoe::ops

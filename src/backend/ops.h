@@ -1,0 +1,106 @@
+#pragma once
+// The model's arithmetic, on whichever backend compute_settings() names (backend/compute.h). Each
+// operation takes the arguments of its CPU implementation in backend/cpu (the reference of the CUDA
+// kernel that replaces it) and runs there or, on the CUDA backend, asynchronously on the compute
+// stream. Host code that reads what an operation wrote calls synchronize() first; operations that
+// return a value to the host synchronize themselves. The CUDA backend takes T = float only.
+#include <cstdint>
+#include <vector>
+
+#include "backend/compute.h"
+#include "backend/cpu/activation.h"
+#include "backend/cpu/adamw.h"
+
+namespace finemoe::ops {
+
+// Waits for the operations issued so far (no-op on the CPU).
+void synchronize();
+
+// C = alpha op(A) op(B) + beta C, row-major (cpu::gemm). Counted in cpu::gemm_flops on both backends.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,
+          T beta, T* C, int ldc);
+
+// One product of a group sharing trans_a, trans_b, alpha and beta (the experts of an MoE layer).
+template <typename T>
+struct GemmProblem {
+  int m = 0, n = 0, k = 0;
+  const T* A = nullptr;
+  int lda = 0;
+  const T* B = nullptr;
+  int ldb = 0;
+  T* C = nullptr;
+  int ldc = 0;
+};
+// CPU: the problems in parallel (OpenMP, one BLAS thread each). CUDA: one strided-batched call when
+// the problems are equally shaped and evenly spaced (expert choice), else one grouped call
+// (cublasGemmGroupedBatchedEx, falling back to a loop of GEMMs where cuBLAS lacks it).
+template <typename T>
+void grouped_gemm(bool trans_a, bool trans_b, T alpha, const std::vector<GemmProblem<T>>& problems, T beta);
+
+// out = a + b, elementwise (out may alias a or b).
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n);
+template <typename T>
+void fill_zero(T* x, int64_t n);
+template <typename T>
+void copy(T* dst, const T* src, int64_t n);
+
+template <typename T>
+void activation_forward(T* out, const T* inp, int64_t n, cpu::Activation a);
+template <typename T>
+void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, cpu::Activation a);
+
+template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t rows,
+                       int cols, T eps);
+template <typename T>
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                        const T* mean, const T* rstd, int64_t rows, int cols);
+
+template <typename T>
+void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int n_heads, int d);
+template <typename T>
+void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int n_seq, int context,
+                        int n_heads, int d);
+
+template <typename T>
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int n_seq, int context, int d);
+template <typename T>
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int n_seq, int context, int d);
+
+// Sum over rows of the cross-entropy (cpu::softmax_cross_entropy), with dlogits when not null.
+template <typename T>
+double softmax_cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int64_t rows, int vocab,
+                             T dscale);
+
+// probs = softmax(logits) per row of n_experts (the router).
+template <typename T>
+void row_softmax(const T* logits, T* probs, int64_t rows, int n);
+
+template <typename T>
+void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const cpu::AdamWStep& s);
+template <typename T>
+double sum_of_squares(const T* x, int64_t n);
+// x *= s.
+template <typename T>
+void scale(T* x, int64_t n, T s);
+
+// Wall time of a stretch of work: the host clock on the CPU, CUDA events on the compute stream
+// (stop() waits for the stop event, so the time is the device's).
+class Stopwatch {
+ public:
+  Stopwatch();
+  ~Stopwatch();
+  Stopwatch(const Stopwatch&) = delete;
+  Stopwatch& operator=(const Stopwatch&) = delete;
+  void start();
+  // Seconds since start().
+  double stop();
+
+ private:
+  double host_start_ = 0;
+  void* device_events_ = nullptr;  // CUDA: a start and a stop event
+};
+
+}  // namespace finemoe::ops

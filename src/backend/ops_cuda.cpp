@@ -1,0 +1,227 @@
+#include "backend/ops_cuda.h"
+
+#include <cublas_v2.h>
+
+#include <memory>
+
+#include "backend/cuda/attention.h"
+#include "backend/cuda/cublas_check.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/gemm.h"
+#include "kernels/activation.h"
+#include "kernels/adamw.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/cuda_check.h"
+#include "kernels/embedding.h"
+#include "kernels/layernorm.h"
+#include "kernels/routing.h"
+#include "util/check.h"
+
+namespace finemoe::ops::device {
+namespace {
+
+// The process's compute stream, cuBLAS handle and scratch (one GPU per process).
+struct Context {
+  explicit Context(const ComputeSettings& s) {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    cublas = std::make_unique<cuda::CublasHandle>(stream);
+    precision.allow_tf32 = s.gemm_inputs == GemmInputs::full && s.allow_tf32;
+    precision.bf16_math = s.gemm_inputs == GemmInputs::bf16;
+    sum_partials.resize(cuda::kSumOfSquaresPartials + 1);
+  }
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<cuda::CublasHandle> cublas;
+  cuda::GemmPrecision precision;
+  cuda::GroupedGemm grouped;
+  cuda::DeviceBuffer<float> losses;
+  cuda::DeviceBuffer<double> sum_partials;  // [partials..., result]
+  std::vector<float> host_losses;
+};
+
+std::unique_ptr<Context> g_context;
+
+Context& context() {
+  FINEMOE_CHECK(g_context, "a CUDA operation before configure_compute(cuda)");
+  return *g_context;
+}
+
+}  // namespace
+
+void configure(const ComputeSettings& s) {
+  // The stream and handle belong to the current device (chosen before, cuda::select_device).
+  g_context = std::make_unique<Context>(s);
+}
+
+cudaStream_t compute_stream() { return context().stream; }
+
+void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
+
+void* allocate_managed(size_t bytes) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaMallocManaged(&p, bytes, cudaMemAttachGlobal));
+  return p;
+}
+
+void free_managed(void* p) noexcept {
+  // Buffers may be freed while kernels that use them are queued: wait for the device first.
+  cudaDeviceSynchronize();
+  cudaFree(p);
+}
+
+void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
+          float beta, float* C, int ldc) {
+  Context& c = context();
+  cuda::gemm(c.cublas->get(), ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, c.precision);
+}
+
+namespace {
+// Equal shapes at a constant distance (expert choice: equal tokens per expert).
+bool evenly_strided(const std::vector<Problem>& p, int64_t& sa, int64_t& sb, int64_t& sc) {
+  if (p.size() < 2) return false;
+  const Problem& f = p[0];
+  sa = p[1].A - f.A;
+  sb = p[1].B - f.B;
+  sc = p[1].C - f.C;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const Problem& q = p[i];
+    const int64_t j = int64_t(i);
+    if (q.m != f.m || q.n != f.n || q.k != f.k || q.lda != f.lda || q.ldb != f.ldb || q.ldc != f.ldc ||
+        q.A != f.A + j * sa || q.B != f.B + j * sb || q.C != f.C + j * sc)
+      return false;
+  }
+  return f.m > 0 && f.n > 0;
+}
+}  // namespace
+
+void grouped_gemm(bool ta, bool tb, float alpha, const std::vector<Problem>& problems, float beta) {
+  Context& c = context();
+  int64_t sa = 0, sb = 0, sc = 0;
+  if (evenly_strided(problems, sa, sb, sc)) {
+    const Problem& f = problems[0];
+    return cuda::gemm_strided_batched(c.cublas->get(), ta, tb, f.m, f.n, f.k, alpha, f.A, f.lda, sa, f.B, f.ldb, sb,
+                                      beta, f.C, f.ldc, sc, static_cast<int>(problems.size()), c.precision);
+  }
+  std::vector<cuda::GemmProblem> q;
+  q.reserve(problems.size());
+  for (const Problem& p : problems) q.push_back({p.m, p.n, p.k, p.A, p.lda, p.B, p.ldb, p.C, p.ldc});
+  c.grouped.run(c.cublas->get(), ta, tb, alpha, q, beta, c.precision);
+}
+
+void add(float* out, const float* a, const float* b, int64_t n) {
+  const float one = 1;
+  FINEMOE_CHECK(n <= INT32_MAX, "elementwise add of " << n << " elements");
+  const int len = static_cast<int>(n);
+  CUBLAS_CHECK(cublasSgeam(context().cublas->get(), CUBLAS_OP_N, CUBLAS_OP_N, len, 1, &one, a, len, &one, b, len,
+                           out, len));
+}
+
+void fill_zero(void* x, size_t bytes) { CUDA_CHECK(cudaMemsetAsync(x, 0, bytes, context().stream)); }
+
+void copy(void* dst, const void* src, size_t bytes) {
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, context().stream));
+}
+
+void scale(float* x, int64_t n, float s) {
+  FINEMOE_CHECK(n <= INT32_MAX, "scaling " << n << " elements");
+  CUBLAS_CHECK(cublasSscal(context().cublas->get(), static_cast<int>(n), &s, x, 1));
+}
+
+void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation a) {
+  cuda::activation_forward<float>(out, inp, n, a, context().stream);
+}
+
+void activation_backward(float* dinp, const float* inp, const float* dout, int64_t n, cpu::Activation a) {
+  cuda::activation_backward<float>(dinp, inp, dout, n, a, context().stream);
+}
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t rows, int cols, float eps) {
+  cuda::layernorm_forward<float>(out, mean, rstd, inp, weight, bias, rows, cols, eps, context().stream);
+}
+
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const float* mean, const float* rstd, int64_t rows, int cols) {
+  cuda::layernorm_backward<float>(dinp, dweight, dbias, dout, inp, weight, mean, rstd, rows, cols, context().stream);
+}
+
+void attention_forward(float* out, float* att, const float* qkv, int n_seq, int context_len, int n_heads, int d) {
+  Context& c = context();
+  cuda::attention_forward(c.cublas->get(), out, att, qkv, n_seq, context_len, n_heads, d, c.precision.allow_tf32);
+}
+
+void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int n_seq,
+                        int context_len, int n_heads, int d) {
+  Context& c = context();
+  cuda::attention_backward(c.cublas->get(), dqkv, datt, dout, qkv, att, n_seq, context_len, n_heads, d,
+                           c.precision.allow_tf32);
+}
+
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int n_seq,
+                       int context_len, int d) {
+  cuda::embedding_forward(out, tokens, wte, wpe, n_seq, context_len, d, context().stream);
+}
+
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int n_seq,
+                        int context_len, int d) {
+  cuda::embedding_backward(dwte, dwpe, dout, tokens, n_seq, context_len, d, context().stream);
+}
+
+double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows, int vocab,
+                             float dscale) {
+  Context& c = context();
+  c.losses.resize(size_t(rows));
+  cuda::softmax_cross_entropy<float>(dlogits, logits, targets, rows, vocab, dscale, c.losses.data(), c.stream);
+  c.host_losses.resize(size_t(rows));
+  CUDA_CHECK(cudaMemcpyAsync(c.host_losses.data(), c.losses.data(), c.losses.bytes(), cudaMemcpyDeviceToHost,
+                             c.stream));
+  synchronize();
+  // Summed on the host in row order, in double, as the CPU does.
+  double total = 0;
+  for (float l : c.host_losses) total += l;
+  return total;
+}
+
+void row_softmax(const float* logits, float* probs, int64_t rows, int n) {
+  cuda::router_softmax(logits, probs, rows, n, context().stream);
+}
+
+void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const cpu::AdamWStep& s) {
+  cuda::adamw_update(param, grad, m, v, n, s, context().stream);
+}
+
+double sum_of_squares(const float* x, int64_t n) {
+  Context& c = context();
+  double* result = c.sum_partials.data() + cuda::kSumOfSquaresPartials;
+  cuda::sum_of_squares<float>(x, n, result, c.sum_partials.data(), c.stream);
+  double host = 0;
+  CUDA_CHECK(cudaMemcpyAsync(&host, result, sizeof host, cudaMemcpyDeviceToHost, c.stream));
+  synchronize();
+  return host;
+}
+
+void* create_event_pair() {
+  auto* events = new cudaEvent_t[2];
+  CUDA_CHECK(cudaEventCreate(&events[0]));
+  CUDA_CHECK(cudaEventCreate(&events[1]));
+  return events;
+}
+
+void destroy_event_pair(void* p) noexcept {
+  auto* events = static_cast<cudaEvent_t*>(p);
+  cudaEventDestroy(events[0]);
+  cudaEventDestroy(events[1]);
+  delete[] events;
+}
+
+void record_start(void* p) { CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t*>(p)[0], context().stream)); }
+
+double record_stop_seconds(void* p) {
+  auto* events = static_cast<cudaEvent_t*>(p);
+  CUDA_CHECK(cudaEventRecord(events[1], context().stream));
+  CUDA_CHECK(cudaEventSynchronize(events[1]));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, events[0], events[1]));
+  return ms * 1e-3;
+}
+
+}  // namespace finemoe::ops::device

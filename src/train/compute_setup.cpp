@@ -1,0 +1,34 @@
+#include "train/compute_setup.h"
+
+#include "backend/compute.h"
+#include "util/check.h"
+#ifdef FINEMOE_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/device.h"
+#include "kernels/cuda_check.h"
+#endif
+
+namespace finemoe {
+
+std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
+  ComputeSettings s;
+  s.gemm_inputs = cfg.train.precision == "bf16" ? GemmInputs::bf16 : GemmInputs::full;
+  std::string label = "cpu";
+  if (cfg.train.device == "cuda") {
+#ifdef FINEMOE_WITH_CUDA
+    const int device = cuda::select_device(grid.world().handle(), cfg.parallel.device_id);
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    label = "cuda:" + std::to_string(device) + " " + prop.name;
+    s.device = ComputeDevice::cuda;
+#else
+    (void)grid;
+    throw InputError("train.device = cuda: this finemoe-train was built without the CUDA backend; allowed here: cpu");
+#endif
+  }
+  configure_compute(s);
+  return label;
+}
+
+}  // namespace finemoe
