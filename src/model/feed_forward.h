@@ -34,6 +34,7 @@ struct FeedForwardStats {
   int64_t alltoall_bytes = 0;          // sent + received by this rank
   double expert_gemm_time_s = 0;
   double router_time_s = 0;
+  double combine_time_s = 0;           // permute into send order, combine with the routing weights
   void clear();
 };
 

@@ -73,7 +73,9 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, const To
     T* m = mid + b * nd;
     T* a = ln1_out + b * nd;
     blk.ln1.forward(x, a, rows_);
+    attention_watch_.start();
     blk.attn.forward(a, branch, batch);
+    attention_time_s_ += attention_watch_.stop();
     ops::add(m, x, branch, nd);
     blk.ln2.forward(m, ln2_out, rows_);
     {
@@ -102,7 +104,9 @@ void Model<T>::backward(const std::function<void(int)>& block_done) {
       blk.ffn->backward(dresid, dscratch);
     }
     blk.ln2.backward(dscratch, dresid);
+    attention_watch_.start();
     blk.attn.backward(dresid, dscratch);
+    attention_time_s_ += attention_watch_.stop();
     blk.ln1.backward(dscratch, dresid);
     if (block_done) block_done(b);
   }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backend/compute.h"
+#include "backend/ops.h"
 #include "config/config.h"
 #include "model/attention.h"
 #include "model/dense_ffn.h"
@@ -50,6 +51,9 @@ class Model {
   double forward_loss(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch);
   // Sum of the FFN layers' auxiliary losses of the last forward.
   double aux_loss() const { return aux_loss_; }
+  // Seconds in the attention layers (forward and backward) since the last reset.
+  double attention_time_s() const { return attention_time_s_; }
+  void reset_attention_time() { attention_time_s_ = 0; }
   // Logits of the last forward, [batch.tokens(), vocab].
   const T* logits() const { return head_->logits(); }
   std::vector<FeedForwardLayer<T>*> ffn_layers();
@@ -82,6 +86,8 @@ class Model {
 
   int64_t rows_ = 0;  // tokens of the current micro-batch
   double aux_loss_ = 0;
+  double attention_time_s_ = 0;
+  ops::Stopwatch attention_watch_;
   // Activations (kept for backward): residual stream at each block's input and after its
   // attention, ln1 outputs, ln_f output. The rest is scratch reused by every block.
   Buffer<T> resid_, mid_, ln1_out_, lnf_out_, ln2_out_, branch_, dresid_, dscratch_;

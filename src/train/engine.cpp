@@ -56,6 +56,7 @@ StepResult TrainingEngine<T>::compute_gradients(int64_t step, const BatchSampler
   const int micro_batches = cfg_.train.accumulation_steps();
   store_.zero_grads();
   for (auto* ffn : model_->ffn_layers()) ffn->reset_stats();
+  model_->reset_attention_time();
   double sums[2] = {0, 0};  // cross-entropy sum, scaled aux loss
   for (int m = 0; m < micro_batches; ++m) {
     const TokenBatch batch = micro_batch(m);
@@ -99,8 +100,11 @@ void TrainingEngine<T>::apply_update(int64_t step, double lr, double grad_norm) 
 template <typename T>
 StepResult TrainingEngine<T>::step(int64_t step, double lr, const BatchSampler& data) {
   StepResult r = compute_gradients(step, data);
+  ops::Stopwatch optimizer_watch;
+  optimizer_watch.start();
   r.grad_norm = sync_->global_norm();
   apply_update(step, lr, r.grad_norm);
+  optimizer_time_s_ = optimizer_watch.stop();
   ops::synchronize();  // the step is done when the parameters are (records and checkpoints read them)
   return r;
 }
@@ -135,7 +139,7 @@ StepMetrics TrainingEngine<T>::metrics() {
   const auto layers = model_->ffn_layers();
   const size_t n_experts = size_t(cfg_.n_experts());
   std::vector<int64_t> counters(3 + n_experts * layers.size(), 0);  // requested, dropped, bytes, loads
-  double times[3] = {0, 0, 0};
+  double times[6] = {0, 0, 0, 0, model_->attention_time_s(), optimizer_time_s_};
   for (size_t b = 0; b < layers.size(); ++b) {
     const FeedForwardStats& st = layers[b]->stats();
     counters[0] += st.assignments_requested;
@@ -146,9 +150,10 @@ StepMetrics TrainingEngine<T>::metrics() {
     times[0] += st.alltoall_time_s;
     times[1] += st.expert_gemm_time_s;
     times[2] += st.router_time_s;
+    times[3] += st.combine_time_s;
   }
   grid_.world().all_reduce_sum(counters.data(), counters.size());
-  grid_.world().all_reduce_max(times, 3, DType::f64);
+  grid_.world().all_reduce_max(times, 6, DType::f64);
   StepMetrics m;
   m.assignments_requested = counters[0];
   m.assignments_dropped = counters[1];
@@ -156,6 +161,9 @@ StepMetrics TrainingEngine<T>::metrics() {
   m.alltoall_time_s = times[0];
   m.expert_gemm_time_s = times[1];
   m.router_time_s = times[2];
+  m.combine_time_s = times[3];
+  m.attention_time_s = times[4];
+  m.optimizer_time_s = times[5];
   m.expert_load.assign(counters.begin() + 3, counters.end());
   return m;
 }

@@ -30,6 +30,9 @@ struct StepMetrics {
   double alltoall_time_s = 0;        // slowest rank
   double expert_gemm_time_s = 0;     // slowest rank
   double router_time_s = 0;          // slowest rank
+  double combine_time_s = 0;         // slowest rank: permute + weighted combine (forward and backward)
+  double attention_time_s = 0;       // slowest rank
+  double optimizer_time_s = 0;       // slowest rank: gradient norm, clipping, AdamW
   std::vector<int64_t> expert_load;  // [n_blocks x n_experts] tokens per expert
 };
 
@@ -69,6 +72,7 @@ class TrainingEngine {
   OptimizerState<T> optimizer_;
   std::unique_ptr<GradientSync<T>> sync_;
   Buffer<int32_t> inputs_, targets_;  // the model's token ids: device-visible on CUDA
+  double optimizer_time_s_ = 0;  // of the last step
 };
 
 // The FFN of every block as configured: dense, or MoE with the given communicators.

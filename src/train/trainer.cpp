@@ -206,7 +206,10 @@ void Trainer<T>::log_row(TrainRow& row) {
   row.alltoall_bytes = m.alltoall_bytes;
   row.alltoall_time_s = m.alltoall_time_s;
   row.expert_gemm_time_s = m.expert_gemm_time_s;
-  row.phase_times = {{"router_time_s", m.router_time_s}};
+  row.phase_times = {{"router_time_s", m.router_time_s},
+                     {"combine_time_s", m.combine_time_s},
+                     {"attention_time_s", m.attention_time_s},
+                     {"optimizer_time_s", m.optimizer_time_s}};
   row.expert_load = m.expert_load;
   if (record_) record_->append_train(row);
 }

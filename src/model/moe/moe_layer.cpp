@@ -185,8 +185,10 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   sort_copies();
   const int64_t copies = int64_t(copy_row_.size());
   T* x_send = ensure_size(x_send_, size_t(copies) * d);
-  moe::rows::gather(x, copy_row_.data(), copies, d, x_send);
   stats_.router_time_s += router_watch_.stop();
+  combine_watch_.start();
+  moe::rows::gather(x, copy_row_.data(), copies, d, x_send);
+  stats_.combine_time_s += combine_watch_.stop();
 
   dispatcher_->plan(per_expert_);
   const int64_t received = dispatcher_->received_rows();
@@ -204,8 +206,10 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   dispatcher_->from_experts(y_expert, y_back, d);
 
   T* combined = out_ln_ ? ensure_size(y_combined_, size_t(tokens_) * d) : y;
+  combine_watch_.start();
   ops::fill_zero(combined, tokens_ * d);
   moe::rows::combine(y_back, copy_row_.data(), copy_gate_.data(), copies, d, combined);
+  stats_.combine_time_s += combine_watch_.stop();
   if (out_ln_) out_ln_->forward(combined, y, tokens_);
   stats_.alltoall_time_s = dispatcher_->exchange_stats().time_s;
   stats_.alltoall_bytes = dispatcher_->exchange_stats().bytes;
@@ -224,8 +228,10 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   }
   T* dy_back = ensure_size(dy_back_, size_t(copies) * d);
   T* dgate = ensure_size(dgate_, size_t(copies));
+  combine_watch_.start();
   moe::rows::combine_backward(dcombined, y_back_.data(), copy_row_.data(), copy_gate_.data(), copies, d, dy_back,
                               dgate);
+  stats_.combine_time_s += combine_watch_.stop();
 
   const int64_t received = dispatcher_->received_rows();
   T* dy_expert = ensure_size(dy_expert_, size_t(received) * d);
@@ -239,8 +245,10 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   T* dx_send = ensure_size(dx_send_, size_t(copies) * d);
   ops::synchronize();
   dispatcher_->from_experts(dx_expert, dx_send, d);
+  combine_watch_.start();
   ops::fill_zero(dx, tokens_ * d);
   moe::rows::scatter_add(dx_send, copy_row_.data(), copies, d, dx);
+  stats_.combine_time_s += combine_watch_.stop();
 
   router_watch_.start();
   ops::synchronize();  // dgate, on the host below

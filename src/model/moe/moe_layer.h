@@ -98,7 +98,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
   // Backward buffers.
   Buffer<T> dy_combined_, dy_back_, dy_expert_, dx_expert_, dx_send_, dgate_, dprobs_, dlogits_;
   FeedForwardStats stats_;
-  ops::Stopwatch router_watch_, expert_watch_;
+  ops::Stopwatch router_watch_, expert_watch_, combine_watch_;
 };
 
 template <typename T>
