@@ -67,6 +67,7 @@ StepResult TrainingEngine<T>::compute_gradients(int64_t step, const BatchSampler
     sums[1] += model_->aux_loss();
   }
   sync_->finish();
+  ops::synchronize();  // the gradients are final on return (callers may read them on the host)
   grid_.world().all_reduce_sum(sums, 2);
   StepResult r;
   r.loss = sums[0] / (double(cfg_.train.batch_size) * cfg_.model.context);
