@@ -47,6 +47,14 @@ TEST(Inputs, EveryParameterFilePassesDryRun) {
     text << in.rdbuf();
     const finemoe::Config cfg = finemoe::parse_config_text(text.str(), file.string());
     const int ep = cfg.parallel.expert_parallel;
+    if (cfg.train.device == "cuda" && !FINEMOE_CUDA_BUILT) {
+      // Without the CUDA backend the file must be refused, naming the key.
+      const auto [code, out] = run(std::string(FINEMOE_TRAIN_BIN) + " " + file.string() + " --dry-run --ranks " +
+                                   std::to_string(ep));
+      EXPECT_EQ(code, 2) << file << "\n" << out;
+      EXPECT_NE(out.find("train.device"), std::string::npos) << out;
+      continue;
+    }
     const auto [code, out] = run(std::string(FINEMOE_TRAIN_BIN) + " " + file.string() + " --dry-run --ranks " +
                                  std::to_string(ep));
     EXPECT_EQ(code, 0) << file << "\n" << out;
