@@ -1,7 +1,8 @@
 // Whole training steps on the GPU against the CPU backend (issue 5), with the model, router and
 // dispatcher code shared and only the arithmetic (backend/ops.h) and the memory differing:
 //   OneStepMatchesCpu:    one fp32 step (TF32 off) per routing: the same routing decisions as the
-//                         CPU, loss and every gradient tensor within 1e-4 (relative, norm-wise).
+//                         CPU, loss and every gradient tensor within 1e-4 (relative, norm-wise);
+//                         with NCCL communicators (world 1) the same as with MPI.
 //   Bf16FollowsFp32:      200 steps with bf16 GEMM inputs follow the fp32 loss curve within 1%
 //                         (20-step moving averages).
 //   SharedGpuLayouts:     2 or 4 ranks sharing the GPU through the host-staged MPI path (EP = world,
@@ -83,6 +84,16 @@ TEST_F(GpuModel, OneStepMatchesCpu) {
     EXPECT_LE(grad_diff, 1e-4) << "gradient of " << worst;
     std::printf("  %-14s GPU vs CPU fp32: loss %.6f vs %.6f (rel %.1e), worst gradient %s rel %.1e\n",
                 c.name.c_str(), gpu.loss[0], cpu.loss[0], loss_diff, worst.c_str(), grad_diff);
+
+    // The same step with NCCL communicators (world 1: the dispatcher's exchange through NCCL).
+    Config nccl_cfg = cfg;
+    nccl_cfg.parallel.communicator = "nccl";
+    use(ComputeDevice::cuda);
+    const Trained<float> nccl = train<float>(nccl_cfg, MPI_COMM_SELF, 1, data, 1);
+    use(ComputeDevice::cpu);
+    EXPECT_EQ(nccl.routed, gpu.routed) << "NCCL vs MPI communicators: routing";
+    EXPECT_LE(tensor_diff(nccl, nccl.grads, gpu, gpu.grads, rel_norm<float>, &worst), 1e-6)
+        << "NCCL vs MPI communicators: gradient of " << worst;
   }
 }
 
