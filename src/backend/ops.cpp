@@ -19,14 +19,6 @@
 namespace finemoe::ops {
 namespace {
 
-// The device path of an operation on T: float only.
-template <typename T>
-bool use_device() {
-  if (!on_device()) return false;
-  FINEMOE_CHECK((std::is_same_v<T, float>), "the CUDA backend computes in fp32 storage (train.precision fp32 | bf16)");
-  return true;
-}
-
 // Round to the nearest bfloat16, ties to even (what a conversion to __nv_bfloat16 does); NaN stays NaN.
 float round_to_bf16(float x) {
   uint32_t bits;
@@ -62,6 +54,10 @@ void cpu_gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int ld
 }
 
 }  // namespace
+
+void refuse_device_type() {
+  throw RuntimeFailure("the CUDA backend computes in fp32 storage (train.precision fp32 | bf16), not fp64");
+}
 
 void synchronize() {
 #ifdef FINEMOE_WITH_CUDA

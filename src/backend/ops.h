@@ -5,6 +5,7 @@
 // stream. Host code that reads what an operation wrote calls synchronize() first; operations that
 // return a value to the host synchronize themselves. The CUDA backend takes T = float only.
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "backend/compute.h"
@@ -12,6 +13,16 @@
 #include "backend/cpu/adamw.h"
 
 namespace finemoe::ops {
+
+[[noreturn]] void refuse_device_type();
+// Whether an operation on T takes the GPU path: the CUDA backend, which stores fp32 only (other T
+// are refused there with a RuntimeFailure).
+template <typename T>
+bool use_device() {
+  if (!on_device()) return false;
+  if constexpr (!std::is_same_v<T, float>) refuse_device_type();
+  return true;
+}
 
 // Waits for the operations issued so far (no-op on the CPU).
 void synchronize();

@@ -20,18 +20,6 @@ namespace {
 
 using namespace test;
 
-int world_rank() {
-  int r = 0;
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
-  return r;
-}
-
-int world_size() {
-  int n = 0;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &n));
-  return n;
-}
-
 void use(ComputeDevice device, GemmInputs inputs = GemmInputs::full) {
   ComputeSettings s;
   s.device = device;

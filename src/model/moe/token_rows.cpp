@@ -2,24 +2,15 @@
 
 #include <type_traits>
 
-#include "backend/compute.h"
+#include "backend/ops.h"
 #include "model/moe/dispatcher.h"
-#include "util/check.h"
 #ifdef FINEMOE_WITH_CUDA
 #include "backend/ops_cuda.h"
 #include "kernels/permute.h"
 #endif
 
 namespace finemoe::moe::rows {
-namespace {
-// Whether to take the device path: CUDA backend, fp32 storage.
-template <typename T>
-bool use_device() {
-  if (!on_device()) return false;
-  FINEMOE_CHECK((std::is_same_v<T, float>), "the CUDA backend computes in fp32 storage");
-  return true;
-}
-}  // namespace
+using ops::use_device;
 
 #ifdef FINEMOE_WITH_CUDA
 #define FINEMOE_ROWS_ON_DEVICE(call)                        \

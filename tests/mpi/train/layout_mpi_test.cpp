@@ -27,17 +27,6 @@ class Layouts : public ::testing::Test {
   }
   static Corpus* corpus_;
 
-  static int world_rank() {
-    int r = 0;
-    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
-    return r;
-  }
-  static int world_size() {
-    int n = 0;
-    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &n));
-    return n;
-  }
-
   // A sub-world of the first `w` ranks (MPI_COMM_NULL on the others). Collective over the world.
   static MPI_Comm sub_world(int w) {
     MPI_Comm comm;

@@ -218,6 +218,18 @@ double tensor_diff(const Trained<T>& par, const std::vector<T>* par_buf, const T
   return max_diff;
 }
 
+inline int world_rank() {
+  int r = 0;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
+  return r;
+}
+
+inline int world_size() {
+  int n = 0;
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &n));
+  return n;
+}
+
 // Largest relative gap between the n-step moving averages of two loss curves.
 inline double moving_average_gap(const std::vector<double>& got, const std::vector<double>& ref, size_t n) {
   double worst = 0;
