@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <optional>
 
 #include "backend/cpu/blas.h"
@@ -14,12 +15,113 @@ namespace {
 void blas_per_item(std::optional<ScopedBlasThreads>& guard) {
   if (omp_get_max_threads() > 1) guard.emplace(1);
 }
+
+// Causal blocks: query rows [t0, t1) only see keys [0, t1), so each product runs over the block's
+// causal prefix instead of the whole context (for 256 positions in blocks of 64, 5/8 of the
+// full-square FLOPs). Entries of att above the diagonal are still written (zeros).
+constexpr int kBlock = 64;
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FINEMOE_AVX2 __attribute__((target("avx2,fma")))
+bool use_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#else
+#define FINEMOE_AVX2
+bool use_avx2() { return false; }
+#endif
+
+// exp for x <= 0, vectorisable (Cephes expf; within 2 ulp of expf, 0 below -87.3).
+inline __attribute__((always_inline)) float exp_nonpositive(float x) {
+  const float xc = x < -87.3f ? -87.3f : x;
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x < -87.3f ? 0.0f : p * scale;
+}
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// Rows t in [t0, t1) of one score matrix (leading dimension ld): softmax over j <= t, zeros for
+// t < j < ld.
+template <typename T>
+inline __attribute__((always_inline)) void softmax_rows_body(T* a, int ld, int t0, int t1) {
+  for (int t = t0; t < t1; ++t) {
+    T* row = a + int64_t(t) * ld;
+    T mx = row[0];
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j <= t; ++j) mx = row[j] > mx ? row[j] : mx;
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j <= t; ++j) {
+      const T e = exp_nonpositive(row[j] - mx);
+      row[j] = e;
+      sum += e;
+    }
+    const T inv = T(1) / sum;
+#pragma omp simd
+    for (int j = 0; j <= t; ++j) row[j] *= inv;
+    std::fill(row + t + 1, row + ld, T(0));
+  }
+}
+
+// Softmax backward on rows [t0, t1): g = p (g - sum_j p g) over j <= t, zeros for t < j < t_end.
+template <typename T>
+inline __attribute__((always_inline)) void softmax_backward_rows_body(T* da, const T* a, int ld, int t0, int t1,
+                                                                      int t_end) {
+  for (int t = t0; t < t1; ++t) {
+    const T* p = a + int64_t(t) * ld;
+    T* g = da + int64_t(t) * ld;
+    T dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int j = 0; j <= t; ++j) dot += p[j] * g[j];
+#pragma omp simd
+    for (int j = 0; j <= t; ++j) g[j] = p[j] * (g[j] - dot);
+    std::fill(g + t + 1, g + t_end, T(0));
+  }
+}
+
+FINEMOE_AVX2 void softmax_rows_avx2(float* a, int ld, int t0, int t1) { softmax_rows_body(a, ld, t0, t1); }
+void softmax_rows_plain(float* a, int ld, int t0, int t1) { softmax_rows_body(a, ld, t0, t1); }
+FINEMOE_AVX2 void softmax_backward_rows_avx2(float* da, const float* a, int ld, int t0, int t1, int t_end) {
+  softmax_backward_rows_body(da, a, ld, t0, t1, t_end);
+}
+void softmax_backward_rows_plain(float* da, const float* a, int ld, int t0, int t1, int t_end) {
+  softmax_backward_rows_body(da, a, ld, t0, t1, t_end);
+}
+
+template <typename T>
+struct Rows {
+  void (*softmax)(T*, int, int, int);
+  void (*backward)(T*, const T*, int, int, int, int);
+};
+template <typename T>
+Rows<T> rows_kernels() {
+  return {[](T* a, int ld, int t0, int t1) { softmax_rows_body(a, ld, t0, t1); },
+          [](T* da, const T* a, int ld, int t0, int t1, int te) { softmax_backward_rows_body(da, a, ld, t0, t1, te); }};
+}
+template <>
+Rows<float> rows_kernels<float>() {
+  if (use_avx2()) return {softmax_rows_avx2, softmax_backward_rows_avx2};
+  return {softmax_rows_plain, softmax_backward_rows_plain};
+}
 }  // namespace
 
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int n_heads, int d) {
   const int hs = d / n_heads, T_ = context, ld = 3 * d;
   const T scale = T(1) / std::sqrt(T(hs));
+  const Rows<T> rows = rows_kernels<T>();
   std::optional<ScopedBlasThreads> blas_guard;
   blas_per_item(blas_guard);
   FlopScope flops(FlopCategory::attention_scores);
@@ -30,21 +132,13 @@ void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int
     const T* k = q + d;
     const T* v = q + 2 * d;
     T* a = att + int64_t(item) * T_ * T_;
-    gemm<T>(false, true, T_, T_, hs, scale, q, ld, k, ld, T(0), a, T_);
-    for (int t = 0; t < T_; ++t) {
-      T* row = a + int64_t(t) * T_;
-      T mx = row[0];
-      for (int j = 1; j <= t; ++j) mx = std::max(mx, row[j]);
-      T sum = 0;
-      for (int j = 0; j <= t; ++j) {
-        row[j] = std::exp(row[j] - mx);
-        sum += row[j];
-      }
-      const T inv = T(1) / sum;
-      for (int j = 0; j <= t; ++j) row[j] *= inv;
-      for (int j = t + 1; j < T_; ++j) row[j] = T(0);
+    T* y = out + int64_t(s) * T_ * d + h * hs;
+    for (int t0 = 0; t0 < T_; t0 += kBlock) {
+      const int t1 = std::min(T_, t0 + kBlock), m = t1 - t0;
+      gemm<T>(false, true, m, t1, hs, scale, q + int64_t(t0) * ld, ld, k, ld, T(0), a + int64_t(t0) * T_, T_);
+      rows.softmax(a, T_, t0, t1);
+      gemm<T>(false, false, m, hs, t1, T(1), a + int64_t(t0) * T_, T_, v, ld, T(0), y + int64_t(t0) * d, d);
     }
-    gemm<T>(false, false, T_, hs, T_, T(1), a, T_, v, ld, T(0), out + int64_t(s) * T_ * d + h * hs, d);
   }
 }
 
@@ -53,6 +147,7 @@ void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* 
                         int n_heads, int d) {
   const int hs = d / n_heads, T_ = context, ld = 3 * d;
   const T scale = T(1) / std::sqrt(T(hs));
+  const Rows<T> rows = rows_kernels<T>();
   std::optional<ScopedBlasThreads> blas_guard;
   blas_per_item(blas_guard);
   FlopScope flops(FlopCategory::attention_scores);
@@ -69,19 +164,22 @@ void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* 
     const T* dy = dout + int64_t(s) * T_ * d + h * hs;
     const T* a = att + int64_t(item) * T_ * T_;
     T* da = datt + int64_t(item) * T_ * T_;
-    gemm<T>(false, true, T_, T_, hs, T(1), dy, d, v, ld, T(0), da, T_);  // dP = dY V^T
-    gemm<T>(true, false, T_, hs, T_, T(1), a, T_, dy, d, T(0), dv, ld);  // dV = P^T dY
-    // Softmax backward: dS = P (dP - sum_j P dP); zero above the diagonal, where P is.
-    for (int t = 0; t < T_; ++t) {
-      const T* p = a + int64_t(t) * T_;
-      T* g = da + int64_t(t) * T_;
-      T dot = 0;
-      for (int j = 0; j <= t; ++j) dot += p[j] * g[j];
-      for (int j = 0; j <= t; ++j) g[j] = p[j] * (g[j] - dot);
-      for (int j = t + 1; j < T_; ++j) g[j] = T(0);
+    // Query blocks: dP = dY V^T and dS = softmax'(dP) over the causal prefix, then dQ = scale dS K.
+    // Only columns < t1 of block rows [t0, t1) of datt are written (it is scratch).
+    for (int t0 = 0; t0 < T_; t0 += kBlock) {
+      const int t1 = std::min(T_, t0 + kBlock), m = t1 - t0;
+      gemm<T>(false, true, m, t1, hs, T(1), dy + int64_t(t0) * d, d, v, ld, T(0), da + int64_t(t0) * T_, T_);
+      rows.backward(da, a, T_, t0, t1, t1);
+      gemm<T>(false, false, m, hs, t1, scale, da + int64_t(t0) * T_, T_, k, ld, T(0), dq + int64_t(t0) * ld, ld);
     }
-    gemm<T>(false, false, T_, hs, T_, scale, da, T_, k, ld, T(0), dq, ld);  // dQ = scale dS K
-    gemm<T>(true, false, T_, hs, T_, scale, da, T_, q, ld, T(0), dk, ld);   // dK = scale dS^T Q
+    // Key blocks [j0, j1): only queries t >= j0 see them, dV = P^T dY and dK = scale dS^T Q over those.
+    for (int j0 = 0; j0 < T_; j0 += kBlock) {
+      const int j1 = std::min(T_, j0 + kBlock), m = j1 - j0, kk = T_ - j0;
+      const int64_t corner = int64_t(j0) * T_ + j0;
+      gemm<T>(true, false, m, hs, kk, T(1), a + corner, T_, dy + int64_t(j0) * d, d, T(0), dv + int64_t(j0) * ld, ld);
+      gemm<T>(true, false, m, hs, kk, scale, da + corner, T_, q + int64_t(j0) * ld, ld, T(0), dk + int64_t(j0) * ld,
+              ld);
+    }
   }
 }
 
