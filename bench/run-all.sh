@@ -34,4 +34,12 @@ run dispatch "${mpi[@]}" "$b" dispatch
 run moe-layer-ep2 "${mpi[@]}" "$b" moe-layer --G 1,4,16,64
 run step-1rank "$b" step
 run step-ep2 "${mpi[@]}" "$b" step
+# GPU benchmarks, when finemoe-bench was built with CUDA and a GPU is there (scripts/gpu-check.sh
+# builds and runs them on a bare CUDA image; docs/cuda.md). Their own defaults: 20 reps, 3 warm-ups.
+if nvidia-smi -L 2>/dev/null | grep -q GPU && "$b" gpu-peak --help >/dev/null 2>&1; then
+  for g in gpu-peak gpu-expert-gemm gpu-alltoall; do
+    echo "== $g: $b $g ($(date -u +%FT%TZ))" | tee -a "$out/commands.txt"
+    "$b" "$g" --json-out "$out/$g.json" | tee "$out/$g.txt"
+  done
+fi
 echo "results in $out"

@@ -1,91 +1,240 @@
 #!/usr/bin/env bash
-# All GPU checks in one command, on a machine with a CUDA GPU, nvcc and CMake:
-#   scripts/gpu-check.sh                build with CUDA in $FINEMOE_GPU_BUILD_DIR (default build-gpu),
-#                                       run `ctest -L gpu` and the GPU benchmarks when there are any
+# All GPU checks in one command, on a machine with a CUDA GPU, nvcc and CMake (docs/cuda.md):
+#   scripts/gpu-check.sh [RESULTS_DIR]  build with CUDA in $FINEMOE_GPU_BUILD_DIR (default build-gpu),
+#       run `ctest -L gpu`, then the GPU benchmarks (finemoe-bench gpu-peak, gpu-expert-gemm,
+#       gpu-alltoall), writing their JSON and a log of everything into RESULTS_DIR (default $OUT when
+#       set, else bench/results/gpu-<UTC time>), then the PyTorch comparison where one exists for GPU.
+#       --skip-tests / --skip-bench leave those steps out (a warm machine keeps build-gpu: a second
+#       call only rebuilds what changed).
 #   scripts/gpu-check.sh --prepare DIR  (on Debian 12 with apt; no GPU needed) download the .deb files
-#                                       of the build dependencies, with their dependencies, into DIR to
-#                                       carry to a GPU image that lacks MPI, HDF5, Boost and a network
-# Dependencies on the GPU machine, first that applies: already installed; apt-get works
-# (scripts/install-deps.sh); the .deb files in $FINEMOE_GPU_DEBS (default .gpu-debs), unpacked with
-# dpkg -x under $FINEMOE_DEPS_ROOT (default /tmp/finemoe-deps), never over /.
+#       of the build dependencies, with what they need, into DIR to carry to a GPU image that lacks
+#       MPI, HDF5, Boost, OpenBLAS, GoogleTest and a network (about 50 MiB: the device tool carries
+#       64 MiB in all).
+# Dependencies, first that applies ($FINEMOE_GPU_DEPS = auto (default), system, apt or debs forces
+# one): already installed; apt-get works; the .deb files in $FINEMOE_GPU_DEBS (default .gpu-debs),
+# unpacked under $FINEMOE_DEPS_ROOT (default /tmp/finemoe-deps), never over /, and relocated there.
+# NCCL: the CUDA toolkit's, $NCCL_ROOT, or the PyTorch environment's (python3 -m nvidia.nccl).
+# Exit status: 0 everything ran and passed on a GPU; 3 no GPU (tests skipped, benchmarks refused:
+# nothing verified); 1 a failure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-# What the build needs beyond a compiler, CMake and the CUDA toolkit (scripts/install-deps.sh).
+# What the GPU build needs beyond a compiler, CMake and the CUDA toolkit. No Ceres: the GPU build
+# leaves finemoe-analyze out (-DFINEMOE_ANALYSIS=OFF).
 packages=(openmpi-bin libopenmpi-dev libhdf5-dev libboost-program-options-dev libopenblas-dev libgtest-dev
-          libgmock-dev libceres-dev zlib1g-dev pkg-config)
+          libgmock-dev zlib1g-dev pkg-config)
 # Present on any image with a compiler; unpacking Debian's copies beside them would shadow them.
 base_regex='^(libc6|libc6-dev|libc-bin|libc-dev-bin|linux-libc-dev|libgcc-s1|libstdc\+\+6|libstdc\+\+-[0-9]+-dev|gcc(-[0-9]+)?(-base)?|g\+\+(-[0-9]+)?|cpp(-[0-9]+)?|libgcc-[0-9]+-dev|binutils.*|libbinutils|libctf.*|libgprofng.*|libsframe.*|perl.*|libperl.*|debconf.*|dpkg.*|tar|coreutils|bash|dash|sensible-utils|install-info|lib(a|l|t|ub|hwa|itm|quadmath|gomp|cc1-)san[0-9]*|libasan[0-9]+|liblsan[0-9]+|libtsan[0-9]+|libubsan[0-9]+|libhwasan[0-9]+|libitm[0-9]+|libquadmath[0-9]+|libgomp[0-9]+|libatomic[0-9]+|libcc1-[0-9]+|libisl[0-9]+|libmpc[0-9]+|libmpfr[0-9]+|libgmp10|libcrypt1|libcrypt-dev|libnsl.*|libtirpc.*|rpcsvc-proto|make|patch|xz-utils)$'
+# Needed by the packages above but not to build or run the GPU checks: compilers (Fortran), autotools,
+# documentation scripts, ssh (multi-node launch), account tools, X11 and hwloc's plugins (loaded
+# when present), and what only those need.
+skip_regex='^(gfortran.*|libgfortran-[0-9]+-dev|autoconf|automake|autotools-dev|libtool|libltdl-dev|m4|libjs-.*|openssh-client|passwd|login|adduser|debianutils|libpam.*|libsemanage.*|libsepol.*|libaudit.*|libcap-ng0|libdb5\.3|libedit2|libfido2-1|libcbor.*|libmd0|libbsd0|libgdbm.*|libicu[0-9]+|libxml2|libhwloc-plugins|libx11-.*|libxau.*|libxcb.*|libxdmcp.*|libxext.*|libxnvctrl.*|libpciaccess.*|ocl-icd-libopencl1)$'
+
+log() { echo "[gpu-check] $*"; }
 
 if [ "${1:-}" = "--prepare" ]; then
   dir=${2:?usage: scripts/gpu-check.sh --prepare DIR}
   mkdir -p "$dir"
-  mapfile -t closure < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
-      --no-replaces --no-enhances "${packages[@]}" | grep -E '^[a-z0-9]' | sort -u | grep -Ev "$base_regex")
-  echo "[gpu-check] downloading ${#closure[@]} packages into $dir"
-  # Virtual packages have no file of their own; a real provider is in the closure.
-  (cd "$dir" && for p in "${closure[@]}"; do apt-get download -q "$p" >/dev/null 2>&1 || echo "  (no file for $p)"; done)
-  echo "[gpu-check] $(ls "$dir"/*.deb | wc -l) files, $(du -sh "$dir" | cut -f1); carry $dir and set FINEMOE_GPU_DEBS"
+  # The install closure as apt resolves it on an empty system (first alternatives only), without
+  # what any image has (base_regex) and what the checks do not use (skip_regex).
+  status=$(mktemp)
+  trap 'rm -f "$status"' EXIT
+  mapfile -t closure < <(apt-get -s -q -o Dir::State::Status="$status" -o Debug::NoLocking=1 install \
+      --no-install-recommends "${packages[@]}" | awk '/^Inst /{print $2}' | sort -u |
+      grep -Ev "$base_regex" | grep -Ev "$skip_regex")
+  [ ${#closure[@]} -gt 0 ] || { log "apt-get resolved no packages (apt lists missing? run apt-get update)" >&2; exit 1; }
+  rm -f "$dir"/*.deb
+  log "downloading ${#closure[@]} packages into $dir"
+  (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "${closure[@]}" >/dev/null)
+  files=("$dir"/*.deb)
+  bytes=$(cat "${files[@]}" | wc -c)
+  log "${#files[@]} files, $((bytes / 1048576)) MiB; carry $dir and set FINEMOE_GPU_DEBS"
+  if [ "$bytes" -gt $((60 * 1048576)) ]; then
+    log "WARNING: over 60 MiB: with the working tree it may not fit the 64 MiB the device tool carries" >&2
+  fi
   exit 0
 fi
 
-command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || { echo "[gpu-check] no nvcc" >&2; exit 1; }
-has_gpu=0
-nvidia-smi -L 2>/dev/null | grep -q GPU && has_gpu=1
-[ $has_gpu -eq 1 ] || echo "[gpu-check] nvidia-smi lists no GPU: the tests will report themselves skipped"
+steps_tests=1 steps_bench=1 results=""
+for a in "$@"; do
+  case "$a" in
+    --skip-tests) steps_tests=0 ;;
+    --skip-bench) steps_bench=0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
+    -*) echo "unknown option $a" >&2; exit 2 ;;
+    *) results=$a ;;
+  esac
+done
+results=${results:-${OUT:-$root/bench/results/gpu-$(date -u +%Y%m%dT%H%M%SZ)}}
+mkdir -p "$results"
+results=$(cd "$results" && pwd)
+exec > >(tee -a "$results/gpu-check.log") 2>&1  # a few files only: the device tool returns at most 8
+log "$(date -u +%FT%TZ), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown), results in $results"
 
-cmake_args=(-DCMAKE_BUILD_TYPE=Release -DFINEMOE_CUDA=ON)
-have_deps() { command -v mpicxx >/dev/null && [ -e /usr/include/H5public.h -o -d /usr/include/hdf5 ] &&
-              [ -e /usr/include/boost/program_options.hpp ]; }
-debs=${FINEMOE_GPU_DEBS:-$root/.gpu-debs}
-if have_deps; then
-  echo "[gpu-check] dependencies present"
-elif [ "$(id -u)" -eq 0 ] && timeout 60 apt-get update -q >/dev/null 2>&1; then
-  "$root/scripts/install-deps.sh"
-elif [ -d "$debs" ]; then
-  R=${FINEMOE_DEPS_ROOT:-/tmp/finemoe-deps}
-  echo "[gpu-check] unpacking $(ls "$debs"/*.deb | wc -l) carried packages under $R"
-  mkdir -p "$R"
-  for f in "$debs"/*.deb; do dpkg -x "$f" "$R"; done
-  # Absolute symlinks point into /; redirect them into the unpacked tree.
-  find "$R" -type l -lname '/*' | while read -r l; do ln -sfn "$R$(readlink "$l")" "$l"; done
-  lib=$R/usr/lib/x86_64-linux-gnu
-  export PATH=$R/usr/bin:$PATH
-  export LD_LIBRARY_PATH=$lib:$lib/openmpi/lib:$lib/hdf5/serial:$lib/openblas-pthread:${LD_LIBRARY_PATH:-}
-  export OPAL_PREFIX=$R/usr  # OpenMPI's relocation: wrappers, mpiexec and plugins under $R
-  export PKG_CONFIG_PATH=$lib/pkgconfig:$R/usr/share/pkgconfig
-  export CMAKE_PREFIX_PATH=$R/usr
-  cmake_args+=(-DMPI_CXX_COMPILER="$R/usr/bin/mpicxx" -DMPIEXEC_EXECUTABLE="$R/usr/bin/mpiexec"
-               -DHDF5_ROOT="$lib/hdf5/serial" -DBoost_ROOT="$R/usr" -DBoost_NO_SYSTEM_PATHS=ON)
+export PATH=$PATH:/usr/local/cuda/bin
+command -v nvcc >/dev/null || { log "no nvcc (CUDA toolkit) on PATH or in /usr/local/cuda/bin" >&2; exit 1; }
+command -v cmake >/dev/null || { log "no cmake" >&2; exit 1; }
+has_gpu=0
+if nvidia-smi -L 2>/dev/null | grep -q GPU; then
+  has_gpu=1
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv || true
 else
-  echo "[gpu-check] MPI, HDF5 or Boost missing, apt-get does not work and $debs does not exist;" \
-       "prepare it on a Debian 12 machine: scripts/gpu-check.sh --prepare .gpu-debs" >&2
-  exit 1
+  log "nvidia-smi lists no GPU: the tests will report themselves skipped, the benchmarks refuse"
+fi
+log "$(nvcc --version | tail -1); $(cmake --version | head -1)"
+
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DFINEMOE_CUDA=ON -DFINEMOE_ANALYSIS=OFF)
+[ -n "${FINEMOE_CUDA_ARCHS:-}" ] && cmake_args+=(-DCMAKE_CUDA_ARCHITECTURES="$FINEMOE_CUDA_ARCHS")
+have_deps() {
+  command -v mpicxx >/dev/null && { [ -e /usr/include/H5public.h ] || [ -d /usr/include/hdf5 ]; } &&
+    [ -e /usr/include/boost/program_options.hpp ] && [ -d /usr/include/gtest ] &&
+    { [ -e /usr/include/cblas.h ] || compgen -G '/usr/include/*/cblas.h' >/dev/null ||
+      compgen -G '/usr/include/*/*/cblas.h' >/dev/null; }
+}
+debs=${FINEMOE_GPU_DEBS:-$root/.gpu-debs}
+deps=${FINEMOE_GPU_DEPS:-auto}
+if [ "$deps" = auto ]; then
+  if have_deps; then deps=system
+  elif [ "$(id -u)" -eq 0 ] && timeout 60 apt-get update -q >/dev/null 2>&1; then deps=apt
+  elif [ -d "$debs" ]; then deps=debs
+  else
+    log "MPI, HDF5, Boost, OpenBLAS or GoogleTest missing, apt-get does not work and $debs does not exist;" \
+        "prepare it on a Debian 12 machine: scripts/gpu-check.sh --prepare .gpu-debs" >&2
+    exit 1
+  fi
+fi
+prefix=/usr
+case "$deps" in
+  system) log "dependencies: installed under /usr" ;;
+  apt)
+    log "dependencies: installing with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}" ;;
+  debs)
+    R=${FINEMOE_DEPS_ROOT:-/tmp/finemoe-deps}
+    prefix=$R/usr
+    lib=$R/usr/lib/x86_64-linux-gnu
+    debfiles=("$debs"/*.deb)
+    [ -e "${debfiles[0]}" ] || { log "no .deb files in $debs" >&2; exit 1; }
+    stamp=$(printf '%s\n' "${debfiles[@]##*/}" | md5sum | cut -c1-32)
+    if [ -f "$R/.finemoe-debs" ] && [ "$(cat "$R/.finemoe-debs")" = "$stamp" ]; then
+      log "dependencies: ${#debfiles[@]} carried packages already unpacked under $R"
+    else
+      log "dependencies: unpacking ${#debfiles[@]} carried packages from $debs under $R"
+      rm -rf "$R" && mkdir -p "$R"
+      for f in "${debfiles[@]}"; do
+        if command -v dpkg-deb >/dev/null; then
+          dpkg-deb -x "$f" "$R"
+        else  # a .deb is an ar archive; its files are in data.tar.*
+          m=$(ar t "$f" | grep '^data\.tar')
+          case "$m" in *.xz) z=-J ;; *.zst) z=--zstd ;; *.gz) z=-z ;; *) z= ;; esac
+          ar p "$f" "$m" | tar -x $z -C "$R"
+        fi
+      done
+      # Absolute symlinks point into /: redirect them into the tree.
+      find "$R" -type l -lname '/*' | while read -r l; do ln -sfn "$R$(readlink "$l")" "$l"; done
+      # What update-alternatives would have made (dpkg -x runs no maintainer scripts).
+      for n in mpicc mpicxx mpic++ mpiCC mpiexec mpirun; do
+        [ -e "$R/usr/bin/$n.openmpi" ] && ln -sfn "$n.openmpi" "$R/usr/bin/$n"
+      done
+      ln -sfn x86_64-linux-gnu/openblas-pthread/cblas.h "$R/usr/include/cblas.h"
+      ln -sfn openblas-pthread/libopenblas.so "$lib/libopenblas.so"
+      # Hard-coded /usr in pkg-config files and HDF5's compiler wrappers: point them into the tree.
+      find "$R" -name '*.pc' -type f -exec sed -i -e "s|=/usr/|=$R/usr/|; s|=/usr\$|=$R/usr|" \
+          -e "s| -I/usr/| -I$R/usr/|g; s| -L/usr/| -L$R/usr/|g" {} +
+      for w in h5cc h5c++; do
+        [ -f "$R/usr/bin/$w" ] && sed -i "s|^prefix=\"/usr\"|prefix=\"$R/usr\"|" "$R/usr/bin/$w"
+      done
+      echo "$stamp" > "$R/.finemoe-debs"
+    fi
+    export PATH=$R/usr/bin:$PATH
+    export LD_LIBRARY_PATH=$lib:$lib/openmpi/lib:$lib/hdf5/serial:$lib/openblas-pthread:${LD_LIBRARY_PATH:-}
+    export LIBRARY_PATH=$lib:$lib/openmpi/lib${LIBRARY_PATH:+:$LIBRARY_PATH}  # the linker: indirect needs
+    export OPAL_PREFIX=$R/usr  # OpenMPI's relocation: wrappers, mpiexec and plugins under $R
+    export PMIX_INSTALL_PREFIX=$lib/pmix2  # PMIx's (its help files)
+    export OMPI_MCA_mtl=${OMPI_MCA_mtl:-^psm}  # libpsm_infinipath sits behind an alternative: not unpacked
+    export PKG_CONFIG_LIBDIR=$lib/openblas-pthread/pkgconfig:$lib/pkgconfig:$R/usr/share/pkgconfig
+    export CMAKE_PREFIX_PATH=$R/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+    cmake_args+=(-DMPI_CXX_COMPILER="$R/usr/bin/mpicxx" -DMPIEXEC_EXECUTABLE="$R/usr/bin/mpiexec"
+                 -DHDF5_C_COMPILER_EXECUTABLE="$R/usr/bin/h5cc" -DHDF5_ROOT="$lib/hdf5/serial"
+                 -DBoost_ROOT="$R/usr" -DBoost_NO_SYSTEM_PATHS=ON -DGTest_ROOT="$R/usr"
+                 -DPKG_CONFIG_EXECUTABLE="$R/usr/bin/pkgconf") ;;
+  *) log "FINEMOE_GPU_DEPS=$deps: expected auto, system, apt or debs" >&2; exit 2 ;;
+esac
+
+# NCCL: the CUDA toolkit's or $NCCL_ROOT (cmake/FindNCCL.cmake), else the PyTorch environment's wheel
+# (nvidia-nccl-cu*: include/nccl.h and lib/libnccl.so.2, no unversioned libnccl.so).
+cuda_home=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+if [ -z "${NCCL_ROOT:-}" ] && [ ! -e "$cuda_home/include/nccl.h" ] && [ ! -e /usr/include/nccl.h ]; then
+  wheel=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+  ncclso=
+  if [ -n "$wheel" ]; then
+    for f in "$wheel"/lib/libnccl.so*; do [ -e "$f" ] && ncclso=$f && break; done
+  fi
+  if [ -n "$wheel" ] && [ -e "$wheel/include/nccl.h" ] && [ -n "$ncclso" ]; then
+    log "NCCL: the Python environment's, $wheel"
+    cmake_args+=(-DNCCL_INCLUDE_DIR="$wheel/include" -DNCCL_LIBRARY="$ncclso")
+    export LD_LIBRARY_PATH=$wheel/lib:${LD_LIBRARY_PATH:-}
+  else
+    log "no NCCL: not in $cuda_home, /usr/include or the Python environment (set NCCL_ROOT)" >&2
+    exit 1
+  fi
 fi
 
 build=${FINEMOE_GPU_BUILD_DIR:-$root/build-gpu}
 jobs=${FINEMOE_BUILD_JOBS:-$(nproc)}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-cmake -S "$root" -B "$build" "${cmake_args[@]}"
-# Only what the GPU checks need: the GPU test binaries and benchmarks (targets named finemoe_gpu_*
-# and finemoe_bench_gpu_*).
-mapfile -t targets < <(cmake --build "$build" --target help | grep -oE 'finemoe_(gpu|bench_gpu)_[A-Za-z0-9_]+' | sort -u)
-echo "[gpu-check] building ${targets[*]}"
-cmake --build "$build" -j "$jobs" --target "${targets[@]}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+cmake -S "$root" -B "$build" "${cmake_args[@]}" > "$results/cmake-configure.txt" 2>&1 ||
+  { cat "$results/cmake-configure.txt"; log "cmake configure FAILED" >&2; exit 1; }
+cache() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt" | head -1; }
+log "dependencies from $prefix: MPI $(cache MPI_CXX_COMPILER) ($(cache MPI_mpi_LIBRARY)), mpiexec $(cache MPIEXEC_EXECUTABLE)"
+log "  HDF5 $(cache HDF5_C_INCLUDE_DIR) $(cache HDF5_hdf5_LIBRARY_RELEASE); Boost $(cache Boost_DIR) $(cache Boost_INCLUDE_DIR)"
+log "  GTest $(cache GTest_DIR); OpenBLAS $(cache pkgcfg_lib_OPENBLAS_openblas)$(cache BLAS_LIBRARIES); NCCL $(cache NCCL_LIBRARY)"
+log "  CUDA $cuda_home, archs ${FINEMOE_CUDA_ARCHS:-80;90 (default)}, cuBLAS $(cache CUDA_cublas_LIBRARY)"
+# Only what the GPU checks need: the GPU test binaries (finemoe_gpu_*) and finemoe-bench.
+mapfile -t targets < <(cmake --build "$build" --target help | grep -oE 'finemoe_gpu_[A-Za-z0-9_]+' | sort -u)
+targets+=(finemoe-bench)
+log "building ${targets[*]} with $jobs jobs"
+start=$(date +%s)
+cmake --build "$build" -j "$jobs" --target "${targets[@]}" > "$results/build.txt" 2>&1 ||
+  { tail -50 "$results/build.txt"; log "build FAILED (log: $results/build.txt)" >&2; exit 1; }
+log "built in $(( $(date +%s) - start )) s"
+rm -f "$results/build.txt"  # kept only on failure: few files come back from the device
+
 status=0
-(cd "$build" && ctest -L gpu --output-on-failure --timeout 600) || status=1
-for bench in "$build"/bin/finemoe_bench_gpu_*; do
-  [ -x "$bench" ] || continue
-  echo "[gpu-check] $bench"
-  "$bench" || status=1
-done
+if [ $steps_tests -eq 1 ]; then
+  log "ctest -L gpu"
+  (cd "$build" && ctest -L gpu --output-on-failure --timeout 600) || status=1
+fi
+
+no_gpu_bench=0
+if [ $steps_bench -eq 1 ]; then
+  bench=$build/bin/finemoe-bench
+  mpiexec=$(cache MPIEXEC_EXECUTABLE)
+  for run in "gpu-peak" "gpu-expert-gemm" "gpu-alltoall"; do
+    log "finemoe-bench $run -> $results/$run.json"
+    rc=0
+    "$mpiexec" -n 1 "$bench" "$run" --json-out "$results/$run.json" || rc=$?
+    if [ $rc -eq 3 ]; then no_gpu_bench=1
+    elif [ $rc -ne 0 ]; then status=1; log "finemoe-bench $run FAILED (exit $rc)" >&2; fi
+  done
+fi
+
+# PyTorch vs finemoe on the GPU: none exists yet. scripts/bench-vs-pytorch.sh times `finemoe-bench
+# step` (CPU) against bench/reference's peer on the CPU; a GPU version would run both on the device.
+if [ -x "$root/scripts/bench-vs-pytorch-gpu.sh" ]; then
+  log "PyTorch comparison on the GPU: scripts/bench-vs-pytorch-gpu.sh"
+  "$root/scripts/bench-vs-pytorch-gpu.sh" "$build" "$results" || status=1
+else
+  log "PyTorch comparison on the GPU: skipped, none exists (scripts/bench-vs-pytorch.sh compares on the CPU)"
+fi
+
 if [ $status -ne 0 ]; then
-  echo "[gpu-check] GPU checks FAILED" >&2
+  log "GPU checks FAILED" >&2
   exit 1
 fi
-if [ $has_gpu -eq 0 ]; then  # built and ran, but skipping verifies nothing
-  echo "[gpu-check] no GPU: the GPU tests were skipped, nothing was verified" >&2
+if [ $has_gpu -eq 0 ] || [ $no_gpu_bench -eq 1 ]; then  # built and ran, but skipping verifies nothing
+  log "no GPU: the GPU tests were skipped and the benchmarks refused; nothing was verified" >&2
   exit 3
 fi
-echo "[gpu-check] all GPU checks passed"
+log "all GPU checks passed; results in $results"
