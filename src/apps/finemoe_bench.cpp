@@ -24,6 +24,7 @@
 
 #include "backend/cpu/activation.h"
 #include "backend/cpu/blas.h"
+#include "bench_gpu.h"
 #include "bench_util.h"
 #include "config/config.h"
 #include "data/batch_sampler.h"
@@ -50,6 +51,7 @@ const char* kUsage =
     "               [--batch 16] [--group-size 16] [--routing expert_choice]\n"
     "  export       --out DIR [model options of step]   (one rank)\n"
     "  plan         see docs/performance.md (--help there)\n"
+    FINEMOE_BENCH_GPU_USAGE
     "common: --reps 5 --warmup 1 --threads N (per rank; default cores / ranks) --json | --json-out FILE\n";
 
 struct Common {
@@ -569,6 +571,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (is_gpu_subcommand(sub)) return run_gpu(argc, argv);  // bench/bench_gpu.h
   MpiSession mpi(&argc, &argv);
   Common c;
   MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
