@@ -36,6 +36,7 @@
 #include "parallel/mpi_check.h"
 #include "parallel/process_grid.h"
 #include "plan.h"
+#include "train/compute_setup.h"
 #include "train/engine.h"
 #include "util/rng.h"
 
@@ -49,6 +50,8 @@ const char* kUsage =
     "  moe-layer    [--G ...] [--d-model 1024] [--tokens 4096 per rank] [--E 8] [--context 256]\n"
     "  step         [--d-model 512] [--blocks 4] [--heads 8] [--context 256] [--vocab 8192] [--E 8] [--G 4]\n"
     "               [--batch 16] [--group-size 16] [--routing expert_choice]\n"
+    "               [--device cpu|cuda] [--precision fp32|bf16] [--communicator mpi|nccl]\n"
+    "               [--peak-tflops P]   (cuda: the card's dense peak for MFU; default 989, H100 SXM bf16)\n"
     "  export       --out DIR [model options of step]   (one rank)\n"
     "  plan         see docs/performance.md (--help there)\n"
     FINEMOE_BENCH_GPU_USAGE
@@ -400,7 +403,9 @@ Config step_config(const Options& o) {
   cfg.moe.routing = o.str("routing", "expert_choice");
   cfg.moe.group_size = o.integer("group-size", 16);
   cfg.moe.output_layernorm = true;
-  cfg.train.precision = "fp32";
+  cfg.train.device = o.str("device", "cpu");
+  cfg.train.precision = o.str("precision", "fp32");
+  cfg.parallel.communicator = o.str("communicator", "mpi");
   cfg.train.seed = uint64_t(o.integer("seed", 1));
   cfg.train.batch_size = o.integer("batch", 16);
   cfg.train.steps = 1000;
@@ -429,6 +434,8 @@ int step(const Common& c, const Options& o) {
   TokenDataset data(corpus, cfg.model.vocab, "data.train");
   BatchSampler sampler(data, cfg.model.context, cfg.train.seed, kTrainStream);
   ProcessGrid grid(MPI_COMM_WORLD, cfg.moe.enabled ? c.ranks : 1);
+  const std::string device = setup_compute(cfg, grid);
+  const bool gpu = cfg.train.device == "cuda";
   auto engine = std::make_unique<TrainingEngine<float>>(cfg, grid);
   const double counted_per_token = engine->count_flops_per_token(sampler);
   const ModelCounts counts = engine->model().counts();
@@ -440,15 +447,16 @@ int step(const Common& c, const Options& o) {
   const int dn = o.integer("dense-n", 4096);
   DenseGemm dense(dn, dn, std::max(1, dn / 4));
   std::vector<double> dense_times;
-  time_median(c, [&] { dense.run(c.threads); }, &dense_times);
+  if (!gpu) time_median(c, [&] { dense.run(c.threads); }, &dense_times);
   print_header(c, "step");
   std::vector<double> losses;
   int64_t s = 0;
   std::vector<double> step_times;
   const double t_step = time_median(c, [&] { losses.push_back(engine->step(s++, 2e-4, sampler).loss); }, &step_times);
   const StepMetrics m = engine->metrics();
-  time_median(c, [&] { dense.run(c.threads); }, &dense_times);
-  const double dense_rate = dense.flops() / median(dense_times);  // per rank
+  // The reference rate: a dense SGEMM measured here on the CPU; the card's dense peak on a GPU (MFU).
+  if (!gpu) time_median(c, [&] { dense.run(c.threads); }, &dense_times);
+  const double dense_rate = gpu ? o.num("peak-tflops", 989.0) * 1e12 : dense.flops() / median(dense_times);
   const double tokens = double(cfg.tokens_per_step());
   const double tps = tokens / t_step;
   const double model_rate = model_per_token * tps / c.ranks;      // per rank
@@ -468,9 +476,11 @@ int step(const Common& c, const Options& o) {
                 *std::max_element(step_times.begin(), step_times.end()), tps, losses.back());
     std::printf("FLOPs/token: paper Eq.10 %.4g, + head 6dV = model %.4g, counted GEMMs %.4g\n",
                 paper_per_token, model_per_token, counted_per_token);
-    std::printf("per rank: model %.1f GFLOP/s (paper count %.1f), counted GEMMs %.1f GFLOP/s; dense SGEMM %.1f "
-                "GFLOP/s -> model/dense %.3f, counted/dense %.3f\n",
-                model_rate * 1e-9, paper_rate * 1e-9, counted_rate * 1e-9, dense_rate * 1e-9,
+    std::printf("device: %s, %s\n", device.c_str(), cfg.train.precision.c_str());
+    std::printf("per rank: model %.1f GFLOP/s (paper count %.1f), counted GEMMs %.1f GFLOP/s; %s %.1f "
+                "GFLOP/s -> model/dense %.3f (MFU on a GPU), counted/dense %.3f\n",
+                model_rate * 1e-9, paper_rate * 1e-9, counted_rate * 1e-9, gpu ? "card peak" : "dense SGEMM",
+                dense_rate * 1e-9,
                 model_rate / dense_rate, counted_rate / dense_rate);
     std::printf("last step, slowest rank: all-to-all %.3f s, expert GEMMs %.3f s, router %.3f s\n", m.alltoall_time_s,
                 m.expert_gemm_time_s, m.router_time_s);
@@ -490,7 +500,7 @@ int step(const Common& c, const Options& o) {
         .num("counted_gflops_per_rank", counted_rate * 1e-9).num("dense_gflops_per_rank", dense_rate * 1e-9)
         .num("model_vs_dense", model_rate / dense_rate).num("counted_vs_dense", counted_rate / dense_rate)
         .num("alltoall_s", m.alltoall_time_s).num("expert_gemm_s", m.expert_gemm_time_s).num("router_s", m.router_time_s)
-        .num("loss", losses.back());
+        .num("loss", losses.back()).str("device", device).str("precision", cfg.train.precision);
     j.end_object();
     emit_json(c, j);
   }
