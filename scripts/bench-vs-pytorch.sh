@@ -7,7 +7,9 @@
 # usage: scripts/bench-vs-pytorch.sh [BUILD_DIR] [-- model options, e.g. --d-model 512 --G 4]
 # env: THREADS (default: all cores), RANKS (finemoe ranks, default 1; the peer is one process with
 #      THREADS threads, finemoe RANKS ranks x THREADS/RANKS threads), REPS (5), ROUNDS (3),
-#      MAX_LOAD (wait, up to WAIT_S seconds, for a 1-minute load below it; default 1.5 / 600).
+#      MAX_LOAD (wait, up to WAIT_S seconds, for a 1-minute load below it; default 1.5 / 600),
+#      BASELINE_BUILD (optional: a second finemoe build, e.g. of an older commit, timed in the same
+#      rounds, so a change's effect and both ratios come from one alternating run).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-bench"
@@ -47,23 +49,26 @@ echo "== loss check on finemoe's weights (init_scale 1 so routing matters)"
 (cd "$root/bench/reference" && "$py" check_loss.py "$tmp/export")
 
 echo "== training step, $threads threads, finemoe $ranks rank(s); $rounds rounds alternating"
-run_finemoe() {
+baseline="${BASELINE_BUILD:-}"
+run_finemoe() {  # [finemoe-bench binary]
+  local b="${1:-$bench}"
   if [ "$ranks" -gt 1 ]; then
-    mpiexec -n "$ranks" --oversubscribe --bind-to none "$bench" step --json --reps "$reps" \
+    mpiexec -n "$ranks" --oversubscribe --bind-to none "$b" step --json --reps "$reps" \
       --threads $((threads / ranks)) "${model_opts[@]}"
   else
-    "$bench" step --json --reps "$reps" --threads "$threads" "${model_opts[@]}"
+    "$b" step --json --reps "$reps" --threads "$threads" "${model_opts[@]}"
   fi
 }
 for r in $(seq "$rounds"); do
   wait_quiet
+  [ -n "$baseline" ] && run_finemoe "$baseline/bin/finemoe-bench" | tail -1 > "$tmp/baseline.$r.json"
   run_finemoe | tail -1 > "$tmp/finemoe.$r.json"
   (cd "$root/bench/reference" && "$py" bench_step.py --json --reps "$reps" --threads "$threads" "${model_opts[@]}") \
     | tail -1 > "$tmp/torch.$r.json"
 done
-"$py" - "$tmp" "$rounds" <<'PY'
+"$py" - "$tmp" "$rounds" "$baseline" <<'PY'
 import json, statistics, sys
-d, rounds = sys.argv[1], int(sys.argv[2])
+d, rounds, baseline = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 fm = [json.load(open(f"{d}/finemoe.{r}.json")) for r in range(1, rounds + 1)]
 pt = [json.load(open(f"{d}/torch.{r}.json")) for r in range(1, rounds + 1)]
 for r, (a, b) in enumerate(zip(fm, pt), 1):
@@ -74,4 +79,11 @@ loads = [x["load_before"] for x in fm + pt]
 print(f"finemoe {f:.0f} tokens/s, pytorch {p:.0f} tokens/s (torch {pt[0]['torch']}): ratio {f / p:.2f}x "
       f"(target >= 1.5x); model/dense GEMM rate {statistics.median(x['model_vs_dense'] for x in fm):.3f} "
       f"(target >= 0.5); load {min(loads):.2f}..{max(loads):.2f}")
+if baseline:
+    bl = [json.load(open(f"{d}/baseline.{r}.json")) for r in range(1, rounds + 1)]
+    per = [a["tokens_per_s"] / c["tokens_per_s"] for a, c in zip(fm, bl)]
+    vs = [c["tokens_per_s"] / b["tokens_per_s"] for c, b in zip(bl, pt)]
+    print(f"baseline {baseline}: {statistics.median(x['tokens_per_s'] for x in bl):.0f} tokens/s, ratio to pytorch "
+          f"{statistics.median(vs):.2f}x (per round {', '.join(f'{x:.2f}' for x in vs)}); finemoe / baseline "
+          f"{statistics.median(per):.3f} (per round {', '.join(f'{x:.3f}' for x in per)})")
 PY
