@@ -21,6 +21,9 @@ ranks="${RANKS:-1}"
 reps="${REPS:-5}"
 rounds="${ROUNDS:-3}"
 py="${PYTHON:-python3}"
+# Each side runs with its own best threading settings: passive OpenMP waits for finemoe (its
+# OpenMP expert loop alternates with OpenBLAS's pthreads: 2020 vs 1490 tok/s active), PyTorch's
+# defaults for the peer (its OpenMP spins between ops: passive cost it 15-30%, bench/RESULTS.md).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 # OpenBLAS's idle pthreads spin (sched_yield) for 2^28 cycles after each threaded call by default,
 # stealing a core from the OpenMP expert loop that follows; 4 = sleep almost at once (RESULTS.md).
@@ -63,7 +66,7 @@ for r in $(seq "$rounds"); do
   wait_quiet
   [ -n "$baseline" ] && run_finemoe "$baseline/bin/finemoe-bench" | tail -1 > "$tmp/baseline.$r.json"
   run_finemoe | tail -1 > "$tmp/finemoe.$r.json"
-  (cd "$root/bench/reference" && "$py" bench_step.py --json --reps "$reps" --threads "$threads" "${model_opts[@]}") \
+  (cd "$root/bench/reference" && env -u OMP_WAIT_POLICY -u OPENBLAS_THREAD_TIMEOUT "$py" bench_step.py --json --reps "$reps" --threads "$threads" "${model_opts[@]}") \
     | tail -1 > "$tmp/torch.$r.json"
 done
 "$py" - "$tmp" "$rounds" "$baseline" <<'PY'

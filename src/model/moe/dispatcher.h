@@ -33,6 +33,9 @@ class TokenDispatcher {
   virtual int64_t received_rows() const = 0;
   // Rows received per local expert (the expert computation's batch sizes).
   virtual const std::vector<int64_t>& received_per_local_expert() const = 0;
+  // True where expert order is send order (a group of one rank): callers then skip both
+  // exchanges and work on one buffer.
+  virtual bool expert_order_is_send_order() const = 0;
   // sent_rows() rows of `width` in send order -> received_rows() rows in expert order.
   virtual void to_experts(const T* send, T* recv, int width) = 0;
   // received_rows() rows in expert order -> sent_rows() rows in send order at their source.
@@ -55,6 +58,7 @@ class AllToAllDispatcher final : public TokenDispatcher<T> {
   int64_t sent_rows() const override { return sent_rows_; }
   int64_t received_rows() const override { return received_rows_; }
   const std::vector<int64_t>& received_per_local_expert() const override { return per_local_expert_; }
+  bool expert_order_is_send_order() const override { return ranks_ == 1; }
   void to_experts(const T* send, T* recv, int width) override;
   void from_experts(const T* recv, T* send, int width) override;
   const ExchangeStats& exchange_stats() const override { return stats_; }

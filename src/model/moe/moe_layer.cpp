@@ -184,26 +184,29 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   select_tokens(routing_group_probs(batch), batch);
   sort_copies();
   const int64_t copies = int64_t(copy_row_.size());
-  T* x_send = ensure_size(x_send_, size_t(copies) * d);
   stats_.router_time_s += router_watch_.stop();
-  combine_watch_.start();
-  moe::rows::gather(x, copy_row_.data(), copies, d, x_send);
-  stats_.combine_time_s += combine_watch_.stop();
-
   dispatcher_->plan(per_expert_);
+  const bool one_rank = dispatcher_->expert_order_is_send_order();
   const int64_t received = dispatcher_->received_rows();
   T* x_expert = ensure_size(x_expert_, size_t(received) * d);
   T* y_expert = ensure_size(y_expert_, size_t(received) * d);
-  // Exchanges start from finished rows (the MPI path reads them on the host).
-  ops::synchronize();
-  dispatcher_->to_experts(x_send, x_expert, d);
+  T* x_send = one_rank ? x_expert : ensure_size(x_send_, size_t(copies) * d);
+  combine_watch_.start();
+  moe::rows::gather(x, copy_row_.data(), copies, d, x_send);
+  stats_.combine_time_s += combine_watch_.stop();
+  if (!one_rank) {
+    ops::synchronize();  // exchanges start from finished rows (the MPI path reads them on the host)
+    dispatcher_->to_experts(x_send, x_expert, d);
+  }
   expert_watch_.start();
   experts_.forward(store_.value(w1_), store_.value(w2_), x_expert, dispatcher_->received_per_local_expert(),
                    y_expert);
   stats_.expert_gemm_time_s += expert_watch_.stop();
-  T* y_back = ensure_size(y_back_, size_t(copies) * d);
-  ops::synchronize();
-  dispatcher_->from_experts(y_expert, y_back, d);
+  T* y_back = one_rank ? y_expert : ensure_size(y_back_, size_t(copies) * d);
+  if (!one_rank) {
+    ops::synchronize();
+    dispatcher_->from_experts(y_expert, y_back, d);
+  }
 
   T* combined = out_ln_ ? ensure_size(y_combined_, size_t(tokens_) * d) : y;
   combine_watch_.start();
@@ -226,25 +229,30 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
     out_ln_->backward(dy, buf);
     dcombined = buf;
   }
-  T* dy_back = ensure_size(dy_back_, size_t(copies) * d);
-  T* dgate = ensure_size(dgate_, size_t(copies));
-  combine_watch_.start();
-  moe::rows::combine_backward(dcombined, y_back_.data(), copy_row_.data(), copy_gate_.data(), copies, d, dy_back,
-                              dgate);
-  stats_.combine_time_s += combine_watch_.stop();
-
+  // One rank: send order is expert order, the returned rows are the experts' own (see forward).
+  const bool one_rank = dispatcher_->expert_order_is_send_order();
   const int64_t received = dispatcher_->received_rows();
   T* dy_expert = ensure_size(dy_expert_, size_t(received) * d);
   T* dx_expert = ensure_size(dx_expert_, size_t(received) * d);
-  ops::synchronize();
-  dispatcher_->to_experts(dy_back, dy_expert, d);
+  const T* y_back = one_rank ? y_expert_.data() : y_back_.data();
+  T* dy_back = one_rank ? dy_expert : ensure_size(dy_back_, size_t(copies) * d);
+  T* dgate = ensure_size(dgate_, size_t(copies));
+  combine_watch_.start();
+  moe::rows::combine_backward(dcombined, y_back, copy_row_.data(), copy_gate_.data(), copies, d, dy_back, dgate);
+  stats_.combine_time_s += combine_watch_.stop();
+  if (!one_rank) {
+    ops::synchronize();
+    dispatcher_->to_experts(dy_back, dy_expert, d);
+  }
   expert_watch_.start();
   experts_.backward(store_.value(w1_), store_.value(w2_), dy_expert, dx_expert, store_.grad(w1_),
                     store_.grad(w2_));
   stats_.expert_gemm_time_s += expert_watch_.stop();
-  T* dx_send = ensure_size(dx_send_, size_t(copies) * d);
-  ops::synchronize();
-  dispatcher_->from_experts(dx_expert, dx_send, d);
+  T* dx_send = one_rank ? dx_expert : ensure_size(dx_send_, size_t(copies) * d);
+  if (!one_rank) {
+    ops::synchronize();
+    dispatcher_->from_experts(dx_expert, dx_send, d);
+  }
   combine_watch_.start();
   ops::fill_zero(dx, tokens_ * d);
   moe::rows::scatter_add(dx_send, copy_row_.data(), copies, d, dx);
