@@ -4,22 +4,13 @@
 #include <cmath>
 #include <type_traits>
 
+#include "backend/cpu/vector_dispatch.h"
+
 namespace finemoe::cpu {
 namespace {
 constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 constexpr int64_t kChunk = 1 << 14;  // elements per OpenMP work item
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define FINEMOE_AVX2 __attribute__((target("avx2,fma")))
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#else
-#define FINEMOE_AVX2
-bool use_avx2() { return false; }
-#endif
 
 // relu: out may alias inp, dinp may alias dout (each element is read before it is written).
 template <typename T>

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <type_traits>
 
+#include "backend/cpu/vector_dispatch.h"
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -37,10 +39,6 @@ inline __attribute__((always_inline)) double squares_body(const T* x, int64_t n)
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
 // The same formula 8 lanes at a time (sqrt and division are the IEEE ones, as in the scalar loop).
 __attribute__((target("avx2,fma"))) void update_avx2(float* param, const float* grad, float* m, float* v, int64_t n,
                                                      const Coefficients<float>& c) {
@@ -62,7 +60,6 @@ __attribute__((target("avx2,fma"))) void update_avx2(float* param, const float* 
 }
 __attribute__((target("avx2,fma"))) double squares_avx2(const float* x, int64_t n) { return squares_body(x, n); }
 #else
-bool use_avx2() { return false; }
 void update_avx2(float*, const float*, float*, float*, int64_t, const Coefficients<float>&) {}
 double squares_avx2(const float*, int64_t) { return 0; }
 #endif

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "backend/cpu/blas.h"
+#include "backend/cpu/vector_dispatch.h"
 
 namespace finemoe::cpu {
 namespace {
@@ -20,37 +21,6 @@ void blas_per_item(std::optional<ScopedBlasThreads>& guard) {
 // causal prefix instead of the whole context (for 256 positions in blocks of 64, 5/8 of the
 // full-square FLOPs). Entries of att above the diagonal are still written (zeros).
 constexpr int kBlock = 64;
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define FINEMOE_AVX2 __attribute__((target("avx2,fma")))
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#else
-#define FINEMOE_AVX2
-bool use_avx2() { return false; }
-#endif
-
-// exp for x <= 0, vectorisable (Cephes expf; within 2 ulp of expf, 0 below -87.3).
-inline __attribute__((always_inline)) float exp_nonpositive(float x) {
-  const float xc = x < -87.3f ? -87.3f : x;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return x < -87.3f ? 0.0f : p * scale;
-}
-inline double exp_nonpositive(double x) { return std::exp(x); }
 
 // Rows t in [t0, t1) of one score matrix (leading dimension ld): softmax over j <= t, zeros for
 // t < j < ld.

@@ -4,39 +4,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/vector_dispatch.h"
+
 namespace finemoe::cpu {
 namespace {
-#if defined(__GNUC__) && defined(__x86_64__)
-#define FINEMOE_AVX2 __attribute__((target("avx2,fma")))
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#else
-#define FINEMOE_AVX2
-bool use_avx2() { return false; }
-#endif
-
-// exp for x <= 0 (shifted logits), vectorisable: Cephes expf (range reduction by ln 2 in two parts,
-// degree-6 polynomial, 2^n from the exponent bits); within 2 ulp of expf, 0 below -87.3.
-inline __attribute__((always_inline)) float exp_nonpositive(float x) {
-  const float xc = x < -87.3f ? -87.3f : x;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return x < -87.3f ? 0.0f : p * scale;
-}
-
 // One row: returns log(sum exp(z - max)) - (z[target] - max); g (may alias z, may be null) gets
 // dscale * (softmax(z) - onehot(target)). Two passes over the row (max; exp + sum) plus a scale.
 inline __attribute__((always_inline)) double row_body(float* g, const float* z, int32_t target, int vocab,

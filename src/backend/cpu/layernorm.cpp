@@ -3,19 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/vector_dispatch.h"
+
 namespace finemoe::cpu {
 namespace {
-#if defined(__GNUC__) && defined(__x86_64__)
-#define FINEMOE_AVX2 __attribute__((target("avx2,fma")))
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#else
-#define FINEMOE_AVX2
-bool use_avx2() { return false; }
-#endif
-
 template <typename T>
 inline __attribute__((always_inline)) void forward_row(T* y, T* mean, T* rstd, const T* x, const T* weight,
                                                        const T* bias, int cols, T eps) {
