@@ -31,6 +31,7 @@
 #include "data/shard.h"
 #include "data/token_dataset.h"
 #include "model/moe/dispatcher.h"
+#include "model/moe/expert_exchange.h"
 #include "model/moe/experts.h"
 #include "model/moe/moe_layer.h"
 #include "parallel/mpi_check.h"
@@ -274,13 +275,12 @@ int dispatch(const Common& c, const Options& o) {
       disp.to_experts(x_send.data(), x_exp.data(), d);
       disp.from_experts(x_exp.data(), y_back.data(), d);
     });
+    // As the MoE layer runs it: own copies straight between token rows and expert order.
     const double t_full = time_median(c, [&] {
-      moe::gather_rows(x.data(), rows.data(), copies, d, x_send.data());
       disp.plan(per_expert);
-      disp.to_experts(x_send.data(), x_exp.data(), d);
-      disp.from_experts(x_exp.data(), y_back.data(), d);
+      moe::dispatch_to_experts(disp, x.data(), rows.data(), d, x_send.data(), x_exp.data());
       std::fill(y.begin(), y.end(), 0.0f);
-      moe::combine_rows(y_back.data(), rows.data(), gate.data(), copies, d, y.data());
+      moe::combine_from_experts(disp, x_exp.data(), rows.data(), gate.data(), d, y_back.data(), y.data());
     });
     if (c.rank == 0 && !c.json)
       std::printf("%8d %10.2f %11.3f %11.3f %11.3f %9.3f %9.3f %11.2f\n", rpe, bytes / 1e6, 1e3 * t_a2a, 1e3 * t_exch,

@@ -77,12 +77,33 @@ void AllToAllDispatcher<T>::plan(const std::vector<int64_t>& send_per_expert) {
       at[j] += recv_counts_[size_t(r) * n_local_ + j];
     }
   expert_layout_.clear(ranks_);
+  staged_expert_layout_.clear(ranks_);
   remote_received_rows_ = 0;
   for (int r = 0; r < ranks_; ++r)
     for (int j = 0; j < n_local_; ++j) {
       const size_t b = size_t(r) * n_local_ + j;
       expert_layout_.add(r, offset[b], recv_counts_[b]);
+      staged_expert_layout_.add(r, offset[b], r == my_rank_ ? 0 : recv_counts_[b]);
       if (r != my_rank_) remote_received_rows_ += recv_counts_[b];
+    }
+  // Runs of send order: other ranks' pieces staged; this rank's pieces own, landing at the offset
+  // of (this rank, local expert j) in expert order.
+  staged_send_layout_.clear(ranks_);
+  runs_.clear();
+  for (int r = 0; r < ranks_; ++r)
+    for (size_t k = 0; k < send_layout_.pieces(r); ++k) {
+      const BlockLayout::Block& piece = send_layout_.piece(r, k);
+      staged_send_layout_.add(r, piece.offset, r == my_rank_ ? 0 : piece.count);
+      if (piece.count == 0) continue;
+      const int64_t expert_row = r == my_rank_ ? offset[size_t(my_rank_) * n_local_ + k] : -1;
+      SendRun* last = runs_.empty() ? nullptr : &runs_.back();
+      const bool continues = last && last->own() == (expert_row >= 0) &&
+                             (expert_row < 0 || last->expert_row + last->rows == expert_row);
+      if (continues) {
+        last->rows += piece.count;
+      } else {
+        runs_.push_back({piece.offset, piece.count, expert_row});
+      }
     }
 }
 
@@ -92,23 +113,36 @@ void AllToAllDispatcher<T>::copy_local(const T* in, T* out, int width) const {
   if (sent_rows_ > 0) ops::copy(out, in, sent_rows_ * width);
 }
 
+template <typename T>
+void AllToAllDispatcher<T>::exchange(const T* in, const BlockLayout& in_layout, T* out, const BlockLayout& out_layout,
+                                     int width) {
+  const auto t0 = std::chrono::steady_clock::now();
+  comm_->all_to_all_blocks(in, in_layout, out, out_layout, dtype_of<T>(), width);
+  stats_.bytes += (remote_sent_rows_ + remote_received_rows_) * width * int64_t(sizeof(T));
+  stats_.time_s += seconds_since(t0);
+}
+
 // Without a communicator this rank is the only source and expert order is send order.
 template <typename T>
 void AllToAllDispatcher<T>::to_experts(const T* send, T* recv, int width) {
   if (!comm_) return copy_local(send, recv, width);
-  const auto t0 = std::chrono::steady_clock::now();
-  comm_->all_to_all_blocks(send, send_layout_, recv, expert_layout_, dtype_of<T>(), width);
-  stats_.bytes += (remote_sent_rows_ + remote_received_rows_) * width * int64_t(sizeof(T));
-  stats_.time_s += seconds_since(t0);
+  exchange(send, send_layout_, recv, expert_layout_, width);
 }
 
 template <typename T>
 void AllToAllDispatcher<T>::from_experts(const T* recv, T* send, int width) {
   if (!comm_) return copy_local(recv, send, width);
-  const auto t0 = std::chrono::steady_clock::now();
-  comm_->all_to_all_blocks(recv, expert_layout_, send, send_layout_, dtype_of<T>(), width);
-  stats_.bytes += (remote_sent_rows_ + remote_received_rows_) * width * int64_t(sizeof(T));
-  stats_.time_s += seconds_since(t0);
+  exchange(recv, expert_layout_, send, send_layout_, width);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::to_experts_staged(const T* send, T* recv, int width) {
+  if (comm_ && ranks_ > 1) exchange(send, staged_send_layout_, recv, staged_expert_layout_, width);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::from_experts_staged(const T* recv, T* send, int width) {
+  if (comm_ && ranks_ > 1) exchange(recv, staged_expert_layout_, send, staged_send_layout_, width);
 }
 
 namespace {

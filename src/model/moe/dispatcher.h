@@ -22,6 +22,15 @@ struct ExchangeStats {
   int64_t bytes = 0;  // sent to and received from other ranks
 };
 
+// A run of send order: rows for other ranks (staged: they travel from a send-order buffer), or
+// this rank's own rows, which its experts hold from expert_row of expert order on.
+struct SendRun {
+  int64_t send_row = 0;
+  int64_t rows = 0;
+  int64_t expert_row = -1;  // own runs only
+  bool own() const { return expert_row >= 0; }
+};
+
 template <typename T>
 class TokenDispatcher {
  public:
@@ -29,17 +38,23 @@ class TokenDispatcher {
   // Exchanges copy counts (collective over the expert-parallel group). send_per_expert[e]: copies
   // this rank sends to global expert e.
   virtual void plan(const std::vector<int64_t>& send_per_expert) = 0;
+  // Ranks of the expert-parallel group (the exchanges are collective over it).
+  virtual int group_size() const = 0;
   virtual int64_t sent_rows() const = 0;
   virtual int64_t received_rows() const = 0;
   // Rows received per local expert (the expert computation's batch sizes).
   virtual const std::vector<int64_t>& received_per_local_expert() const = 0;
-  // True where expert order is send order (a group of one rank): callers then skip both
-  // exchanges and work on one buffer.
-  virtual bool expert_order_is_send_order() const = 0;
+  // Send order as runs, ascending and covering it; consecutive own rows that stay consecutive in
+  // expert order form one run (at one rank: a single run).
+  virtual const std::vector<SendRun>& send_runs() const = 0;
   // sent_rows() rows of `width` in send order -> received_rows() rows in expert order.
   virtual void to_experts(const T* send, T* recv, int width) = 0;
   // received_rows() rows in expert order -> sent_rows() rows in send order at their source.
   virtual void from_experts(const T* recv, T* send, int width) = 0;
+  // The same two exchanges for the staged runs only: own rows are neither read nor written, so a
+  // caller can gather them straight into expert order and combine them from there.
+  virtual void to_experts_staged(const T* send, T* recv, int width) = 0;
+  virtual void from_experts_staged(const T* recv, T* send, int width) = 0;
   virtual const ExchangeStats& exchange_stats() const = 0;
   virtual void reset_exchange_stats() = 0;
 };
@@ -55,18 +70,22 @@ class AllToAllDispatcher final : public TokenDispatcher<T> {
  public:
   AllToAllDispatcher(Communicator* expert_group, int n_experts);
   void plan(const std::vector<int64_t>& send_per_expert) override;
+  int group_size() const override { return ranks_; }
   int64_t sent_rows() const override { return sent_rows_; }
   int64_t received_rows() const override { return received_rows_; }
   const std::vector<int64_t>& received_per_local_expert() const override { return per_local_expert_; }
-  bool expert_order_is_send_order() const override { return ranks_ == 1; }
+  const std::vector<SendRun>& send_runs() const override { return runs_; }
   void to_experts(const T* send, T* recv, int width) override;
   void from_experts(const T* recv, T* send, int width) override;
+  void to_experts_staged(const T* send, T* recv, int width) override;
+  void from_experts_staged(const T* recv, T* send, int width) override;
   const ExchangeStats& exchange_stats() const override { return stats_; }
   void reset_exchange_stats() override { stats_ = ExchangeStats{}; }
 
  private:
   // Without a communicator: blocks between send order and expert order (one rank: the same order).
   void copy_local(const T* in, T* out, int width) const;
+  void exchange(const T* in, const BlockLayout& in_layout, T* out, const BlockLayout& out_layout, int width);
 
   Communicator* comm_;
   int ranks_;
@@ -77,6 +96,9 @@ class AllToAllDispatcher final : public TokenDispatcher<T> {
   // Pieces in rows, grouped by peer rank: send_layout_ the (peer, peer's local expert) blocks of
   // send order, expert_layout_ the (source, local expert) blocks of expert order.
   BlockLayout send_layout_, expert_layout_;
+  // The same without this rank's own pieces (counts 0), for the staged exchanges.
+  BlockLayout staged_send_layout_, staged_expert_layout_;
+  std::vector<SendRun> runs_;
   int64_t remote_sent_rows_ = 0, remote_received_rows_ = 0;  // to / from other ranks
   int64_t sent_rows_ = 0;
   int64_t received_rows_ = 0;

@@ -6,8 +6,8 @@
 #include "backend/cpu/blas.h"
 #include "backend/ops.h"
 #include "model/layer_support.h"
+#include "model/moe/expert_exchange.h"
 #include "model/moe/router.h"
-#include "model/moe/token_rows.h"
 #include "parallel/communicator.h"
 #include "util/check.h"
 
@@ -157,6 +157,21 @@ void MoeLayer<T>::sort_copies() {
 }
 
 template <typename T>
+T* MoeLayer<T>::staged_rows(Buffer<T>& buffer, int64_t copies) {
+  return dispatcher_->group_size() > 1 ? ensure_size(buffer, size_t(copies) * d_model_) : nullptr;
+}
+
+template <typename T>
+template <typename Work>
+void MoeLayer<T>::timed_combine(Work&& work) {
+  const double exchanged = dispatcher_->exchange_stats().time_s;
+  combine_watch_.start();
+  work();
+  const double seconds = combine_watch_.stop();
+  stats_.combine_time_s += std::max(0.0, seconds - (dispatcher_->exchange_stats().time_s - exchanged));
+}
+
+template <typename T>
 void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   FINEMOE_CHECK(store_.allocated(), "MoE layer used before its parameters were allocated");
   FINEMOE_CHECK(dispatcher_, "an expert-parallel MoE layer needs MoeComms::expert_group to run");
@@ -186,33 +201,22 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   const int64_t copies = int64_t(copy_row_.size());
   stats_.router_time_s += router_watch_.stop();
   dispatcher_->plan(per_expert_);
-  const bool one_rank = dispatcher_->expert_order_is_send_order();
   const int64_t received = dispatcher_->received_rows();
   T* x_expert = ensure_size(x_expert_, size_t(received) * d);
   T* y_expert = ensure_size(y_expert_, size_t(received) * d);
-  T* x_send = one_rank ? x_expert : ensure_size(x_send_, size_t(copies) * d);
-  combine_watch_.start();
-  moe::rows::gather(x, copy_row_.data(), copies, d, x_send);
-  stats_.combine_time_s += combine_watch_.stop();
-  if (!one_rank) {
-    ops::synchronize();  // exchanges start from finished rows (the MPI path reads them on the host)
-    dispatcher_->to_experts(x_send, x_expert, d);
-  }
+  T* x_staged = staged_rows(x_staged_, copies);
+  timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x, copy_row_.data(), d, x_staged, x_expert); });
   expert_watch_.start();
   experts_.forward(store_.value(w1_), store_.value(w2_), x_expert, dispatcher_->received_per_local_expert(),
                    y_expert);
   stats_.expert_gemm_time_s += expert_watch_.stop();
-  T* y_back = one_rank ? y_expert : ensure_size(y_back_, size_t(copies) * d);
-  if (!one_rank) {
-    ops::synchronize();
-    dispatcher_->from_experts(y_expert, y_back, d);
-  }
 
   T* combined = out_ln_ ? ensure_size(y_combined_, size_t(tokens_) * d) : y;
-  combine_watch_.start();
-  ops::fill_zero(combined, tokens_ * d);
-  moe::rows::combine(y_back, copy_row_.data(), copy_gate_.data(), copies, d, combined);
-  stats_.combine_time_s += combine_watch_.stop();
+  T* y_staged = staged_rows(y_staged_, copies);
+  timed_combine([&] {
+    ops::fill_zero(combined, tokens_ * d);
+    moe::combine_from_experts(*dispatcher_, y_expert, copy_row_.data(), copy_gate_.data(), d, y_staged, combined);
+  });
   if (out_ln_) out_ln_->forward(combined, y, tokens_);
   stats_.alltoall_time_s = dispatcher_->exchange_stats().time_s;
   stats_.alltoall_bytes = dispatcher_->exchange_stats().bytes;
@@ -229,34 +233,24 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
     out_ln_->backward(dy, buf);
     dcombined = buf;
   }
-  // One rank: send order is expert order, the returned rows are the experts' own (see forward).
-  const bool one_rank = dispatcher_->expert_order_is_send_order();
   const int64_t received = dispatcher_->received_rows();
   T* dy_expert = ensure_size(dy_expert_, size_t(received) * d);
   T* dx_expert = ensure_size(dx_expert_, size_t(received) * d);
-  const T* y_back = one_rank ? y_expert_.data() : y_back_.data();
-  T* dy_back = one_rank ? dy_expert : ensure_size(dy_back_, size_t(copies) * d);
+  T* dy_staged = staged_rows(dy_staged_, copies);
   T* dgate = ensure_size(dgate_, size_t(copies));
-  combine_watch_.start();
-  moe::rows::combine_backward(dcombined, y_back, copy_row_.data(), copy_gate_.data(), copies, d, dy_back, dgate);
-  stats_.combine_time_s += combine_watch_.stop();
-  if (!one_rank) {
-    ops::synchronize();
-    dispatcher_->to_experts(dy_back, dy_expert, d);
-  }
+  timed_combine([&] {
+    moe::combine_backward_to_experts(*dispatcher_, dcombined, y_expert_.data(), y_staged_.data(), copy_row_.data(),
+                                     copy_gate_.data(), d, dy_staged, dy_expert, dgate);
+  });
   expert_watch_.start();
   experts_.backward(store_.value(w1_), store_.value(w2_), dy_expert, dx_expert, store_.grad(w1_),
                     store_.grad(w2_));
   stats_.expert_gemm_time_s += expert_watch_.stop();
-  T* dx_send = one_rank ? dx_expert : ensure_size(dx_send_, size_t(copies) * d);
-  if (!one_rank) {
-    ops::synchronize();
-    dispatcher_->from_experts(dx_expert, dx_send, d);
-  }
-  combine_watch_.start();
-  ops::fill_zero(dx, tokens_ * d);
-  moe::rows::scatter_add(dx_send, copy_row_.data(), copies, d, dx);
-  stats_.combine_time_s += combine_watch_.stop();
+  T* dx_staged = staged_rows(dx_staged_, copies);
+  timed_combine([&] {
+    ops::fill_zero(dx, tokens_ * d);
+    moe::scatter_add_from_experts(*dispatcher_, dx_expert, copy_row_.data(), d, dx_staged, dx);
+  });
 
   router_watch_.start();
   ops::synchronize();  // dgate, on the host below

@@ -65,6 +65,11 @@ class MoeLayer final : public FeedForwardLayer<T> {
   void select_tokens(const T* group_probs, const TokenBatch& batch);
   // Counting sort of the copies into send order.
   void sort_copies();
+  // A send-order buffer for the copies that travel to or from other ranks; null at one rank.
+  T* staged_rows(Buffer<T>& buffer, int64_t copies);
+  // Runs permute / combine work, charging it to combine time less the exchanges inside it.
+  template <typename Work>
+  void timed_combine(Work&& work);
 
   int d_model_, n_experts_, n_local_, group_size_, top_k_;
   bool token_choice_;
@@ -94,9 +99,10 @@ class MoeLayer final : public FeedForwardLayer<T> {
   Buffer<T> copy_gate_;
   std::vector<int64_t> per_expert_, expert_offset_;
   Buffer<T> balance_grad_;  // [group in buffer][position][expert]: d balance term / d p
-  Buffer<T> x_send_, x_expert_, y_expert_, y_back_, y_combined_;
+  // Expert order (x_expert_, y_expert_) and the staged send-order rows (x_staged_, y_staged_).
+  Buffer<T> x_staged_, x_expert_, y_expert_, y_staged_, y_combined_;
   // Backward buffers.
-  Buffer<T> dy_combined_, dy_back_, dy_expert_, dx_expert_, dx_send_, dgate_, dprobs_, dlogits_;
+  Buffer<T> dy_combined_, dy_staged_, dy_expert_, dx_expert_, dx_staged_, dgate_, dprobs_, dlogits_;
   FeedForwardStats stats_;
   ops::Stopwatch router_watch_, expert_watch_, combine_watch_;
 };

@@ -12,6 +12,7 @@
 #endif
 
 #include "model/moe/dispatcher.h"
+#include "model/moe/expert_exchange.h"
 #include "parallel/process_grid.h"
 
 namespace finemoe {
@@ -72,6 +73,75 @@ TEST_P(MoeDispatcherMpi, RowsReachTheirExpertsAndComeBack) {
     if (ep > 1) {
       EXPECT_GT(dispatcher.exchange_stats().bytes, 0);
     }
+  }
+}
+
+// The layer's fused path (own copies straight between token rows and expert order, only the
+// others' staged) against the plain one: gather_rows -> to_experts, from_experts -> combine_rows,
+// and their backward; bit for bit, since both sum a token's copies in send order. Rank 0 keeps
+// every copy on its own experts, so it has nothing staged yet must take part in the exchanges.
+TEST_P(MoeDispatcherMpi, FusedOwnRowsMatchThePlainPath) {
+  MpiCommunicator world(MPI_COMM_WORLD);
+  const int base_tokens = GetParam().first, width = GetParam().second;
+  for (int ep = 1; ep <= world.size(); ep *= 2) {
+    ProcessGrid grid(MPI_COMM_WORLD, ep);
+    const int n_local = 4, ne = n_local * ep, me = grid.rank();
+    const int tokens = base_tokens + me;
+    std::mt19937 gen(17 + me);
+    std::uniform_real_distribution<double> u(-1, 1);
+    std::vector<double> x(size_t(tokens) * width), dy(size_t(tokens) * width);
+    for (double& v : x) v = u(gen);
+    for (double& v : dy) v = u(gen);
+    // Two copies per token (top-2 style), sorted into send order by expert.
+    std::vector<std::vector<int32_t>> by_expert(ne);
+    for (int t = 0; t < tokens; ++t)
+      for (int k = 0; k < 2; ++k) {
+        const int e = me == 0 ? (t + k) % n_local + grid.ep_rank() * n_local : (t * (me + 1) + 3 * k) % ne;
+        by_expert[e].push_back(t);
+      }
+    std::vector<int32_t> rows;
+    std::vector<int64_t> per_expert(ne);
+    for (int e = 0; e < ne; ++e) {
+      rows.insert(rows.end(), by_expert[e].begin(), by_expert[e].end());
+      per_expert[e] = int64_t(by_expert[e].size());
+    }
+    const int64_t n = int64_t(rows.size());
+    std::vector<double> gate(n);
+    for (double& g : gate) g = u(gen);
+    moe::AllToAllDispatcher<double> dispatcher(&grid.expert_group(), ne);
+    dispatcher.plan(per_expert);
+    const int64_t m = dispatcher.received_rows();
+    const size_t rows_n = size_t(n) * width, expert_n = size_t(m) * width;
+
+    std::vector<double> send(rows_n), expert_ref(expert_n), expert(expert_n), staged(rows_n);
+    moe::gather_rows(x.data(), rows.data(), n, width, send.data());
+    dispatcher.to_experts(send.data(), expert_ref.data(), width);
+    moe::dispatch_to_experts(dispatcher, x.data(), rows.data(), width, staged.data(), expert.data());
+    EXPECT_EQ(expert, expert_ref) << "ep " << ep;
+
+    std::vector<double> out(expert_n);  // the experts' output, in expert order
+    for (size_t i = 0; i < expert_n; ++i) out[i] = 2 * expert_ref[i] + 0.5;
+    std::vector<double> back(rows_n), y_ref(size_t(tokens) * width, 0.0), y(y_ref), out_staged(rows_n);
+    dispatcher.from_experts(out.data(), back.data(), width);
+    moe::combine_rows(back.data(), rows.data(), gate.data(), n, width, y_ref.data());
+    moe::combine_from_experts(dispatcher, out.data(), rows.data(), gate.data(), width, out_staged.data(), y.data());
+    EXPECT_EQ(y, y_ref) << "ep " << ep;
+
+    std::vector<double> dback(rows_n), dexpert_ref(expert_n), dgate_ref(n), dexpert(expert_n), dgate(n),
+        dstaged(rows_n);
+    moe::combine_rows_backward(dy.data(), back.data(), rows.data(), gate.data(), n, width, dback.data(),
+                               dgate_ref.data());
+    dispatcher.to_experts(dback.data(), dexpert_ref.data(), width);
+    moe::combine_backward_to_experts(dispatcher, dy.data(), out.data(), out_staged.data(), rows.data(), gate.data(),
+                                     width, dstaged.data(), dexpert.data(), dgate.data());
+    EXPECT_EQ(dexpert, dexpert_ref) << "ep " << ep;
+    EXPECT_EQ(dgate, dgate_ref) << "ep " << ep;
+
+    std::vector<double> dsend(rows_n), dx_ref(size_t(tokens) * width, 0.0), dx(dx_ref), dx_staged(rows_n);
+    dispatcher.from_experts(dexpert_ref.data(), dsend.data(), width);
+    moe::scatter_add_rows(dsend.data(), rows.data(), n, width, dx_ref.data());
+    moe::scatter_add_from_experts(dispatcher, dexpert.data(), rows.data(), width, dx_staged.data(), dx.data());
+    EXPECT_EQ(dx, dx_ref) << "ep " << ep;
   }
 }
 
