@@ -218,24 +218,13 @@ if [ $steps_bench -eq 1 ]; then
     if [ $rc -eq 3 ]; then no_gpu_bench=1
     elif [ $rc -ne 0 ]; then status=1; log "finemoe-bench $run FAILED (exit $rc)" >&2; fi
   done
-  # Training-step MFU of the ~100M-active E = 8 model (inputs/gpu/h100-100m.ini) at G = 1 and 8, bf16.
+  # Training steps of the ~100M-active E = 8 model (inputs/gpu/h100-100m.ini) at G = 1 and 8, bf16:
+  # finemoe's MFU (vs-pytorch-finemoe-G*.json) and the PyTorch peer on the same GPU.
   if [ $no_gpu_bench -eq 0 ]; then
-    for g in 1 8; do
-      log "finemoe-bench step --device cuda --precision bf16 (G $g) -> $results/step-gpu-G$g.json"
-      "$mpiexec" -n 1 "$bench" step --device cuda --precision bf16 --d-model 768 --blocks 14 --heads 12 \
-          --context 512 --vocab 256 --E 8 --G "$g" --batch 64 --reps 5 --warmup 2 \
-          --json-out "$results/step-gpu-G$g.json" || { status=1; log "step G $g FAILED" >&2; }
-    done
+    log "training steps, finemoe and the PyTorch peer: scripts/bench-vs-pytorch-gpu.sh"
+    MPIEXEC="$mpiexec" "$root/scripts/bench-vs-pytorch-gpu.sh" "$build" "$results" ||
+      { status=1; log "training-step comparison FAILED" >&2; }
   fi
-fi
-
-# PyTorch vs finemoe on the GPU: none exists yet. scripts/bench-vs-pytorch.sh times `finemoe-bench
-# step` (CPU) against bench/reference's peer on the CPU; a GPU version would run both on the device.
-if [ -x "$root/scripts/bench-vs-pytorch-gpu.sh" ]; then
-  log "PyTorch comparison on the GPU: scripts/bench-vs-pytorch-gpu.sh"
-  "$root/scripts/bench-vs-pytorch-gpu.sh" "$build" "$results" || status=1
-else
-  log "PyTorch comparison on the GPU: skipped, none exists (scripts/bench-vs-pytorch.sh compares on the CPU)"
 fi
 
 if [ $status -ne 0 ]; then

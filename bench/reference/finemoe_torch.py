@@ -141,14 +141,17 @@ def moe(x, p, b, cfg):
     # Groups: [S/gs, gs, T, n] -> [S/gs, T, gs, n]; each expert takes its top-capacity tokens.
     grouped = probs.detach().reshape(S // gs, gs, T, n).permute(0, 2, 1, 3)
     _, top = torch.topk(grouped, capacity, dim=2, sorted=False)  # [S/gs, T, capacity, n] member index
-    group_base = (torch.arange(S // gs).view(-1, 1, 1, 1) * gs * T + torch.arange(T).view(1, -1, 1, 1))
+    dev = x.device
+    group_base = (torch.arange(S // gs, device=dev).view(-1, 1, 1, 1) * gs * T
+                  + torch.arange(T, device=dev).view(1, -1, 1, 1))
     token = (group_base + top * T).permute(3, 0, 1, 2).reshape(n, -1)  # [n, rows per expert]: global row
-    expert = torch.arange(n).repeat_interleave(token.shape[1])
+    expert = torch.arange(n, device=dev).repeat_interleave(token.shape[1])
     gate = probs[token.reshape(-1), expert].reshape(n, -1, 1)  # the probability itself
     xe = xf[token]  # [n, rows, d]
     h = act(torch.bmm(xe, p[pre + "experts.w1"]), cfg.activation)
     out = torch.bmm(h, p[pre + "experts.w2"]) * gate
-    y = torch.zeros_like(xf).index_add_(0, token.reshape(-1), out.reshape(-1, d))
+    # Under autocast the expert products come out bf16; the combine sums in the activations' fp32.
+    y = torch.zeros_like(xf).index_add_(0, token.reshape(-1), out.reshape(-1, d).to(xf.dtype))
     y = y.reshape(S, T, d)
     if cfg.output_layernorm:
         y = layer_norm(y, p, pre + "out_ln")
