@@ -66,14 +66,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const finemoe::InputError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "finemoe-bigram failed: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return finemoe::run_tool("finemoe-bigram", run, argc, argv); }

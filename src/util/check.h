@@ -20,6 +20,10 @@ class RuntimeFailure : public std::runtime_error {
 
 [[noreturn]] void fail_at(const char* file, int line, const std::string& what);
 
+// The main() of a serial command-line tool: runs `body`, reporting an InputError as
+// "<tool>: <message>" (the tool named once) with exit code 2 and any other exception as "<tool>: fatal: <message>" with 1.
+int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv);
+
 }  // namespace finemoe
 
 #define FINEMOE_CHECK(cond, msg)                                                   \
