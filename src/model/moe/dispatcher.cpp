@@ -208,13 +208,12 @@ void column_slice(int width, int& begin, int& end) {
 // Below this many elements the scatters stay serial (a parallel region costs more).
 constexpr int64_t kParallelScatterElems = int64_t(1) << 16;
 
-}  // namespace
-
 // The scatters split the columns between threads: copies of one token would race if split by
 // copy, while with columns every thread walks all copies in order, so each element gets the
 // same additions in the same order as serially (bit-identical for any thread count).
+// y[rows[c]] += gate[c] * src[c], or += src[c] without a gate.
 template <typename T>
-void combine_rows(const T* back, const int32_t* rows, const T* gate, int64_t n, int width, T* y) {
+void scatter_rows_by_columns(const T* src, const int32_t* rows, const T* gate, int64_t n, int width, T* y) {
 #pragma omp parallel if (n * int64_t(width) >= kParallelScatterElems)
   {
     int c0 = 0, c1 = 0;
@@ -222,11 +221,22 @@ void combine_rows(const T* back, const int32_t* rows, const T* gate, int64_t n, 
     if (c1 > c0)
       for (int64_t c = 0; c < n; ++c) {
         T* __restrict yr = y + int64_t(rows[c]) * width;
-        const T* __restrict b = back + c * width;
-        const T g = gate[c];
-        for (int i = c0; i < c1; ++i) yr[i] += g * b[i];
+        const T* __restrict b = src + c * width;
+        if (gate) {
+          const T g = gate[c];
+          for (int i = c0; i < c1; ++i) yr[i] += g * b[i];
+        } else {
+          for (int i = c0; i < c1; ++i) yr[i] += b[i];
+        }
       }
   }
+}
+
+}  // namespace
+
+template <typename T>
+void combine_rows(const T* back, const int32_t* rows, const T* gate, int64_t n, int width, T* y) {
+  scatter_rows_by_columns(back, rows, gate, n, width, y);
 }
 
 template <typename T>
@@ -249,17 +259,7 @@ void combine_rows_backward(const T* dy, const T* back, const int32_t* rows, cons
 
 template <typename T>
 void scatter_add_rows(const T* dout, const int32_t* rows, int64_t n, int width, T* dx) {
-#pragma omp parallel if (n * int64_t(width) >= kParallelScatterElems)
-  {
-    int c0 = 0, c1 = 0;
-    column_slice<T>(width, c0, c1);
-    if (c1 > c0)
-      for (int64_t c = 0; c < n; ++c) {
-        T* __restrict d = dx + int64_t(rows[c]) * width;
-        const T* __restrict s = dout + c * width;
-        for (int i = c0; i < c1; ++i) d[i] += s[i];
-      }
-  }
+  scatter_rows_by_columns<T>(dout, rows, nullptr, n, width, dx);
 }
 
 #define FINEMOE_DISPATCH(T)                                                                          \
