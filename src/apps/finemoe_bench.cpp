@@ -542,9 +542,11 @@ int export_state(const Common& c, const Options& o) {
       .num("tied", cfg.model.tied_embeddings).num("init_scale", cfg.model.init_scale).end_object();
   j.begin_array("params");
   int64_t offset = 0;
+  const std::vector<float> host_values[2] = {to_host(store.values(ParamGroup::replicated)),
+                                             to_host(store.values(ParamGroup::expert))};
   for (int i = 0; i < store.count(); ++i) {
     const ParamSpec& sp = store.spec(i);
-    const float* v = store.values(sp.group).data() + store.offset(i);
+    const float* v = host_values[static_cast<int>(sp.group)].data() + store.offset(i);
     w.write(reinterpret_cast<const char*>(v), std::streamsize(sp.numel() * sizeof(float)));
     j.begin_object().str("name", sp.name).begin_array("shape");
     for (int64_t s : sp.shape) j.num("", double(s));

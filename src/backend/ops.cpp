@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/blas.h"
@@ -60,6 +61,7 @@ void refuse_device_type() {
 }
 
 void synchronize() {
+  detail::count_host_wait();
 #ifdef FINEMOE_WITH_CUDA
   if (on_device()) device::synchronize();
 #endif
@@ -210,16 +212,17 @@ void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, 
 }
 
 template <typename T>
-double softmax_cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int64_t rows, int vocab,
-                             T dscale) {
+void softmax_cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int64_t rows, int vocab, T dscale,
+                           double* loss_sum) {
+  FINEMOE_ON_DEVICE(softmax_cross_entropy(dlogits, logits, targets, rows, vocab, dscale, loss_sum))
+  *loss_sum += cpu::softmax_cross_entropy<T>(dlogits, logits, targets, rows, vocab, dscale);
+}
+
+void accumulate(double* dst, const double* src, int n) {
 #ifdef FINEMOE_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
-    if (use_device<T>()) return device::softmax_cross_entropy(dlogits, logits, targets, rows, vocab, dscale);
-  } else {
-    use_device<T>();
-  }
+  if (on_device()) return device::accumulate(dst, src, n);
 #endif
-  return cpu::softmax_cross_entropy<T>(dlogits, logits, targets, rows, vocab, dscale);
+  for (int i = 0; i < n; ++i) dst[i] += src[i];
 }
 
 template <typename T>
@@ -244,15 +247,9 @@ void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const cpu::Ada
 }
 
 template <typename T>
-double sum_of_squares(const T* x, int64_t n) {
-#ifdef FINEMOE_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
-    if (use_device<T>()) return device::sum_of_squares(x, n);
-  } else {
-    use_device<T>();
-  }
-#endif
-  return cpu::sum_of_squares<T>(x, n);
+void sum_of_squares(const T* x, int64_t n, double* out) {
+  FINEMOE_ON_DEVICE(sum_of_squares(x, n, out))
+  *out = cpu::sum_of_squares<T>(x, n);
 }
 
 #undef FINEMOE_ON_DEVICE
@@ -265,28 +262,42 @@ double host_seconds() {
 
 Stopwatch::Stopwatch() {
 #ifdef FINEMOE_WITH_CUDA
-  if (on_device()) device_events_ = device::create_event_pair();
+  if (on_device()) device_intervals_ = device::create_intervals();
 #endif
 }
 
 Stopwatch::~Stopwatch() {
 #ifdef FINEMOE_WITH_CUDA
-  if (device_events_) device::destroy_event_pair(device_events_);
+  if (device_intervals_) device::destroy_intervals(device_intervals_);
 #endif
 }
 
 void Stopwatch::start() {
 #ifdef FINEMOE_WITH_CUDA
-  if (device_events_) return device::record_start(device_events_);
+  if (device_intervals_) return device::record_interval_start(device_intervals_);
 #endif
   host_start_ = host_seconds();
 }
 
-double Stopwatch::stop() {
+void Stopwatch::stop() {
 #ifdef FINEMOE_WITH_CUDA
-  if (device_events_) return device::record_stop_seconds(device_events_);
+  if (device_intervals_) return device::record_interval_stop(device_intervals_);
 #endif
-  return host_seconds() - host_start_;
+  host_total_ += host_seconds() - host_start_;
+}
+
+void Stopwatch::reset() {
+#ifdef FINEMOE_WITH_CUDA
+  if (device_intervals_) return device::reset_intervals(device_intervals_);
+#endif
+  host_total_ = 0;
+}
+
+double Stopwatch::take_seconds() {
+#ifdef FINEMOE_WITH_CUDA
+  if (device_intervals_) return device::take_interval_seconds(device_intervals_);
+#endif
+  return std::exchange(host_total_, 0.0);
 }
 
 #define FINEMOE_OPS(T)                                                                                           \
@@ -304,10 +315,10 @@ double Stopwatch::stop() {
   template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int);                 \
   template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);                     \
   template void embedding_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);                          \
-  template double softmax_cross_entropy<T>(T*, const T*, const int32_t*, int64_t, int, T);                       \
+  template void softmax_cross_entropy<T>(T*, const T*, const int32_t*, int64_t, int, T, double*);               \
   template void row_softmax<T>(const T*, T*, int64_t, int);                                                      \
   template void adamw_update<T>(T*, const T*, T*, T*, int64_t, const cpu::AdamWStep&);                           \
-  template double sum_of_squares<T>(const T*, int64_t);
+  template void sum_of_squares<T>(const T*, int64_t, double*);
 FINEMOE_OPS(float)
 FINEMOE_OPS(double)
 #undef FINEMOE_OPS

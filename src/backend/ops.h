@@ -2,8 +2,9 @@
 // The model's arithmetic, on whichever backend compute_settings() names (backend/compute.h). Each
 // operation takes the arguments of its CPU implementation in backend/cpu (the reference of the CUDA
 // kernel that replaces it) and runs there or, on the CUDA backend, asynchronously on the compute
-// stream. Host code that reads what an operation wrote calls synchronize() first; operations that
-// return a value to the host synchronize themselves. The CUDA backend takes T = float only.
+// stream. Pointers are compute-backend memory (DeviceBuffer data, backend/compute.h); results that
+// the host needs (losses, norms) are written to device scalars and read with one counted
+// copy_to_host where the caller chooses. The CUDA backend takes T = float only.
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -24,7 +25,7 @@ bool use_device() {
   return true;
 }
 
-// Waits for the operations issued so far (no-op on the CPU).
+// Waits for the operations issued so far (a counted host wait on both backends; no-op work on the CPU).
 void synchronize();
 
 // C = alpha op(A) op(B) + beta C, row-major (cpu::gemm). Counted in cpu::gemm_flops on both backends.
@@ -80,10 +81,13 @@ void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe
 template <typename T>
 void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int n_seq, int context, int d);
 
-// Sum over rows of the cross-entropy (cpu::softmax_cross_entropy), with dlogits when not null.
+// *loss_sum (one device double) += the sum over rows of the cross-entropy
+// (cpu::softmax_cross_entropy), with dlogits when not null.
 template <typename T>
-double softmax_cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int64_t rows, int vocab,
-                             T dscale);
+void softmax_cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int64_t rows, int vocab,
+                           T dscale, double* loss_sum);
+// dst[i] += src[i] for n device doubles.
+void accumulate(double* dst, const double* src, int n);
 
 // probs = softmax(logits) per row of n_experts (the router).
 template <typename T>
@@ -91,14 +95,16 @@ void row_softmax(const T* logits, T* probs, int64_t rows, int n);
 
 template <typename T>
 void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const cpu::AdamWStep& s);
+// *out (one device double) = sum of x[i]^2, in double.
 template <typename T>
-double sum_of_squares(const T* x, int64_t n);
+void sum_of_squares(const T* x, int64_t n, double* out);
 // x *= s.
 template <typename T>
 void scale(T* x, int64_t n, T s);
 
-// Wall time of a stretch of work: the host clock on the CPU, CUDA events on the compute stream
-// (stop() waits for the stop event, so the time is the device's).
+// Wall time of stretches of work, summed: the host clock on the CPU, CUDA events on the compute
+// stream. start() and stop() never wait for the device; take_seconds() returns the total since the
+// last take (on CUDA it waits for the last stop event: call it once per logged step, not inside one).
 class Stopwatch {
  public:
   Stopwatch();
@@ -106,12 +112,15 @@ class Stopwatch {
   Stopwatch(const Stopwatch&) = delete;
   Stopwatch& operator=(const Stopwatch&) = delete;
   void start();
-  // Seconds since start().
-  double stop();
+  void stop();
+  double take_seconds();
+  // Forgets the intervals so far without reading them (no wait).
+  void reset();
 
  private:
   double host_start_ = 0;
-  void* device_events_ = nullptr;  // CUDA: a start and a stop event
+  double host_total_ = 0;
+  void* device_intervals_ = nullptr;  // CUDA: pairs of events, reused step after step
 };
 
 }  // namespace finemoe::ops

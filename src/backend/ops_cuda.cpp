@@ -14,6 +14,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/embedding.h"
 #include "kernels/layernorm.h"
+#include "kernels/reduce.h"
 #include "kernels/routing.h"
 #include "util/check.h"
 
@@ -27,15 +28,21 @@ struct Context {
     cublas = std::make_unique<cuda::CublasHandle>(stream);
     precision.allow_tf32 = s.gemm_inputs == GemmInputs::full && s.allow_tf32;
     precision.bf16_math = s.gemm_inputs == GemmInputs::bf16;
-    sum_partials.resize(cuda::kSumOfSquaresPartials + 1);
+    sum_partials.resize(cuda::kSumOfSquaresPartials);
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    // Keep freed memory in the pool: returning it to the driver would synchronise.
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   }
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::CublasHandle> cublas;
   cuda::GemmPrecision precision;
   cuda::GroupedGemm grouped;
-  cuda::DeviceBuffer<float> losses;
-  cuda::DeviceBuffer<double> sum_partials;  // [partials..., result]
-  std::vector<float> host_losses;
+  cudaMemPool_t pool = nullptr;
+  cuda::DeviceBuffer<float> losses;        // per-row cross-entropy of the last call
+  cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials
 };
 
 std::unique_ptr<Context> g_context;
@@ -56,16 +63,38 @@ cudaStream_t compute_stream() { return context().stream; }
 
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
 
-void* allocate_managed(size_t bytes) {
+void* allocate(size_t bytes) {
   void* p = nullptr;
-  CUDA_CHECK(cudaMallocManaged(&p, bytes, cudaMemAttachGlobal));
+  CUDA_CHECK(cudaMallocAsync(&p, bytes, context().stream));
   return p;
 }
 
-void free_managed(void* p) noexcept {
-  // Buffers may be freed while kernels that use them are queued: wait for the device first.
-  cudaDeviceSynchronize();
-  cudaFree(p);
+void free(void* p) noexcept {
+  // Stream-ordered: the memory returns to the pool after the work queued before it.
+  if (g_context) (void)cudaFreeAsync(p, g_context->stream);
+}
+
+bool is_device_pointer(const void* p) {
+  if (!p) return false;
+  cudaPointerAttributes a{};
+  CUDA_CHECK(cudaPointerGetAttributes(&a, p));
+  return a.type == cudaMemoryTypeDevice;
+}
+
+size_t pool_used_high() {
+  uint64_t high = 0;
+  CUDA_CHECK(cudaMemPoolGetAttribute(context().pool, cudaMemPoolAttrUsedMemHigh, &high));
+  return size_t(high);
+}
+
+void copy_to_host(void* host, const void* device, size_t bytes) {
+  Context& c = context();
+  if (bytes > 0) CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, c.stream));
+  CUDA_CHECK(cudaStreamSynchronize(c.stream));
+}
+
+void copy_to_device(void* device, const void* host, size_t bytes) {
+  if (bytes > 0) CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, context().stream));
 }
 
 void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
@@ -166,20 +195,15 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
   cuda::embedding_backward(dwte, dwpe, dout, tokens, n_seq, context_len, d, context().stream);
 }
 
-double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows, int vocab,
-                             float dscale) {
+void softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows, int vocab,
+                           float dscale, double* loss_sum) {
   Context& c = context();
   c.losses.resize(size_t(rows));
   cuda::softmax_cross_entropy<float>(dlogits, logits, targets, rows, vocab, dscale, c.losses.data(), c.stream);
-  c.host_losses.resize(size_t(rows));
-  CUDA_CHECK(cudaMemcpyAsync(c.host_losses.data(), c.losses.data(), c.losses.bytes(), cudaMemcpyDeviceToHost,
-                             c.stream));
-  synchronize();
-  // Summed on the host in row order, in double, as the CPU does.
-  double total = 0;
-  for (float l : c.host_losses) total += l;
-  return total;
+  cuda::accumulate_sum(c.losses.data(), rows, loss_sum, c.stream);
 }
+
+void accumulate(double* dst, const double* src, int n) { cuda::add_doubles(dst, src, n, context().stream); }
 
 void row_softmax(const float* logits, float* probs, int64_t rows, int n) {
   cuda::router_softmax(logits, probs, rows, n, context().stream);
@@ -189,39 +213,59 @@ void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n
   cuda::adamw_update(param, grad, m, v, n, s, context().stream);
 }
 
-double sum_of_squares(const float* x, int64_t n) {
+void sum_of_squares(const float* x, int64_t n, double* out) {
   Context& c = context();
-  double* result = c.sum_partials.data() + cuda::kSumOfSquaresPartials;
-  cuda::sum_of_squares<float>(x, n, result, c.sum_partials.data(), c.stream);
-  double host = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&host, result, sizeof host, cudaMemcpyDeviceToHost, c.stream));
-  synchronize();
-  return host;
+  cuda::sum_of_squares<float>(x, n, out, c.sum_partials.data(), c.stream);
 }
 
-void* create_event_pair() {
-  auto* events = new cudaEvent_t[2];
-  CUDA_CHECK(cudaEventCreate(&events[0]));
-  CUDA_CHECK(cudaEventCreate(&events[1]));
-  return events;
+namespace {
+// A Stopwatch's intervals: event pairs recorded on the compute stream; `used` of them this take.
+struct Intervals {
+  std::vector<cudaEvent_t> starts, stops;
+  size_t used = 0;
+};
+}  // namespace
+
+void* create_intervals() { return new Intervals; }
+
+void destroy_intervals(void* p) noexcept {
+  auto* iv = static_cast<Intervals*>(p);
+  for (cudaEvent_t e : iv->starts) cudaEventDestroy(e);
+  for (cudaEvent_t e : iv->stops) cudaEventDestroy(e);
+  delete iv;
 }
 
-void destroy_event_pair(void* p) noexcept {
-  auto* events = static_cast<cudaEvent_t*>(p);
-  cudaEventDestroy(events[0]);
-  cudaEventDestroy(events[1]);
-  delete[] events;
+void record_interval_start(void* p) {
+  auto* iv = static_cast<Intervals*>(p);
+  if (iv->used == iv->starts.size()) {
+    cudaEvent_t a = nullptr, b = nullptr;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    iv->starts.push_back(a);
+    iv->stops.push_back(b);
+  }
+  CUDA_CHECK(cudaEventRecord(iv->starts[iv->used], context().stream));
 }
 
-void record_start(void* p) { CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t*>(p)[0], context().stream)); }
+void record_interval_stop(void* p) {
+  auto* iv = static_cast<Intervals*>(p);
+  CUDA_CHECK(cudaEventRecord(iv->stops[iv->used], context().stream));
+  ++iv->used;
+}
 
-double record_stop_seconds(void* p) {
-  auto* events = static_cast<cudaEvent_t*>(p);
-  CUDA_CHECK(cudaEventRecord(events[1], context().stream));
-  CUDA_CHECK(cudaEventSynchronize(events[1]));
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, events[0], events[1]));
-  return ms * 1e-3;
+void reset_intervals(void* p) { static_cast<Intervals*>(p)->used = 0; }
+
+double take_interval_seconds(void* p) {
+  auto* iv = static_cast<Intervals*>(p);
+  double total = 0;
+  if (iv->used > 0) CUDA_CHECK(cudaEventSynchronize(iv->stops[iv->used - 1]));
+  for (size_t i = 0; i < iv->used; ++i) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, iv->starts[i], iv->stops[i]));
+    total += ms * 1e-3;
+  }
+  iv->used = 0;
+  return total;
 }
 
 }  // namespace finemoe::ops::device

@@ -17,8 +17,15 @@ void configure(const ComputeSettings& s);
 cudaStream_t compute_stream();
 void synchronize();
 
-void* allocate_managed(size_t bytes);
-void free_managed(void* p) noexcept;
+// Stream-ordered device memory from the device's default pool, on the compute stream (no host wait).
+void* allocate(size_t bytes);
+void free(void* p) noexcept;
+bool is_device_pointer(const void* p);
+// The pool's used-memory high-water mark and current use (bytes).
+size_t pool_used_high();
+// Host <-> device on the compute stream; copy_to_host waits for the stream.
+void copy_to_host(void* host, const void* device, size_t bytes);
+void copy_to_device(void* device, const void* host, size_t bytes);
 
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc);
@@ -51,15 +58,19 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
                        int context, int d);
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int n_seq, int context,
                         int d);
-double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows, int vocab,
-                             float dscale);
+void softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows, int vocab,
+                           float dscale, double* loss_sum);
+void accumulate(double* dst, const double* src, int n);
 void row_softmax(const float* logits, float* probs, int64_t rows, int n);
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const cpu::AdamWStep& s);
-double sum_of_squares(const float* x, int64_t n);
+void sum_of_squares(const float* x, int64_t n, double* out);
 
-void* create_event_pair();
-void destroy_event_pair(void* events) noexcept;
-void record_start(void* events);
-double record_stop_seconds(void* events);
+// A Stopwatch's event pairs on the compute stream, read once per take.
+void* create_intervals();
+void destroy_intervals(void* intervals) noexcept;
+void record_interval_start(void* intervals);
+void record_interval_stop(void* intervals);
+double take_interval_seconds(void* intervals);
+void reset_intervals(void* intervals);
 
 }  // namespace finemoe::ops::device

@@ -114,16 +114,31 @@ void check_optimizer_shape(const ParameterStore<T>& store, const OptimizerState<
   }
 }
 
+// The store's values and AdamW moments on the host, [group][values, m, v]: one transfer each.
+template <typename T>
+struct HostState {
+  std::vector<T> data[2][3];
+};
+
+template <typename T>
+HostState<T> download_state(const ParameterStore<T>& store, const OptimizerState<T>& opt) {
+  HostState<T> h;
+  for (int g = 0; g < 2; ++g) {
+    h.data[g][0] = to_host(store.values(static_cast<ParamGroup>(g)));
+    h.data[g][1] = to_host(opt.m[g]);
+    h.data[g][2] = to_host(opt.v[g]);
+  }
+  return h;
+}
+
 // Appends tensor i's values, first and second moments; returns the segment's offset.
 template <typename T>
-int64_t append_tensor(DataFileWriter& out, const ParameterStore<T>& store, const OptimizerState<T>& opt, int i) {
+int64_t append_tensor(DataFileWriter& out, const ParameterStore<T>& store, const HostState<T>& host, int i) {
   const ParamSpec& s = store.spec(i);
   const int g = static_cast<int>(s.group);
   const int64_t offset = out.bytes();
   const int64_t bytes = s.numel() * static_cast<int64_t>(sizeof(T));
-  out.append(store.values(s.group).data() + store.offset(i), bytes);
-  out.append(opt.m[g].data() + store.offset(i), bytes);
-  out.append(opt.v[g].data() + store.offset(i), bytes);
+  for (int q = 0; q < 3; ++q) out.append(host.data[g][q].data() + store.offset(i), bytes);
   return offset;
 }
 
@@ -184,6 +199,11 @@ std::string verify_files(const Manifest& m, const fs::path& dir, Communicator& w
 // Reads this rank's part of every tensor: the replicated ones whole, its experts' slices.
 template <typename T>
 void read_state(const Manifest& m, const fs::path& dir, ParameterStore<T>& store, OptimizerState<T>& opt) {
+  // Read into host copies, uploaded only once every tensor was found: a damaged checkpoint leaves
+  // the store as it was.
+  HostState<T> host;
+  for (int g = 0; g < 2; ++g)
+    for (auto& part : host.data[g]) part.resize(store.values(static_cast<ParamGroup>(g)).size());
   std::map<std::string, std::unique_ptr<DataFileReader>> readers;
   const auto reader = [&](const std::string& file) -> DataFileReader& {
     auto& r = readers[file];
@@ -193,8 +213,8 @@ void read_state(const Manifest& m, const fs::path& dir, ParameterStore<T>& store
   for (int i = 0; i < store.count(); ++i) {
     const ParamSpec& s = store.spec(i);
     const int g = static_cast<int>(s.group);
-    T* targets[3] = {store.values(s.group).data() + store.offset(i), opt.m[g].data() + store.offset(i),
-                     opt.v[g].data() + store.offset(i)};
+    T* targets[3] = {host.data[g][0].data() + store.offset(i), host.data[g][1].data() + store.offset(i),
+                     host.data[g][2].data() + store.offset(i)};
     const auto [lo, hi] = local_expert_range(s);
     const int64_t per = s.numel_per_expert();
     int64_t covered = 0;
@@ -210,6 +230,11 @@ void read_state(const Manifest& m, const fs::path& dir, ParameterStore<T>& store
     }
     FINEMOE_CHECK(covered == hi - lo, "tensor " << s.name << ": experts " << lo << ".." << hi - 1
                                                 << " are not all in the checkpoint");
+  }
+  for (int g = 0; g < 2; ++g) {
+    to_device(store.values(static_cast<ParamGroup>(g)), host.data[g][0]);
+    to_device(opt.m[g], host.data[g][1]);
+    to_device(opt.v[g], host.data[g][2]);
   }
 }
 
@@ -253,6 +278,7 @@ void save_checkpoint(const std::string& run_dir, const ParameterStore<T>& store,
     if (store.spec(i).group == ParamGroup::expert) expert_tensors.push_back(i);
   const bool writes_experts = grid.dp_rank() == 0 && !expert_tensors.empty();
   const std::string expert_file = "experts_" + std::to_string(grid.ep_rank()) + ".bin";
+  const HostState<T> host = root_rank || writes_experts ? download_state(store, opt) : HostState<T>{};
   // What this rank wrote, exchanged so rank 0 can write the manifest: wrote an expert file, ep_rank,
   // bytes, CRC32, then (first expert, experts, offset) per expert tensor.
   std::vector<int64_t> record(4 + 3 * expert_tensors.size(), 0);
@@ -262,7 +288,7 @@ void save_checkpoint(const std::string& run_dir, const ParameterStore<T>& store,
       for (int i = 0; i < store.count(); ++i)
         if (store.spec(i).group == ParamGroup::replicated)
           manifest.segments.push_back(Segment{kReplicatedFile, store.spec(i).name, 0, 1,
-                                              append_tensor(out, store, opt, i)});
+                                              append_tensor(out, store, host, i)});
       manifest.files.push_back(FileEntry{kReplicatedFile, out.bytes(), out.crc32()});
       out.finish();
     }
@@ -272,7 +298,7 @@ void save_checkpoint(const std::string& run_dir, const ParameterStore<T>& store,
         const ParamSpec& s = store.spec(expert_tensors[k]);
         record[4 + 3 * k] = s.first_global_expert;
         record[5 + 3 * k] = s.experts();
-        record[6 + 3 * k] = append_tensor(out, store, opt, expert_tensors[k]);
+        record[6 + 3 * k] = append_tensor(out, store, host, expert_tensors[k]);
       }
       record[0] = 1;
       record[1] = grid.ep_rank();

@@ -13,7 +13,7 @@ namespace finemoe {
 // Backward scratch; one per model, shared by its blocks (backward runs one block at a time).
 template <typename T>
 struct AttentionScratch {
-  Buffer<T> dqkv, datt, dheads;
+  DeviceBuffer<T> dqkv, datt, dheads;
 };
 
 template <typename T>
@@ -33,7 +33,7 @@ class CausalSelfAttention {
   int d_, n_heads_;
   const T* x_ = nullptr;
   int n_seq_ = 0, seq_len_ = 0;
-  Buffer<T> qkv_, att_, heads_;  // kept for backward
+  DeviceBuffer<T> qkv_, att_, heads_;  // kept for backward
   AttentionScratch<T>& scratch_;
 };
 

@@ -20,7 +20,7 @@ class DenseFeedForward final : public FeedForwardLayer<T> {
   // Copies x (so the caller may reuse its buffer before backward).
   void forward(const T* x, T* y, const TokenBatch& batch) override;
   void backward(const T* dy, T* dx) override;
-  const FeedForwardStats& stats() const override { return stats_; }
+  const FeedForwardStats& stats() override { return stats_; }
   void reset_stats() override { stats_.clear(); }
 
  private:
@@ -29,8 +29,8 @@ class DenseFeedForward final : public FeedForwardLayer<T> {
   int d_, d_ff_;
   cpu::Activation activation_;
   int64_t rows_ = 0;
-  Buffer<T> x_, pre_, act_;  // kept for backward
-  Buffer<T> dact_;           // backward scratch
+  DeviceBuffer<T> x_, pre_, act_;  // kept for backward
+  DeviceBuffer<T> dact_;           // backward scratch
   FeedForwardStats stats_;
 };
 

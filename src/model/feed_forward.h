@@ -53,10 +53,12 @@ class FeedForwardLayer {
   // dy -> dx (overwritten); adds parameter gradients into the store's gradient buffers.
   // Includes the gradient of aux_loss() (already weighted and scaled like the main loss).
   virtual void backward(const T* dy, T* dx) = 0;
-  // Weighted auxiliary loss of the last forward (token choice: load balancing + z-loss),
-  // in the same units as the per-token loss times batch.loss_scale.
-  virtual double aux_loss() const { return 0; }
-  virtual const FeedForwardStats& stats() const = 0;
+  // Weighted auxiliary loss of the last forward (token choice: load balancing + z-loss), in the
+  // same units as the per-token loss times batch.loss_scale: one double in compute-backend
+  // memory, or null when the layer has none.
+  virtual const double* aux_loss_sum() const { return nullptr; }
+  // Since reset_stats(); reading the timings waits for the device once.
+  virtual const FeedForwardStats& stats() = 0;
   virtual void reset_stats() = 0;
 };
 

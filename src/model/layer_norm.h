@@ -25,7 +25,7 @@ class LayerNorm {
   int dim_;
   const T* x_ = nullptr;
   int64_t rows_ = 0;
-  Buffer<T> mean_, rstd_;
+  DeviceBuffer<T> mean_, rstd_;
 };
 
 }  // namespace finemoe

@@ -10,13 +10,6 @@
 
 namespace finemoe {
 
-// Activation buffers are allocated once and only grow (a larger micro-batch), never per step.
-template <typename T, typename Allocator>
-T* ensure_size(std::vector<T, Allocator>& buffer, size_t n) {
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
-}
-
 // The paper's initialisation of a weight matrix: truncated normal, std = sqrt(scale / fan_in).
 inline ParamInit fan_in_init(double init_scale, int64_t fan_in) {
   return ParamInit::normal(std::sqrt(init_scale / static_cast<double>(fan_in)));

@@ -35,7 +35,8 @@ Model<T>::Model(const Config& cfg, ParameterStore<T>& store, FfnFactory make_ffn
       embedding_(store, cfg.model.vocab, cfg.model.context, cfg.model.d_model, cfg.model.init_scale),
       blocks_(make_blocks(make_ffn)),
       ln_f_(store, "ln_f", -1, cfg.model.d_model),
-      head_(make_head(cfg, store, embedding_)) {}
+      head_(make_head(cfg, store, embedding_)),
+      loss_sums_(2) {}
 
 template <typename T>
 std::vector<std::unique_ptr<typename Model<T>::Block>> Model<T>::make_blocks(const FfnFactory& make_ffn) {
@@ -53,7 +54,7 @@ std::vector<FeedForwardLayer<T>*> Model<T>::ffn_layers() {
 }
 
 template <typename T>
-double Model<T>::forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad) {
+void Model<T>::forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad) {
   FINEMOE_CHECK(store_.allocated(), "model parameters used before ParameterStore::allocate");
   rows_ = batch.tokens();
   const int64_t nd = rows_ * d_;
@@ -66,7 +67,6 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, const To
   T* lnf_out = ensure_size(lnf_out_, nd);
 
   embedding_.forward(inputs, batch, residual(0));
-  aux_loss_ = 0;
   for (int b = 0; b < n_blocks; ++b) {
     Block& blk = *blocks_[b];
     T* x = residual(b);
@@ -75,7 +75,7 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, const To
     blk.ln1.forward(x, a, rows_);
     attention_watch_.start();
     blk.attn.forward(a, branch, batch);
-    attention_time_s_ += attention_watch_.stop();
+    attention_watch_.stop();
     ops::add(m, x, branch, nd);
     blk.ln2.forward(m, ln2_out, rows_);
     {
@@ -83,10 +83,10 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, const To
       blk.ffn->forward(ln2_out, branch, batch);
     }
     ops::add(residual(b + 1), m, branch, nd);
-    aux_loss_ += blk.ffn->aux_loss();
+    if (const double* aux = blk.ffn->aux_loss_sum()) ops::accumulate(loss_sums_.data() + 1, aux, 1);
   }
   ln_f_.forward(residual(n_blocks), lnf_out, rows_);
-  return head_->forward(lnf_out, targets, rows_, grad, static_cast<T>(batch.loss_scale));
+  head_->forward(lnf_out, targets, rows_, grad, static_cast<T>(batch.loss_scale), loss_sums_.data());
 }
 
 template <typename T>
@@ -106,7 +106,7 @@ void Model<T>::backward(const std::function<void(int)>& block_done) {
     blk.ln2.backward(dscratch, dresid);
     attention_watch_.start();
     blk.attn.backward(dresid, dscratch);
-    attention_time_s_ += attention_watch_.stop();
+    attention_watch_.stop();
     blk.ln1.backward(dscratch, dresid);
     if (block_done) block_done(b);
   }
@@ -115,16 +115,43 @@ void Model<T>::backward(const std::function<void(int)>& block_done) {
 }
 
 template <typename T>
+void Model<T>::accumulate_forward_backward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch,
+                                           const std::function<void(int)>& block_done) {
+  forward(inputs, targets, batch, true);
+  backward(block_done);
+}
+
+template <typename T>
+void Model<T>::accumulate_loss(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch) {
+  forward(inputs, targets, batch, false);
+}
+
+template <typename T>
+void Model<T>::zero_loss_sums() {
+  ops::fill_zero(loss_sums_.data(), 2);
+}
+
+template <typename T>
+double Model<T>::read_loss_sums() {
+  double sums[2];
+  copy_to_host(sums, loss_sums_.data(), 2);
+  aux_loss_ = sums[1];
+  return sums[0];
+}
+
+template <typename T>
 double Model<T>::forward_backward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch,
                                   const std::function<void(int)>& block_done) {
-  const double loss = forward(inputs, targets, batch, true);
-  backward(block_done);
-  return loss;
+  zero_loss_sums();
+  accumulate_forward_backward(inputs, targets, batch, block_done);
+  return read_loss_sums();
 }
 
 template <typename T>
 double Model<T>::forward_loss(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch) {
-  return forward(inputs, targets, batch, false);
+  zero_loss_sums();
+  accumulate_loss(inputs, targets, batch);
+  return read_loss_sums();
 }
 
 template class Model<float>;

@@ -41,19 +41,28 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  // One micro-batch on this rank (inputs, targets: [batch.tokens()]). Returns the SUM of the
-  // per-token cross-entropy; parameter gradients accumulate into the store, scaled by
-  // batch.loss_scale. block_done(b) is called once block b's gradients are final (b = n_blocks-1
-  // ... 0, then -1 for the embeddings, ln_f and head).
+  // One micro-batch on this rank (inputs, targets: [batch.tokens()], compute-backend memory).
+  // Adds the SUM of the per-token cross-entropy and the FFN layers' weighted auxiliary losses to
+  // loss_sums() without waiting for the device; parameter gradients accumulate into the store,
+  // scaled by batch.loss_scale. block_done(b) is called once block b's gradients are final (b =
+  // n_blocks-1 ... 0, then -1 for the embeddings, ln_f and head).
+  void accumulate_forward_backward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch,
+                                   const std::function<void(int)>& block_done = {});
+  // The same sums without gradients.
+  void accumulate_loss(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch);
+  // [cross-entropy sum, auxiliary loss sum] in compute-backend memory since zero_loss_sums().
+  const double* loss_sums() const { return loss_sums_.data(); }
+  void zero_loss_sums();
+  // One micro-batch from zeroed sums, read back (one host wait): returns the cross-entropy sum
+  // and keeps the auxiliary sum for aux_loss().
   double forward_backward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch,
                           const std::function<void(int)>& block_done = {});
-  // The same loss without gradients.
   double forward_loss(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch);
-  // Sum of the FFN layers' auxiliary losses of the last forward.
+  // The auxiliary loss sum read by the last forward_backward / forward_loss.
   double aux_loss() const { return aux_loss_; }
-  // Seconds in the attention layers (forward and backward) since the last reset.
-  double attention_time_s() const { return attention_time_s_; }
-  void reset_attention_time() { attention_time_s_ = 0; }
+  // Seconds in the attention layers (forward and backward) since the last take (waits once).
+  double take_attention_seconds() { return attention_watch_.take_seconds(); }
+  void reset_attention_time() { attention_watch_.reset(); }
   // Logits of the last forward, [batch.tokens(), vocab].
   const T* logits() const { return head_->logits(); }
   std::vector<FeedForwardLayer<T>*> ffn_layers();
@@ -70,7 +79,8 @@ class Model {
   };
 
   std::vector<std::unique_ptr<Block>> make_blocks(const FfnFactory& make_ffn);
-  double forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad);
+  void forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad);
+  double read_loss_sums();
   void backward(const std::function<void(int)>& block_done);
   T* residual(int b) { return resid_.data() + b * rows_ * d_; }
 
@@ -86,11 +96,11 @@ class Model {
 
   int64_t rows_ = 0;  // tokens of the current micro-batch
   double aux_loss_ = 0;
-  double attention_time_s_ = 0;
+  DeviceBuffer<double> loss_sums_;
   ops::Stopwatch attention_watch_;
   // Activations (kept for backward): residual stream at each block's input and after its
   // attention, ln1 outputs, ln_f output. The rest is scratch reused by every block.
-  Buffer<T> resid_, mid_, ln1_out_, lnf_out_, ln2_out_, branch_, dresid_, dscratch_;
+  DeviceBuffer<T> resid_, mid_, ln1_out_, lnf_out_, ln2_out_, branch_, dresid_, dscratch_;
 };
 
 }  // namespace finemoe

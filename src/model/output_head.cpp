@@ -18,10 +18,8 @@ OutputHead<T>::OutputHead(ParameterStore<T>& store, int d, int vocab, ParamHandl
     : store_(store), weight_(tied_token_table), tied_(true), d_(d), vocab_(vocab) {}
 
 template <typename T>
-double OutputHead<T>::forward(const T* x, const int32_t* targets, int64_t rows, bool grad, T dscale) {
-  for (int64_t i = 0; i < rows; ++i)
-    FINEMOE_CHECK(targets[i] >= 0 && targets[i] < vocab_,
-                  "target " << targets[i] << " at " << i << " outside the vocabulary [0, " << vocab_ << ")");
+void OutputHead<T>::forward(const T* x, const int32_t* targets, int64_t rows, bool grad, T dscale,
+                            double* loss_sum) {
   x_ = x;
   rows_ = rows;
   const int m = static_cast<int>(rows);
@@ -35,7 +33,7 @@ double OutputHead<T>::forward(const T* x, const int32_t* targets, int64_t rows, 
       ops::gemm<T>(false, false, m, vocab_, d_, T(1), x, d_, w, vocab_, T(0), logits, vocab_);
   }
   T* dlogits = grad ? ensure_size(dlogits_, rows * vocab_) : nullptr;
-  return ops::softmax_cross_entropy<T>(dlogits, logits, targets, rows, vocab_, dscale);
+  ops::softmax_cross_entropy<T>(dlogits, logits, targets, rows, vocab_, dscale, loss_sum);
 }
 
 template <typename T>

@@ -17,7 +17,8 @@ class OutputHead {
   OutputHead(ParameterStore<T>& store, int d, int vocab, ParamHandle tied_token_table);
   // x: [rows, d], kept (must stay valid until backward). Returns the sum over rows of the
   // cross-entropy against targets. With grad, keeps dlogits = dscale * d(sum)/d(logits) for backward.
-  double forward(const T* x, const int32_t* targets, int64_t rows, bool grad, T dscale);
+  // The sum is added to *loss_sum (one double in compute-backend memory).
+  void forward(const T* x, const int32_t* targets, int64_t rows, bool grad, T dscale, double* loss_sum);
   // dx [rows, d] overwritten; the output matrix's gradient accumulated.
   void backward(T* dx);
   const T* logits() const { return logits_.data(); }
@@ -29,7 +30,7 @@ class OutputHead {
   int d_, vocab_;
   const T* x_ = nullptr;
   int64_t rows_ = 0;
-  Buffer<T> logits_, dlogits_;
+  DeviceBuffer<T> logits_, dlogits_;
 };
 
 }  // namespace finemoe

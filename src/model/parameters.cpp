@@ -34,13 +34,15 @@ void ParameterStore<T>::allocate(uint64_t seed) {
     offsets_[i] = sizes[g];
     sizes[g] += specs_[i].numel();
   }
+  // Initialised on the host, then one transfer per group.
+  std::vector<T> host[2];
   for (int g = 0; g < 2; ++g) {
-    values_[g].assign(sizes[g], T(0));
-    grads_[g].assign(sizes[g], T(0));
+    host[g].assign(size_t(sizes[g]), T(0));
+    grads_[g].assign_zero(size_t(sizes[g]));
   }
   for (size_t i = 0; i < specs_.size(); ++i) {
     const ParamSpec& s = specs_[i];
-    T* v = values_[static_cast<int>(s.group)].data() + offsets_[i];
+    T* v = host[static_cast<int>(s.group)].data() + offsets_[i];
     const int64_t n = s.numel();
     switch (s.init.kind) {
       case ParamInit::Kind::zeros: std::fill(v, v + n, T(0)); break;
@@ -53,6 +55,7 @@ void ParameterStore<T>::allocate(uint64_t seed) {
       }
     }
   }
+  for (int g = 0; g < 2; ++g) to_device(values_[g], host[g]);
   allocated_ = true;
 }
 

@@ -56,10 +56,10 @@ class ParameterStore {
   const ParamSpec& spec(int i) const { return specs_[i]; }
   int64_t offset(int i) const { return offsets_[i]; }
 
-  Buffer<T>& values(ParamGroup g) { return values_[static_cast<int>(g)]; }
-  Buffer<T>& grads(ParamGroup g) { return grads_[static_cast<int>(g)]; }
-  const Buffer<T>& values(ParamGroup g) const { return values_[static_cast<int>(g)]; }
-  const Buffer<T>& grads(ParamGroup g) const { return grads_[static_cast<int>(g)]; }
+  DeviceBuffer<T>& values(ParamGroup g) { return values_[static_cast<int>(g)]; }
+  DeviceBuffer<T>& grads(ParamGroup g) { return grads_[static_cast<int>(g)]; }
+  const DeviceBuffer<T>& values(ParamGroup g) const { return values_[static_cast<int>(g)]; }
+  const DeviceBuffer<T>& grads(ParamGroup g) const { return grads_[static_cast<int>(g)]; }
   // [begin, end) ranges of a block's tensors in a group's flat buffer, adjacent tensors merged
   // (a block's tensors are one range when added in order; block -1 is the embedding and head).
   std::vector<std::pair<int64_t, int64_t>> block_ranges(ParamGroup g, int block) const;
@@ -70,8 +70,8 @@ class ParameterStore {
 
   std::vector<ParamSpec> specs_;
   std::vector<int64_t> offsets_;
-  Buffer<T> values_[2];
-  Buffer<T> grads_[2];
+  DeviceBuffer<T> values_[2];
+  DeviceBuffer<T> grads_[2];
   bool allocated_ = false;
 };
 

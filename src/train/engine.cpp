@@ -33,8 +33,23 @@ TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid)
   optimizer_.resize_like(store_);
   sync_ = std::make_unique<GradientSync<T>>(store_, comms_, cfg.model.n_blocks);
   const size_t local_tokens = size_t(cfg.train.micro_batch_size() / grid.world_size()) * size_t(cfg.model.context);
+  host_inputs_.resize(local_tokens);
+  host_targets_.resize(local_tokens);
   inputs_.resize(local_tokens);
   targets_.resize(local_tokens);
+}
+
+template <typename T>
+template <typename Fill>
+void TrainingEngine<T>::load_tokens(Fill&& fill) {
+  fill(host_inputs_.data(), host_targets_.data());
+  const int vocab = cfg_.model.vocab;
+  for (size_t i = 0; i < host_targets_.size(); ++i)
+    FINEMOE_CHECK(host_targets_[i] >= 0 && host_targets_[i] < vocab && host_inputs_[i] >= 0 && host_inputs_[i] < vocab,
+                  "token " << host_inputs_[i] << " -> " << host_targets_[i] << " at " << i
+                           << " outside the vocabulary [0, " << vocab << ")");
+  copy_to_device(inputs_.data(), host_inputs_.data(), host_inputs_.size());
+  copy_to_device(targets_.data(), host_targets_.data(), host_targets_.size());
 }
 
 // Micro-batch m of a step: global sequences [m * micro, (m + 1) * micro), this rank's contiguous
@@ -57,17 +72,19 @@ StepResult TrainingEngine<T>::compute_gradients(int64_t step, const BatchSampler
   store_.zero_grads();
   for (auto* ffn : model_->ffn_layers()) ffn->reset_stats();
   model_->reset_attention_time();
-  double sums[2] = {0, 0};  // cross-entropy sum, scaled aux loss
+  model_->zero_loss_sums();
   for (int m = 0; m < micro_batches; ++m) {
     const TokenBatch batch = micro_batch(m);
-    data.fill(uint64_t(step), uint64_t(batch.first_global_seq), batch.n_seq, inputs_.data(), targets_.data());
+    load_tokens([&](int32_t* in, int32_t* tg) {
+      data.fill(uint64_t(step), uint64_t(batch.first_global_seq), batch.n_seq, in, tg);
+    });
     std::function<void(int)> start_reduction;
     if (m + 1 == micro_batches) start_reduction = [this](int block) { sync_->start_block(block); };
-    sums[0] += model_->forward_backward(inputs_.data(), targets_.data(), batch, start_reduction);
-    sums[1] += model_->aux_loss();
+    model_->accumulate_forward_backward(inputs_.data(), targets_.data(), batch, start_reduction);
   }
   sync_->finish();
-  ops::synchronize();  // the gradients are final on return (callers may read them on the host)
+  double sums[2];  // cross-entropy sum, scaled aux loss: the step's one wait for its losses
+  copy_to_host(sums, model_->loss_sums(), 2);
   grid_.world().all_reduce_sum(sums, 2);
   StepResult r;
   r.loss = sums[0] / (double(cfg_.train.batch_size) * cfg_.model.context);
@@ -101,32 +118,34 @@ void TrainingEngine<T>::apply_update(int64_t step, double lr, double grad_norm) 
 template <typename T>
 StepResult TrainingEngine<T>::step(int64_t step, double lr, const BatchSampler& data) {
   StepResult r = compute_gradients(step, data);
-  ops::Stopwatch optimizer_watch;
-  optimizer_watch.start();
+  optimizer_watch_.reset();  // this step's only
+  optimizer_watch_.start();
   r.grad_norm = sync_->global_norm();
   apply_update(step, lr, r.grad_norm);
-  optimizer_time_s_ = optimizer_watch.stop();
-  ops::synchronize();  // the step is done when the parameters are (records and checkpoints read them)
+  optimizer_watch_.stop();
+  // No wait here: records and checkpoints read the parameters through copy_to_host, which waits.
   return r;
 }
 
 template <typename T>
 double TrainingEngine<T>::evaluate(const EvalBatches& eval) {
   const int micro = cfg_.train.micro_batch_size();
-  double loss_sum = 0;
+  model_->zero_loss_sums();
   for (int first = 0; first < cfg_.train.eval_sequences; first += micro) {
     TokenBatch batch = micro_batch(0);
     batch.first_global_seq += first;
-    eval.fill(uint64_t(batch.first_global_seq), batch.n_seq, inputs_.data(), targets_.data());
-    loss_sum += model_->forward_loss(inputs_.data(), targets_.data(), batch);
+    load_tokens([&](int32_t* in, int32_t* tg) { eval.fill(uint64_t(batch.first_global_seq), batch.n_seq, in, tg); });
+    model_->accumulate_loss(inputs_.data(), targets_.data(), batch);
   }
-  return grid_.world().sum(loss_sum) / (double(cfg_.train.eval_sequences) * cfg_.model.context);
+  double sums[2];
+  copy_to_host(sums, model_->loss_sums(), 2);
+  return grid_.world().sum(sums[0]) / (double(cfg_.train.eval_sequences) * cfg_.model.context);
 }
 
 template <typename T>
 double TrainingEngine<T>::count_flops_per_token(const BatchSampler& data) {
   const TokenBatch batch = micro_batch(0);
-  data.fill(0, uint64_t(batch.first_global_seq), batch.n_seq, inputs_.data(), targets_.data());
+  load_tokens([&](int32_t* in, int32_t* tg) { data.fill(0, uint64_t(batch.first_global_seq), batch.n_seq, in, tg); });
   const int64_t before = cpu::gemm_flops().total();
   model_->forward_backward(inputs_.data(), targets_.data(), batch);
   const double per_token = double(cpu::gemm_flops().total() - before) / double(batch.tokens());
@@ -140,7 +159,7 @@ StepMetrics TrainingEngine<T>::metrics() {
   const auto layers = model_->ffn_layers();
   const size_t n_experts = size_t(cfg_.n_experts());
   std::vector<int64_t> counters(3 + n_experts * layers.size(), 0);  // requested, dropped, bytes, loads
-  double times[6] = {0, 0, 0, 0, model_->attention_time_s(), optimizer_time_s_};
+  double times[6] = {0, 0, 0, 0, model_->take_attention_seconds(), optimizer_watch_.take_seconds()};
   for (size_t b = 0; b < layers.size(); ++b) {
     const FeedForwardStats& st = layers[b]->stats();
     counters[0] += st.assignments_requested;

@@ -8,6 +8,7 @@
 
 #include "config/config.h"
 #include "data/batch_sampler.h"
+#include "backend/ops.h"
 #include "model/model.h"
 #include "parallel/process_grid.h"
 #include "train/gradient_sync.h"
@@ -71,8 +72,15 @@ class TrainingEngine {
   std::unique_ptr<Model<T>> model_;
   OptimizerState<T> optimizer_;
   std::unique_ptr<GradientSync<T>> sync_;
-  Buffer<int32_t> inputs_, targets_;  // the model's token ids: device-visible on CUDA
-  double optimizer_time_s_ = 0;  // of the last step
+  // Loads this rank's slice of micro-batch `batch` through `fill(inputs, targets)` (host) and
+  // copies it to the device. The host buffers are pageable: cudaMemcpyAsync stages them before it
+  // returns, so refilling them for the next micro-batch cannot race with the copy.
+  template <typename Fill>
+  void load_tokens(Fill&& fill);
+
+  std::vector<int32_t> host_inputs_, host_targets_;
+  DeviceBuffer<int32_t> inputs_, targets_;  // the model's token ids
+  ops::Stopwatch optimizer_watch_;
 };
 
 // The FFN of every block as configured: dense, or MoE with the given communicators.

@@ -8,14 +8,13 @@ namespace finemoe {
 
 template <typename T>
 GradientSync<T>::GradientSync(ParameterStore<T>& store, const StepCommunicators& comms, int n_blocks)
-    : store_(store), comms_(comms) {
+    : store_(store), comms_(comms), squares_(2) {
   for (int b = -1; b < n_blocks; ++b) started_.emplace_back(b, false);
 }
 
 template <typename T>
 void GradientSync<T>::start_ranges(ParamGroup g, int block, Communicator& comm) {
   if (comm.size() == 1) return;
-  if (comms_.host_staged) ops::synchronize();  // MPI reads the gradients from the host
   for (const auto& [begin, end] : store_.block_ranges(g, block)) {
     T* data = store_.grads(g).data() + begin;
     pending_.push_back(comm.start_all_reduce_sum(data, size_t(end - begin), dtype_of<T>()));
@@ -41,13 +40,16 @@ void GradientSync<T>::finish() {
 }
 
 template <typename T>
-double GradientSync<T>::global_norm() const {
+double GradientSync<T>::global_norm() {
   const auto& rep = store_.grads(ParamGroup::replicated);
   const auto& exp = store_.grads(ParamGroup::expert);
-  double expert_sq = ops::sum_of_squares(exp.data(), int64_t(exp.size()));
+  ops::sum_of_squares(rep.data(), int64_t(rep.size()), squares_.data());
+  ops::sum_of_squares(exp.data(), int64_t(exp.size()), squares_.data() + 1);
+  double host[2];
+  copy_to_host(host, squares_.data(), 2);  // the step's one wait for the norm
   // Replicas of an expert hold identical reduced gradients: sum over the EP group only.
-  expert_sq = comms_.expert_group->sum(expert_sq);
-  return std::sqrt(ops::sum_of_squares(rep.data(), int64_t(rep.size())) + expert_sq);
+  const double expert_sq = comms_.expert_group_host->sum(host[1]);
+  return std::sqrt(host[0] + expert_sq);
 }
 
 template class GradientSync<float>;

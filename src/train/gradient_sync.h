@@ -5,6 +5,8 @@
 // of its whole expert-parallel group) summed over its data-parallel group. (Averaging the latter
 // over DP would leave a factor EP.) A block's reduction starts as soon as its backward is done.
 #include <memory>
+
+#include "backend/compute.h"
 #include <vector>
 
 #include "model/parameters.h"
@@ -24,8 +26,8 @@ class GradientSync {
   void start_block(int block);
   // Waits for every started reduction, then reduces whatever was not started.
   void finish();
-  // Global L2 norm, each tensor counted once (replicated once, each expert once).
-  double global_norm() const;
+  // Global L2 norm, each tensor counted once (replicated once, each expert once). One host wait.
+  double global_norm();
 
  private:
   void start_ranges(ParamGroup g, int block, Communicator& comm);
@@ -34,6 +36,7 @@ class GradientSync {
   const StepCommunicators& comms_;
   std::vector<std::pair<int, bool>> started_;  // (block, started) for blocks -1 .. n_blocks-1
   std::vector<std::unique_ptr<PendingCollective>> pending_;
+  DeviceBuffer<double> squares_;  // [replicated, expert] sums of squares
 };
 
 }  // namespace finemoe

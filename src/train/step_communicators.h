@@ -1,8 +1,8 @@
 #pragma once
 // The communicators a training step moves tensors with. The CPU backend, and the CUDA backend with
 // parallel.communicator = mpi, use the process grid's MPI groups; on CUDA that is the host-staged
-// path (Debian's OpenMPI is not CUDA-aware: MPI reads and writes the managed buffers from the host,
-// so the device is waited for first), which also lets several ranks share one GPU. With
+// path (Debian's OpenMPI is not CUDA-aware: HostStagedCommunicator copies device tensors through
+// the host explicitly), which also lets several ranks share one GPU. With
 // parallel.communicator = nccl the same groups are NCCL communicators on the compute stream.
 // Host scalars (losses, norms, counters) always go through the grid's MPI communicators.
 #include <memory>
@@ -18,8 +18,8 @@ struct StepCommunicators {
   Communicator* world = nullptr;
   Communicator* expert_group = nullptr;
   Communicator* data_group = nullptr;
-  // Tensors pass through host MPI while the compute runs on a GPU: wait for it before a collective.
-  bool host_staged = false;
+  // The grid's MPI expert group, for host scalars.
+  Communicator* expert_group_host = nullptr;
   std::vector<std::unique_ptr<Communicator>> owned;
 };
 

@@ -11,17 +11,17 @@ namespace finemoe {
 // AdamW moments, laid out exactly like the parameter store's flat buffers (per group).
 template <typename T>
 struct OptimizerState {
-  Buffer<T> m[2];
-  Buffer<T> v[2];
+  DeviceBuffer<T> m[2];
+  DeviceBuffer<T> v[2];
   void resize_like(const ParameterStore<T>& store) {
     for (int g = 0; g < 2; ++g) {
       const auto n = store.values(static_cast<ParamGroup>(g)).size();
-      m[g].assign(n, T(0));
-      v[g].assign(n, T(0));
+      m[g].assign_zero(n);
+      v[g].assign_zero(n);
     }
   }
-  Buffer<T>& first(ParamGroup g) { return m[static_cast<int>(g)]; }
-  Buffer<T>& second(ParamGroup g) { return v[static_cast<int>(g)]; }
+  DeviceBuffer<T>& first(ParamGroup g) { return m[static_cast<int>(g)]; }
+  DeviceBuffer<T>& second(ParamGroup g) { return v[static_cast<int>(g)]; }
 };
 
 // The data order is a pure function of (seed, step, global sequence index), so the loader state

@@ -1,6 +1,7 @@
 #include "backend/cuda/device.h"
 
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 
 #include <string>
 
@@ -10,13 +11,33 @@
 
 namespace finemoe::cuda {
 
+std::string cuda_versions() {
+  int driver = 0, runtime = 0;
+  (void)cudaDriverGetVersion(&driver);
+  (void)cudaRuntimeGetVersion(&runtime);
+  (void)cudaGetLastError();
+  const auto v = [](int x) { return std::to_string(x / 1000) + "." + std::to_string(x % 1000 / 10); };
+  return "driver API " + (driver ? v(driver) : std::string("none")) + ", runtime " + v(runtime);
+}
+
+bool driver_library_present() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) return false;
+  dlclose(lib);
+  return true;
+}
+
 int cuda_device_count() {
+  if (!driver_library_present()) return 0;
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky "no driver" error for later calls
-    return 0;
-  }
-  return count;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e == cudaSuccess) return count;
+  (void)cudaGetLastError();
+  if (e == cudaErrorNoDevice) return 0;
+  throw RuntimeFailure(std::string("CUDA: counting devices failed with ") + cudaGetErrorName(e) + " (" +
+                       cudaGetErrorString(e) + "); " + cuda_versions() +
+                       ". libcuda.so.1 loads, so the driver is installed but not usable: check nvidia-smi, "
+                       "CUDA_VISIBLE_DEVICES and the driver/runtime versions");
 }
 
 int select_device(MPI_Comm world, int device_id) {

@@ -41,11 +41,15 @@ AllToAllDispatcher<T>::AllToAllDispatcher(Communicator* expert_group, int n_expe
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::plan(const std::vector<int64_t>& send_per_expert) {
+void AllToAllDispatcher<T>::plan(const std::vector<int64_t>& send_per_expert, bool same_on_every_rank) {
   FINEMOE_CHECK(send_per_expert.size() == size_t(ranks_) * n_local_,
                 "plan needs one count per global expert, got " << send_per_expert.size());
   const auto t0 = std::chrono::steady_clock::now();
-  if (comm_) {
+  if (comm_ && same_on_every_rank) {
+    for (int r = 0; r < ranks_; ++r)
+      std::copy_n(send_per_expert.begin() + int64_t(my_rank_) * n_local_, n_local_,
+                  recv_counts_.begin() + int64_t(r) * n_local_);
+  } else if (comm_) {
     comm_->all_to_all(send_per_expert.data(), recv_counts_.data(), n_local_, DType::i64);
     stats_.bytes += 2 * int64_t(ranks_ - 1) * n_local_ * int64_t(sizeof(int64_t));
   } else {

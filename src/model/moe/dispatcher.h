@@ -36,8 +36,9 @@ class TokenDispatcher {
  public:
   virtual ~TokenDispatcher() = default;
   // Exchanges copy counts (collective over the expert-parallel group). send_per_expert[e]: copies
-  // this rank sends to global expert e.
-  virtual void plan(const std::vector<int64_t>& send_per_expert) = 0;
+  // this rank sends to global expert e. same_on_every_rank: every rank sends these same counts
+  // (static shapes), so nothing needs exchanging.
+  virtual void plan(const std::vector<int64_t>& send_per_expert, bool same_on_every_rank = false) = 0;
   // Ranks of the expert-parallel group (the exchanges are collective over it).
   virtual int group_size() const = 0;
   virtual int64_t sent_rows() const = 0;
@@ -69,7 +70,7 @@ template <typename T>
 class AllToAllDispatcher final : public TokenDispatcher<T> {
  public:
   AllToAllDispatcher(Communicator* expert_group, int n_experts);
-  void plan(const std::vector<int64_t>& send_per_expert) override;
+  void plan(const std::vector<int64_t>& send_per_expert, bool same_on_every_rank = false) override;
   int group_size() const override { return ranks_; }
   int64_t sent_rows() const override { return sent_rows_; }
   int64_t received_rows() const override { return received_rows_; }

@@ -27,17 +27,13 @@ void dispatch_to_experts(TokenDispatcher<T>& dispatcher, const T* x, const int32
   for (const SendRun& r : dispatcher.send_runs())
     rows::gather(x, rows + r.send_row, r.rows, width, rows_of(r, staged, expert, width));
   if (!exchanges(dispatcher)) return;
-  ops::synchronize();  // exchanges start from finished rows (the MPI path reads them on the host)
   dispatcher.to_experts_staged(staged, expert, width);
 }
 
 template <typename T>
 void combine_from_experts(TokenDispatcher<T>& dispatcher, const T* expert, const int32_t* rows, const T* gate,
                           int width, T* staged, T* y) {
-  if (exchanges(dispatcher)) {
-    ops::synchronize();
-    dispatcher.from_experts_staged(expert, staged, width);
-  }
+  if (exchanges(dispatcher)) dispatcher.from_experts_staged(expert, staged, width);
   for (const SendRun& r : dispatcher.send_runs())
     rows::combine(rows_of<const T*>(r, staged, expert, width), rows + r.send_row, gate + r.send_row, r.rows,
                   width, y);
@@ -51,17 +47,13 @@ void combine_backward_to_experts(TokenDispatcher<T>& dispatcher, const T* dy, co
                            gate + r.send_row, r.rows, width, rows_of(r, dstaged, dexpert, width),
                            dgate + r.send_row);
   if (!exchanges(dispatcher)) return;
-  ops::synchronize();
   dispatcher.to_experts_staged(dstaged, dexpert, width);
 }
 
 template <typename T>
 void scatter_add_from_experts(TokenDispatcher<T>& dispatcher, const T* dexpert, const int32_t* rows, int width,
                               T* dstaged, T* dx) {
-  if (exchanges(dispatcher)) {
-    ops::synchronize();
-    dispatcher.from_experts_staged(dexpert, dstaged, width);
-  }
+  if (exchanges(dispatcher)) dispatcher.from_experts_staged(dexpert, dstaged, width);
   for (const SendRun& r : dispatcher.send_runs())
     rows::scatter_add(rows_of<const T*>(r, dstaged, dexpert, width), rows + r.send_row, r.rows, width, dx);
 }

@@ -32,7 +32,7 @@ class GroupedExperts {
   const T* x_ = nullptr;
   std::vector<int64_t> offsets_;  // first row of each local expert; offsets_[n_local_] = rows
   std::vector<ops::GemmProblem<T>> problems_;
-  Buffer<T> hidden_, activated_, dactivated_, dhidden_;  // [rows, d_expert]
+  DeviceBuffer<T> hidden_, activated_, dactivated_, dhidden_;  // [rows, d_expert]
 };
 
 }  // namespace finemoe::moe

@@ -25,7 +25,7 @@
 #include "model/layer_norm.h"
 #include "model/moe/dispatcher.h"
 #include "model/moe/experts.h"
-#include "model/moe/token_selection.h"
+#include "model/moe/routing_ops.h"
 #include "model/parameters.h"
 
 namespace finemoe {
@@ -42,68 +42,86 @@ class MoeLayer final : public FeedForwardLayer<T> {
            int ep_size);
 
   // x is copied for backward (callers reuse their buffers). Collective over comms.expert_group and,
-  // when a routing group spans ranks, comms.routing_group.
+  // when a routing group spans ranks, comms.routing_group. The host waits for the device at most
+  // once: for the per-expert counts, unless they are static (expert choice, groups inside the rank).
   void forward(const T* x, T* y, const TokenBatch& batch) override;
   void backward(const T* dy, T* dx) override;
-  double aux_loss() const override { return aux_loss_; }
-  const FeedForwardStats& stats() const override { return stats_; }
+  const double* aux_loss_sum() const override { return aux_sum_.data(); }
+  // The same, read on the host (one wait; for tests).
+  double aux_loss() const {
+    double v = 0;
+    copy_to_host(&v, aux_sum_.data(), 1);
+    return v;
+  }
+  const FeedForwardStats& stats() override;
   void reset_stats() override;
 
   // The token copies of the last forward in send order (global expert order): local token row,
-  // global expert and routing weight of each.
-  const Buffer<int32_t>& copy_rows() const { return copy_row_; }
-  const std::vector<int32_t>& copy_experts() const { return copy_expert_; }
-  const Buffer<T>& copy_gates() const { return copy_gate_; }
+  // global expert and routing weight of each, read to the host (one transfer each; for tests).
+  std::vector<int32_t> copy_rows() const { return first_copies(copy_row_); }
+  std::vector<int32_t> copy_experts() const { return first_copies(copy_expert_); }
+  std::vector<T> copy_gates() const { return first_copies(copy_gate_); }
+  int64_t copies() const { return copies_; }
   // Most tokens an expert takes from one routing group.
-  int capacity() const { return selector_->capacity(group_size_); }
+  int capacity() const { return routing_shape(group_size_, 0, group_size_).capacity(); }
 
  private:
   // Router probabilities of this rank's routing groups: local, or all-gathered when a group
   // spans ranks. Returns the buffer; sets buffer_seqs_ and my_first_seq_.
   const T* routing_group_probs(const TokenBatch& batch);
-  // Selection over every group; fills the copies (unsorted) and the balance-loss terms.
-  void select_tokens(const T* group_probs, const TokenBatch& batch);
-  // Counting sort of the copies into send order.
-  void sort_copies();
+  // The selection's shapes for a routing buffer of `buffer_seqs` sequences holding this rank's
+  // `local_seqs` from `first_local_seq` on.
+  moe::routing::RoutingShape routing_shape(int buffer_seqs, int first_local_seq, int local_seqs) const;
+  // Copies per global expert on the host: static, or the one transfer of the forward.
+  void count_copies();
   // A send-order buffer for the copies that travel to or from other ranks; null at one rank.
-  T* staged_rows(Buffer<T>& buffer, int64_t copies);
+  T* staged_rows(DeviceBuffer<T>& buffer, int64_t copies);
+  template <typename U>
+  std::vector<U> first_copies(const DeviceBuffer<U>& b) const {
+    std::vector<U> host(static_cast<size_t>(copies_));
+    copy_to_host(host.data(), b.data(), host.size());
+    return host;
+  }
   // Runs permute / combine work, charging it to combine time less the exchanges inside it.
   template <typename Work>
   void timed_combine(Work&& work);
 
-  int d_model_, n_experts_, n_local_, group_size_, top_k_;
+  int d_model_, n_experts_, n_local_, granularity_, group_size_, top_k_;
+  double capacity_factor_;
   bool token_choice_;
   double aux_weight_, z_weight_;
   ParameterStore<T>& store_;
   ParamHandle router_, w1_, w2_;
   std::unique_ptr<LayerNorm<T>> out_ln_;
   MoeComms comms_;
-  std::unique_ptr<moe::TokenSelector<T>> selector_;
   std::unique_ptr<moe::TokenDispatcher<T>> dispatcher_;
   moe::GroupedExperts<T> experts_;
 
   // State of the last forward.
-  Buffer<T> x_;  // the layer input, for the router gradient
+  DeviceBuffer<T> x_;  // the layer input, for the router gradient
   int64_t tokens_ = 0;
   int context_ = 0;
   int buffer_seqs_ = 0;     // sequences in the routing buffer (whole groups)
   int my_first_seq_ = 0;    // this rank's first sequence within the routing buffer
-  double aux_loss_ = 0;
+  moe::routing::RoutingShape shape_;
+  bool balance_ = false;    // token choice with a balance loss
   bool has_z_grad_ = false;
-  Buffer<T> logits_, probs_, gathered_probs_;
-  std::vector<moe::ExpertAssignment> kept_;
-  std::vector<int> requested_;
-  std::vector<int32_t> unsorted_row_, unsorted_expert_;
-  Buffer<int32_t> copy_row_;
-  std::vector<int32_t> copy_expert_;
-  Buffer<T> copy_gate_;
-  std::vector<int64_t> per_expert_, expert_offset_;
-  Buffer<T> balance_grad_;  // [group in buffer][position][expert]: d balance term / d p
+  DeviceBuffer<double> aux_sum_;  // [1]: weighted auxiliary losses of the last forward
+  DeviceBuffer<T> logits_, probs_, gathered_probs_;
+  DeviceBuffer<uint8_t> routing_workspace_;
+  DeviceBuffer<int32_t> requested_;  // [slot][expert], token choice with a balance loss
+  DeviceBuffer<int32_t> copy_row_, copy_expert_;
+  DeviceBuffer<T> copy_gate_;
+  DeviceBuffer<int64_t> per_expert_device_;
+  std::vector<int64_t> per_expert_;  // host copy (or the static counts)
+  int64_t copies_ = 0;
+  DeviceBuffer<T> balance_grad_;  // [slot][expert]: d balance term / d p
   // Expert order (x_expert_, y_expert_) and the staged send-order rows (x_staged_, y_staged_).
-  Buffer<T> x_staged_, x_expert_, y_expert_, y_staged_, y_combined_;
+  DeviceBuffer<T> x_staged_, x_expert_, y_expert_, y_staged_, y_combined_;
   // Backward buffers.
-  Buffer<T> dy_combined_, dy_staged_, dy_expert_, dx_expert_, dx_staged_, dgate_, dprobs_, dlogits_;
+  DeviceBuffer<T> dy_combined_, dy_staged_, dy_expert_, dx_expert_, dx_staged_, dgate_, dprobs_, dlogits_;
   FeedForwardStats stats_;
+  double exchange_in_combine_s_ = 0;  // host-timed exchanges inside the combine stopwatch
   ops::Stopwatch router_watch_, expert_watch_, combine_watch_;
 };
 

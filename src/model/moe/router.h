@@ -1,6 +1,6 @@
 #pragma once
 // The router of an MoE layer: logits = x W_r, probabilities = softmax over experts per token,
-// computed in the run's precision T (fp64 in an fp64 run). Plus the router z-loss (ST-MoE).
+// computed in the run's precision T (fp64 in an fp64 run). The z-loss (ST-MoE) is in routing_ops.h.
 #include <cstdint>
 
 namespace finemoe::moe {
@@ -15,10 +15,5 @@ void router_forward(const T* x, const T* w, int64_t rows, int d_model, int n_exp
 template <typename T>
 void router_backward(const T* x, const T* w, const T* probs, const T* dprobs, T* dlogits, int64_t rows,
                      int d_model, int n_experts, T* dx, T* dw);
-
-// Router z-loss sum_t lse(logits_t)^2 over the rows; SETS dlogits = scale * d/dlogits of it
-// (scale * 2 lse_t p_t). Returns the unscaled sum.
-template <typename T>
-double router_z_loss(const T* logits, const T* probs, int64_t rows, int n_experts, double scale, T* dlogits);
 
 }  // namespace finemoe::moe

@@ -145,16 +145,17 @@ Trained<T> train(const Config& cfg, MPI_Comm comm, int ep, const BatchSampler& d
   // Step 1's raw gradients and routing; the step itself is then taken by step() (which computes
   // the same gradients again, from the same parameters and batch).
   engine.compute_gradients(0, data);
-  for (int g = 0; g < 2; ++g) out.grads[g].assign(store.grads(ParamGroup(g)).begin(), store.grads(ParamGroup(g)).end());
+  for (int g = 0; g < 2; ++g) out.grads[g] = to_host(store.grads(ParamGroup(g)));
   const int micro_tokens = cfg.train.micro_batch_size() * cfg.model.context;
   const int local_tokens = micro_tokens / grid.world_size();
   for (auto* ffn : engine.model().ffn_layers()) {
     auto* moe = dynamic_cast<MoeLayer<T>*>(ffn);
     if (!moe) continue;
     std::vector<int32_t> routed(size_t(micro_tokens) * size_t(cfg.n_experts()), 0);
-    for (size_t k = 0; k < moe->copy_rows().size(); ++k) {
-      const int64_t token = int64_t(grid.rank()) * local_tokens + moe->copy_rows()[k];
-      routed[size_t(token) * size_t(cfg.n_experts()) + size_t(moe->copy_experts()[k])] += 1;
+    const auto rows = moe->copy_rows(), experts = moe->copy_experts();
+    for (size_t k = 0; k < rows.size(); ++k) {
+      const int64_t token = int64_t(grid.rank()) * local_tokens + rows[k];
+      routed[size_t(token) * size_t(cfg.n_experts()) + size_t(experts[k])] += 1;
     }
     grid.world().all_reduce_sum(routed.data(), routed.size());
     out.routed.push_back(std::move(routed));
@@ -170,7 +171,7 @@ Trained<T> train(const Config& cfg, MPI_Comm comm, int ep, const BatchSampler& d
     out.aux_loss.push_back(r.aux_loss);
     out.grad_norm.push_back(r.grad_norm);
   }
-  for (int g = 0; g < 2; ++g) out.values[g].assign(store.values(ParamGroup(g)).begin(), store.values(ParamGroup(g)).end());
+  for (int g = 0; g < 2; ++g) out.values[g] = to_host(store.values(ParamGroup(g)));
   return out;
 }
 

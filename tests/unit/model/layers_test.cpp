@@ -22,9 +22,10 @@ constexpr double kFdTolerance = 1e-6;
 
 // Moves every parameter off its initial value (LayerNorm gains off 1, biases off 0).
 void perturb(ParameterStore<double>& store, uint64_t seed) {
-  auto& v = store.values(ParamGroup::replicated);
-  const auto noise = random_vector(v.size(), seed, -0.3, 0.3);
-  for (size_t i = 0; i < v.size(); ++i) v[i] += noise[i];
+  auto& buffer = store.values(ParamGroup::replicated);
+  double* v = buffer.data();  // the CPU backend: compute memory is host memory
+  const auto noise = random_vector(buffer.size(), seed, -0.3, 0.3);
+  for (size_t i = 0; i < buffer.size(); ++i) v[i] += noise[i];
 }
 
 // Gradient check of every replicated tensor of the store against loss().
@@ -32,7 +33,7 @@ template <typename F>
 double check_store(ParameterStore<double>& store, F&& loss) {
   double worst = 0;
   auto& values = store.values(ParamGroup::replicated);
-  const auto grads = store.grads(ParamGroup::replicated);  // copy: loss() does not touch it, but be explicit
+  const auto grads = to_host(store.grads(ParamGroup::replicated));  // copy: loss() does not touch it, but be explicit
   for (int i = 0; i < store.count(); ++i) {
     const auto e = check_gradient(values.data() + store.offset(i), store.spec(i).numel(), grads.data() + store.offset(i), loss);
     EXPECT_LT(e.rel_error, kFdTolerance) << store.spec(i).name;
@@ -150,8 +151,13 @@ TEST(OutputHeadLayer, GradientMatchesFiniteDifferencesTiedAndUntied) {
     const double dscale = 0.3;
     auto x = random_vector(rows * d, 32, -2, 2);
     std::vector<double> dx(x.size());
-    auto loss = [&] { return dscale * head.forward(x.data(), targets.data(), rows, false, 1.0); };
-    head.forward(x.data(), targets.data(), rows, true, dscale);
+    auto loss = [&] {
+      double sum = 0;
+      head.forward(x.data(), targets.data(), rows, false, 1.0, &sum);
+      return dscale * sum;
+    };
+    double unused = 0;
+    head.forward(x.data(), targets.data(), rows, true, dscale, &unused);
     head.backward(dx.data());
     const auto ex = check_gradient(x.data(), x.size(), dx.data(), loss);
     EXPECT_LT(ex.rel_error, kFdTolerance);

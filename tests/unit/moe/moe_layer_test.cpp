@@ -66,7 +66,8 @@ void check_gradients(const Config& cfg, int n_seq, int context, bool expect_drop
   }
   b.store.zero_grads();
   b.layer->backward(r.data(), dx.data());
-  const Buffer<double> grads[2] = {b.store.grads(ParamGroup::replicated), b.store.grads(ParamGroup::expert)};
+  const std::vector<double> grads[2] = {to_host(b.store.grads(ParamGroup::replicated)),
+                                        to_host(b.store.grads(ParamGroup::expert))};
 
   const double h = 1e-6;
   int selection_changes = 0;
@@ -86,8 +87,9 @@ void check_gradients(const Config& cfg, int n_seq, int context, bool expect_drop
     EXPECT_NEAR(dx[i], num, 1e-7 * (1 + std::abs(num))) << "dx[" << i << "]";
   }
   for (int g = 0; g < 2; ++g) {
-    auto& values = b.store.values(static_cast<ParamGroup>(g));
-    for (size_t i = 0; i < values.size(); ++i) {
+    auto& buffer = b.store.values(static_cast<ParamGroup>(g));
+    double* values = buffer.data();  // the CPU backend: compute memory is host memory
+    for (size_t i = 0; i < buffer.size(); ++i) {
       const double num = fd(values[i]);
       EXPECT_NEAR(grads[g][i], num, 1e-7 * (1 + std::abs(num))) << "group " << g << " parameter element " << i;
     }
@@ -191,8 +193,8 @@ TEST_P(MoeLayerReference, MatchesThePlainPerExpertLoop) {
       test::reference_moe(cfg, x, n_seq, ctx, b.param("router"), b.param("experts.w1"), b.param("experts.w2"));
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref.y[i], 1e-12) << i;
   std::vector<std::pair<int, int>> got;
-  for (size_t c = 0; c < b.layer->copy_rows().size(); ++c)
-    got.push_back({b.layer->copy_rows()[c], b.layer->copy_experts()[c]});
+  const auto rows = b.layer->copy_rows(), experts = b.layer->copy_experts();
+  for (size_t c = 0; c < rows.size(); ++c) got.push_back({rows[c], experts[c]});
   auto want = ref.kept;
   std::sort(got.begin(), got.end());
   std::sort(want.begin(), want.end());
@@ -223,10 +225,8 @@ TEST(MoeLayer, ExpertChoiceFillsEveryExpertToCapacityInEveryGroup) {
   b.layer->forward(x.data(), y.data(), make_batch(n_seq, ctx, 1.0));
   EXPECT_EQ(b.layer->capacity(), 2);  // group_size * G / n_experts = 8 * 2 / 8
   std::map<std::tuple<int, int, int>, int> load;  // (sequence group, position, expert)
-  for (size_t c = 0; c < b.layer->copy_rows().size(); ++c) {
-    const int row = b.layer->copy_rows()[c];
-    ++load[{row / ctx / gs, row % ctx, b.layer->copy_experts()[c]}];
-  }
+  const auto rows = b.layer->copy_rows(), experts = b.layer->copy_experts();
+  for (size_t c = 0; c < rows.size(); ++c) ++load[{rows[c] / ctx / gs, rows[c] % ctx, experts[c]}];
   EXPECT_EQ(load.size(), size_t(2 * ctx * 8));
   for (const auto& [key, count] : load) EXPECT_EQ(count, 2);
 }

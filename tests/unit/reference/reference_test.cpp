@@ -115,7 +115,7 @@ TEST_P(ReferenceState, ForwardBackwardMatchesReference) {
   for (int i = 0; i < store.count(); ++i) {
     const ParamSpec& spec = store.spec(i);
     const std::vector<double> w = read_tensor(weights, spec.name, spec.shape);
-    std::copy(w.begin(), w.end(), store.values(spec.group).begin() + store.offset(i));
+    copy_to_device(store.values(spec.group).data() + store.offset(i), w.data(), w.size());
   }
   const std::vector<int32_t> inputs = read_tokens(*group_, "inputs"), targets = read_tokens(*group_, "targets");
   const double loss = model->forward_backward(inputs.data(), targets.data(), batch) * batch.loss_scale;
@@ -146,7 +146,7 @@ TEST_P(ReferenceState, ForwardBackwardMatchesReference) {
   // The routing decisions themselves, counted independently by the reference.
   if (c.config.moe.enabled) {
     int64_t kept = 0, dropped = 0;
-    for (const FeedForwardLayer<double>* layer : model->ffn_layers()) {
+    for (FeedForwardLayer<double>* layer : model->ffn_layers()) {
       for (int64_t n : layer->stats().expert_tokens) kept += n;
       dropped += layer->stats().assignments_dropped;
     }

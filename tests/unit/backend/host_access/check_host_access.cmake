@@ -1,0 +1,33 @@
+# Host code cannot touch a DeviceBuffer's elements: each snippet that tries must fail to compile,
+# with an error on its line marked "must not compile" (so it fails for that reason), while the
+# control with the named transfers compiles. Run: cmake -DCXX=... -DSRC=<repo>/src -DDIR=<this folder> -P check_host_access.cmake
+function(compile file out_result out_log)
+  execute_process(COMMAND ${CXX} -std=c++17 -fsyntax-only -I${SRC} ${DIR}/${file}
+                  RESULT_VARIABLE result ERROR_VARIABLE log OUTPUT_QUIET)
+  set(${out_result} ${result} PARENT_SCOPE)
+  set(${out_log} "${log}" PARENT_SCOPE)
+endfunction()
+
+compile(allowed.cpp result log)
+if(NOT result EQUAL 0)
+  message(FATAL_ERROR "the control with copy_to_device / to_host does not compile:\n${log}")
+endif()
+foreach(snippet index.cpp iterate.cpp copy.cpp)
+  compile(${snippet} result log)
+  if(result EQUAL 0)
+    message(FATAL_ERROR "${snippet} compiles: host code can reach a DeviceBuffer's elements")
+  endif()
+  file(STRINGS ${DIR}/${snippet} lines)
+  set(line_no 0)
+  set(marked "")
+  foreach(line IN LISTS lines)
+    math(EXPR line_no "${line_no} + 1")
+    if(line MATCHES "must not compile" AND marked STREQUAL "")
+      set(marked ${line_no})
+    endif()
+  endforeach()
+  if(NOT log MATCHES "${snippet}:${marked}:[0-9]+: error")
+    message(FATAL_ERROR "${snippet} fails, but not on its marked line ${marked}:\n${log}")
+  endif()
+  message(STATUS "${snippet}: refused by the compiler, as it must be")
+endforeach()
