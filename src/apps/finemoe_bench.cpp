@@ -180,11 +180,12 @@ int expert_gemm(const Common& c, const Options& o) {
     fill(w2, 5, 0.03f);
     std::vector<int64_t> counts(size_t(n_exp), cap);
     moe::GroupedExperts<float> ex(n_exp, d, de, cpu::Activation::relu);
+    moe::ExpertScratch<float> scratch;
     std::vector<float> hidden(size_t(rows) * de);
     const double fwd_flops = 4.0 * double(rows) * d * de;
     double t_fwd = 0;
     if (schedule == "experts") {
-      t_fwd = time_median(c, [&] { ex.forward(w1.data(), w2.data(), x.data(), counts, y.data()); });
+      t_fwd = time_median(c, [&] { ex.forward(w1.data(), w2.data(), x.data(), counts, y.data(), scratch); });
     } else {
       // What the experts would do with BLAS threads inside each (small) GEMM, one expert at a time.
       t_fwd = time_median(c, [&] {
@@ -205,8 +206,9 @@ int expert_gemm(const Common& c, const Options& o) {
       std::vector<float> dw1(w1.size(), 0.0f), dw2(w2.size(), 0.0f);
       std::vector<float>& dy = x;  // any values: the GEMMs cost the same
       std::vector<float> dx(size_t(rows) * d);
-      ex.forward(w1.data(), w2.data(), x.data(), counts, y.data());
-      const double t_b = time_median(c, [&] { ex.backward(w1.data(), w2.data(), dy.data(), dx.data(), dw1.data(), dw2.data()); });
+      ex.forward(w1.data(), w2.data(), x.data(), counts, y.data(), scratch);
+      const double t_b = time_median(
+          c, [&] { ex.backward(w1.data(), w2.data(), x.data(), dy.data(), dx.data(), dw1.data(), dw2.data(), scratch); });
       t_fb = t_fwd + t_b;
     }
     const double dense_rate = dense.flops() / median(dense_times);

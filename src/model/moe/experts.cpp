@@ -13,14 +13,13 @@ GroupedExperts<T>::GroupedExperts(int n_local, int d_model, int d_expert, cpu::A
       offsets_(n_local + 1, 0) {}
 
 template <typename T>
-void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts,
-                                T* y) {
+void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts, T* y,
+                                ExpertScratch<T>& scratch) {
   FINEMOE_CHECK(counts.size() == size_t(n_local_), "expected " << n_local_ << " expert counts");
   for (int j = 0; j < n_local_; ++j) offsets_[j + 1] = offsets_[j] + counts[j];
   const int64_t rows = offsets_[n_local_];
   T* h = ensure_size(hidden_, size_t(rows) * d_expert_);
-  T* a = ensure_size(activated_, size_t(rows) * d_expert_);
-  x_ = x;
+  T* a = ensure_size(scratch.activated, size_t(rows) * d_expert_);
   const int64_t w_size = int64_t(d_model_) * d_expert_;
   const int dm = d_model_, de = d_expert_;
   cpu::FlopScope flops(cpu::FlopCategory::ffn);
@@ -35,15 +34,16 @@ void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std:
 }
 
 template <typename T>
-void GroupedExperts<T>::backward(const T* w1, const T* w2, const T* dy, T* dx, T* dw1, T* dw2) {
+void GroupedExperts<T>::backward(const T* w1, const T* w2, const T* x, const T* dy, T* dx, T* dw1, T* dw2,
+                                 ExpertScratch<T>& scratch) {
   const int64_t rows = offsets_[n_local_];
-  T* da = ensure_size(dactivated_, size_t(rows) * d_expert_);
-  T* dh = ensure_size(dhidden_, size_t(rows) * d_expert_);
+  T* da = ensure_size(scratch.dactivated, size_t(rows) * d_expert_);
+  T* dh = ensure_size(scratch.dhidden, size_t(rows) * d_expert_);
+  T* a = ensure_size(scratch.activated, size_t(rows) * d_expert_);
   const T* h = hidden_.data();
-  const T* a = activated_.data();
-  const T* x = x_;
   const int64_t w_size = int64_t(d_model_) * d_expert_;
   const int dm = d_model_, de = d_expert_;
+  ops::activation_forward<T>(a, h, rows * d_expert_, activation_);  // recomputed: cheaper than kept
   cpu::FlopScope flops(cpu::FlopCategory::ffn);
   // da = dy W2^T; dW2 += a^T dy; dh = act'(h) da; dW1 += x^T dh; dx = dh W1^T.
   ops::grouped_gemm<T>(false, true, T(1), per_expert([&](int j, int64_t r0, int m) {

@@ -12,15 +12,25 @@
 
 namespace finemoe::moe {
 
+// Buffers one layer's experts need only inside its forward or its backward: shared by the MoE
+// layers of a model (one layer runs at a time), so they cost one layer's worth, not n_blocks'.
+template <typename T>
+struct ExpertScratch {
+  DeviceBuffer<T> activated, dactivated, dhidden;  // [rows, d_expert]
+};
+
 template <typename T>
 class GroupedExperts {
  public:
   GroupedExperts(int n_local, int d_model, int d_expert, cpu::Activation activation);
   // x: rows grouped per local expert, counts[j] rows for expert j; w1 [n_local, d_model, d_expert],
-  // w2 [n_local, d_expert, d_model]; y: same rows as x. x must stay valid until backward.
-  void forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts, T* y);
-  // dy (rows of the last forward) -> dx (overwritten); dw1, dw2 accumulated (+=).
-  void backward(const T* w1, const T* w2, const T* dy, T* dx, T* dw1, T* dw2);
+  // w2 [n_local, d_expert, d_model]; y: same rows as x. Keeps only the hidden pre-activations.
+  void forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts, T* y,
+               ExpertScratch<T>& scratch);
+  // x: the same rows as the forward's (re-gathered by the caller); dy -> dx (overwritten); dw1,
+  // dw2 accumulated (+=). The activations are recomputed from the kept pre-activations.
+  void backward(const T* w1, const T* w2, const T* x, const T* dy, T* dx, T* dw1, T* dw2,
+                ExpertScratch<T>& scratch);
 
  private:
   // The problems of make(expert, first row, rows) for the experts with rows.
@@ -29,10 +39,9 @@ class GroupedExperts {
 
   int n_local_, d_model_, d_expert_;
   cpu::Activation activation_;
-  const T* x_ = nullptr;
   std::vector<int64_t> offsets_;  // first row of each local expert; offsets_[n_local_] = rows
   std::vector<ops::GemmProblem<T>> problems_;
-  DeviceBuffer<T> hidden_, activated_, dactivated_, dhidden_;  // [rows, d_expert]
+  DeviceBuffer<T> hidden_;  // [rows, d_expert], kept for backward
 };
 
 }  // namespace finemoe::moe

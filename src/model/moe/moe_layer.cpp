@@ -14,7 +14,7 @@
 namespace finemoe {
 template <typename T>
 MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, const MoeComms& comms,
-                      int ep_rank, int ep_size)
+                      int ep_rank, int ep_size, std::shared_ptr<MoeScratch<T>> scratch)
     : d_model_(cfg.model.d_model),
       n_experts_(cfg.moe.expansion_rate * cfg.moe.granularity),
       n_local_(n_experts_ / ep_size),
@@ -27,7 +27,8 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
       z_weight_(cfg.moe.z_loss_weight),
       store_(store),
       comms_(comms),
-      experts_(n_local_, cfg.model.d_model, cfg.d_expert(), parse_activation(cfg.model.activation)) {
+      experts_(n_local_, cfg.model.d_model, cfg.d_expert(), parse_activation(cfg.model.activation)),
+      scratch_(scratch ? std::move(scratch) : std::make_shared<MoeScratch<T>>()) {
   FINEMOE_CHECK(ep_size >= 1 && n_experts_ % ep_size == 0 && ep_rank >= 0 && ep_rank < ep_size,
                 "expert-parallel rank " << ep_rank << " of " << ep_size << " for " << n_experts_ << " experts");
   if (comms.expert_group)
@@ -168,8 +169,8 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   tokens_ = batch.tokens();
   ops::copy(ensure_size(x_, size_t(tokens_) * d_model_), x, tokens_ * d_model_);
   context_ = batch.context;
-  has_z_grad_ = false;
   ops::fill_zero(aux_sum_.data(), 1);
+  MoeScratch<T>& scratch = *scratch_;
   const int d = d_model_;
 
   router_watch_.start();
@@ -179,12 +180,10 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
     cpu::FlopScope flops(cpu::FlopCategory::router);
     moe::router_forward(x, store_.value(router_), tokens_, d, n_experts_, logits, probs);
   }
-  if (token_choice_ && z_weight_ > 0) {
-    const double scale = z_weight_ * batch.loss_scale;
-    T* dlogits = ensure_size(dlogits_, size_t(tokens_) * n_experts_);
-    moe::routing::router_z_loss(logits, probs, tokens_, n_experts_, scale, dlogits, aux_sum_.data());
-    has_z_grad_ = true;
-  }
+  loss_scale_ = batch.loss_scale;
+  if (token_choice_ && z_weight_ > 0)  // its gradient is recomputed in backward
+    moe::routing::router_z_loss(logits, probs, tokens_, n_experts_, z_weight_ * loss_scale_,
+                                ensure_size(scratch.dlogits, size_t(tokens_) * n_experts_), aux_sum_.data());
   const T* group_probs = routing_group_probs(batch);
   shape_ = routing_shape(buffer_seqs_, my_first_seq_, batch.n_seq);
   const size_t max_copies = size_t(shape_.max_copies());
@@ -204,13 +203,13 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   count_copies();
   dispatcher_->plan(per_expert_, shape_.static_counts());
   const int64_t received = dispatcher_->received_rows();
-  T* x_expert = ensure_size(x_expert_, size_t(received) * d);
+  T* x_expert = ensure_size(scratch.x_expert, size_t(received) * d);
   T* y_expert = ensure_size(y_expert_, size_t(received) * d);
-  T* x_staged = staged_rows(x_staged_, copies_);
+  T* x_staged = staged_rows(scratch.x_staged, copies_);
   timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x, copy_row_.data(), d, x_staged, x_expert); });
   expert_watch_.start();
   experts_.forward(store_.value(w1_), store_.value(w2_), x_expert, dispatcher_->received_per_local_expert(),
-                   y_expert);
+                   y_expert, scratch.experts);
   expert_watch_.stop();
 
   T* combined = out_ln_ ? ensure_size(y_combined_, size_t(tokens_) * d) : y;
@@ -225,27 +224,32 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
 template <typename T>
 void MoeLayer<T>::backward(const T* dy, T* dx) {
   const int d = d_model_;
+  MoeScratch<T>& scratch = *scratch_;
   const T* dcombined = dy;
   if (out_ln_) {
-    T* buf = ensure_size(dy_combined_, size_t(tokens_) * d);
+    T* buf = ensure_size(scratch.dy_combined, size_t(tokens_) * d);
     ops::fill_zero(buf, tokens_ * d);
     out_ln_->backward(dy, buf);
     dcombined = buf;
   }
   const int64_t received = dispatcher_->received_rows();
-  T* dy_expert = ensure_size(dy_expert_, size_t(received) * d);
-  T* dx_expert = ensure_size(dx_expert_, size_t(received) * d);
-  T* dy_staged = staged_rows(dy_staged_, copies_);
-  T* dgate = ensure_size(dgate_, size_t(copies_));
+  T* dy_expert = ensure_size(scratch.dy_expert, size_t(received) * d);
+  T* dx_expert = ensure_size(scratch.dx_expert, size_t(received) * d);
+  T* dy_staged = staged_rows(scratch.dy_staged, copies_);
+  T* dgate = ensure_size(scratch.dgate, size_t(copies_));
   timed_combine([&] {
     moe::combine_backward_to_experts(*dispatcher_, dcombined, y_expert_.data(), y_staged_.data(), copy_row_.data(),
                                      copy_gate_.data(), d, dy_staged, dy_expert, dgate);
   });
+  // The experts' input rows again, from the kept layer input (the forward's were scratch).
+  T* x_expert = ensure_size(scratch.x_expert, size_t(received) * d);
+  T* x_staged = staged_rows(scratch.x_staged, copies_);
+  timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x_.data(), copy_row_.data(), d, x_staged, x_expert); });
   expert_watch_.start();
-  experts_.backward(store_.value(w1_), store_.value(w2_), dy_expert, dx_expert, store_.grad(w1_),
-                    store_.grad(w2_));
+  experts_.backward(store_.value(w1_), store_.value(w2_), x_expert, dy_expert, dx_expert, store_.grad(w1_),
+                    store_.grad(w2_), scratch.experts);
   expert_watch_.stop();
-  T* dx_staged = staged_rows(dx_staged_, copies_);
+  T* dx_staged = staged_rows(scratch.dx_staged, copies_);
   timed_combine([&] {
     ops::fill_zero(dx, tokens_ * d);
     moe::scatter_add_from_experts(*dispatcher_, dx_expert, copy_row_.data(), d, dx_staged, dx);
@@ -253,11 +257,16 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
 
   router_watch_.start();
   const size_t n_probs = size_t(tokens_) * n_experts_;
-  T* dprobs = ensure_size(dprobs_, n_probs);
+  T* dprobs = ensure_size(scratch.dprobs, n_probs);
   moe::routing::routing_backward<T>(dgate, copy_row_.data(), copy_expert_.data(), copies_,
                                     balance_ ? balance_grad_.data() : nullptr, shape_, dprobs);
-  T* dlogits = ensure_size(dlogits_, n_probs);
-  if (!has_z_grad_) ops::fill_zero(dlogits, int64_t(n_probs));
+  T* dlogits = ensure_size(scratch.dlogits, n_probs);
+  if (token_choice_ && z_weight_ > 0) {  // sets dlogits to the z-loss gradient (its value is not needed)
+    moe::routing::router_z_loss(logits_.data(), probs_.data(), tokens_, n_experts_, z_weight_ * loss_scale_, dlogits,
+                                ensure_size(scratch.unused_sum, 1));
+  } else {
+    ops::fill_zero(dlogits, int64_t(n_probs));
+  }
   {
     cpu::FlopScope flops(cpu::FlopCategory::router);
     moe::router_backward(x_.data(), store_.value(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
@@ -268,16 +277,19 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
 
 template <typename T>
 std::unique_ptr<FeedForwardLayer<T>> make_moe_layer(const Config& cfg, int block, ParameterStore<T>& store,
-                                                    const MoeComms& comms, int ep_rank, int ep_size) {
-  return std::make_unique<MoeLayer<T>>(cfg, block, store, comms, ep_rank, ep_size);
+                                                    const MoeComms& comms, int ep_rank, int ep_size,
+                                                    std::shared_ptr<MoeScratch<T>> scratch) {
+  return std::make_unique<MoeLayer<T>>(cfg, block, store, comms, ep_rank, ep_size, std::move(scratch));
 }
 
 template class MoeLayer<float>;
 template class MoeLayer<double>;
 template std::unique_ptr<FeedForwardLayer<float>> make_moe_layer<float>(const Config&, int, ParameterStore<float>&,
-                                                                        const MoeComms&, int, int);
+                                                                        const MoeComms&, int, int,
+                                                                        std::shared_ptr<MoeScratch<float>>);
 template std::unique_ptr<FeedForwardLayer<double>> make_moe_layer<double>(const Config&, int,
                                                                           ParameterStore<double>&,
-                                                                          const MoeComms&, int, int);
+                                                                          const MoeComms&, int, int,
+                                                                          std::shared_ptr<MoeScratch<double>>);
 
 }  // namespace finemoe

@@ -30,6 +30,17 @@
 
 namespace finemoe {
 
+// What an MoE layer needs only during its own forward or backward, shared by a model's MoE layers
+// (one runs at a time): expert-order rows of the forward's input (re-gathered in the backward
+// rather than kept), the staged send rows, the experts' scratch and every backward buffer.
+template <typename T>
+struct MoeScratch {
+  DeviceBuffer<T> x_staged, x_expert;
+  moe::ExpertScratch<T> experts;
+  DeviceBuffer<T> dy_combined, dy_staged, dy_expert, dx_expert, dx_staged, dgate, dprobs, dlogits;
+  DeviceBuffer<double> unused_sum;  // [1]: the z-loss recomputed in backward adds its value here
+};
+
 template <typename T>
 class MoeLayer final : public FeedForwardLayer<T> {
  public:
@@ -38,8 +49,9 @@ class MoeLayer final : public FeedForwardLayer<T> {
   // (experts ep_rank * n_local onwards) and, with moe.output_layernorm, blocks.{block}.moe.out_ln.
   // comms.expert_group must have ep_size ranks; it may be null with ep_size > 1 only to register
   // parameters (dry run): forward then fails.
+  // scratch: shared with the model's other MoE layers; null gives the layer its own.
   MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, const MoeComms& comms, int ep_rank,
-           int ep_size);
+           int ep_size, std::shared_ptr<MoeScratch<T>> scratch = nullptr);
 
   // x is copied for backward (callers reuse their buffers). Collective over comms.expert_group and,
   // when a routing group spans ranks, comms.routing_group. The host waits for the device at most
@@ -101,11 +113,11 @@ class MoeLayer final : public FeedForwardLayer<T> {
   DeviceBuffer<T> x_;  // the layer input, for the router gradient
   int64_t tokens_ = 0;
   int context_ = 0;
+  double loss_scale_ = 0;
   int buffer_seqs_ = 0;     // sequences in the routing buffer (whole groups)
   int my_first_seq_ = 0;    // this rank's first sequence within the routing buffer
   moe::routing::RoutingShape shape_;
   bool balance_ = false;    // token choice with a balance loss
-  bool has_z_grad_ = false;
   DeviceBuffer<double> aux_sum_;  // [1]: weighted auxiliary losses of the last forward
   DeviceBuffer<T> logits_, probs_, gathered_probs_;
   DeviceBuffer<uint8_t> routing_workspace_;
@@ -116,10 +128,10 @@ class MoeLayer final : public FeedForwardLayer<T> {
   std::vector<int64_t> per_expert_;  // host copy (or the static counts)
   int64_t copies_ = 0;
   DeviceBuffer<T> balance_grad_;  // [slot][expert]: d balance term / d p
-  // Expert order (x_expert_, y_expert_) and the staged send-order rows (x_staged_, y_staged_).
-  DeviceBuffer<T> x_staged_, x_expert_, y_expert_, y_staged_, y_combined_;
-  // Backward buffers.
-  DeviceBuffer<T> dy_combined_, dy_staged_, dy_expert_, dx_expert_, dx_staged_, dgate_, dprobs_, dlogits_;
+  // Kept for backward: the experts' output in expert order, the rows other ranks sent back
+  // (staged, send order) and the combined output (the output LayerNorm's input).
+  DeviceBuffer<T> y_expert_, y_staged_, y_combined_;
+  std::shared_ptr<MoeScratch<T>> scratch_;
   FeedForwardStats stats_;
   double exchange_in_combine_s_ = 0;  // host-timed exchanges inside the combine stopwatch
   ops::Stopwatch router_watch_, expert_watch_, combine_watch_;
@@ -127,6 +139,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
 
 template <typename T>
 std::unique_ptr<FeedForwardLayer<T>> make_moe_layer(const Config& cfg, int block, ParameterStore<T>& store,
-                                                    const MoeComms& comms, int ep_rank, int ep_size);
+                                                    const MoeComms& comms, int ep_rank, int ep_size,
+                                                    std::shared_ptr<MoeScratch<T>> scratch = nullptr);
 
 }  // namespace finemoe
