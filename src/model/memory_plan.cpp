@@ -1,0 +1,135 @@
+#include "model/memory_plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace finemoe {
+namespace {
+
+// The routing shapes of one MoE layer on this rank (cpu::RoutingShape's arithmetic, in double).
+struct MoeRows {
+  double slots = 0;        // (group, position) pairs in the routing buffer
+  double copies = 0;       // copies this rank sends (expert choice inside the rank: exact)
+  double max_copies = 0;   // the copy arrays' size
+  double received = 0;     // expert rows this rank holds
+  double gathered = 0;     // all-gathered probabilities of a group spanning ranks (elements)
+};
+
+MoeRows moe_rows(const Config& cfg, double seqs, double tokens, int ep) {
+  const MoeConfig& m = cfg.moe;
+  const double ctx = cfg.model.context, E = cfg.n_experts(), gs = m.group_size;
+  const bool spans = seqs < gs;
+  const double buffer_seqs = spans ? gs : seqs;
+  MoeRows r;
+  r.slots = std::floor(buffer_seqs / gs) * ctx;
+  if (spans) r.gathered = tokens * E * (gs / seqs);
+  const bool token_choice = m.routing == "token_choice";
+  const double k = m.effective_top_k();
+  if (token_choice) {
+    r.max_copies = tokens * k;
+    r.copies = r.max_copies;  // at most: drops make it fewer
+    // Every source sends at most its copies, and each token at most one copy per local expert.
+    r.received = ep * std::min(r.max_copies, tokens * std::min(k, E / ep));
+    return r;
+  }
+  const double cap = std::clamp(std::ceil(gs * m.granularity / E * m.capacity_factor - 1e-9), 1.0, gs);
+  r.max_copies = std::min(r.slots * E * cap, tokens * E);
+  r.copies = spans ? r.max_copies : r.slots * E * cap;
+  // Inside the rank every rank sends the same counts, so a rank receives what it sends.
+  r.received = spans ? ep * r.max_copies : r.copies;
+  return r;
+}
+
+}  // namespace
+
+double MemoryPlan::total() const {
+  double t = 0;
+  for (const MemoryItem& i : items) t += i.bytes;
+  return t;
+}
+
+double MemoryPlan::category_total(const std::string& category) const {
+  double t = 0;
+  for (const MemoryItem& i : items)
+    if (i.category == category) t += i.bytes;
+  return t;
+}
+
+double stored_parameters(const Config& cfg) {
+  const ModelConfig& mc = cfg.model;
+  const double d = mc.d_model, nb = mc.n_blocks, V = mc.vocab, ctx = mc.context;
+  double n = V * d + ctx * d + (mc.tied_embeddings ? 0 : d * V) + 2 * d;  // embeddings, head, ln_f
+  double per_block = 2 * d + 2 * d + 4 * d * d;                              // ln1, ln2, attention
+  if (cfg.moe.enabled) {
+    const double E = cfg.n_experts(), n_local = E / cfg.parallel.expert_parallel, de = cfg.d_expert();
+    per_block += d * E + (cfg.moe.output_layernorm ? 2 * d : 0) + 2 * n_local * d * de;
+  } else {
+    per_block += 8 * d * d;
+  }
+  return n + nb * per_block;
+}
+
+MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
+  const ModelConfig& mc = cfg.model;
+  const double S = cfg.train.precision == "fp64" ? 8 : 4;
+  const double d = mc.d_model, nb = mc.n_blocks, V = mc.vocab, ctx = mc.context, H = mc.n_heads;
+  const double seqs = double(cfg.train.micro_batch_size()) / world, t = seqs * ctx, td = t * d;
+  const double params = stored_parameters(cfg);
+  MemoryPlan p;
+  auto add = [&p](const char* category, const char* name, double bytes) {
+    if (bytes > 0) p.items.push_back({category, name, bytes});
+  };
+  add("parameters", "parameter values (fp32 master weights)", params * S);
+  add("gradients", "parameter gradients", params * S);
+  add("adamw", "AdamW first and second moments", 2 * params * S);
+  add("scratch", "loss sums, gradient-norm sums", 4 * 8.0);
+
+  add("activations", "token ids (inputs, targets)", 2 * 4 * t);
+  add("activations", "residual stream, attention outputs, ln1 outputs, ln_f output", (3 * nb + 2) * td * S);
+  const double layer_norms = 2 * nb + 1 + (cfg.moe.enabled && cfg.moe.output_layernorm ? nb : 0);
+  add("activations", "LayerNorm means and inverse deviations", layer_norms * 2 * t * S);
+  const double scores = seqs * H * ctx * ctx;
+  add("activations", "blocks.*.attn: qkv, head outputs", nb * 4 * td * S);
+  add("activations", "blocks.*.attn: attention probabilities", nb * scores * S);
+  add("activations", "head: logits and their gradient", 2 * t * V * S);
+  add("scratch", "model: ln2 output, branch, residual gradient, block gradient", 4 * td * S);
+  add("scratch", "attention backward: dqkv, d scores, d heads (shared)", (4 * td + scores) * S);
+
+  if (!cfg.moe.enabled) {
+    add("activations", "blocks.*.ffn: input, pre-activation, activation", nb * (td + 8 * td) * S);
+    add("scratch", "blocks.*.ffn: activation gradient", nb * 4 * td * S);
+  } else {
+    const MoeConfig& m = cfg.moe;
+    const int ep = cfg.parallel.expert_parallel;
+    const double E = cfg.n_experts(), de = cfg.d_expert();
+    const MoeRows r = moe_rows(cfg, seqs, t, ep);
+    const bool token_choice = m.routing == "token_choice";
+    const bool balance = token_choice && m.aux_loss_weight > 0;
+    const double staged = ep > 1 ? r.copies * d * S : 0;
+    add("activations", "blocks.*.moe: layer input", nb * td * S);
+    add("activations", "blocks.*.moe: router logits, probabilities, aux sum", nb * (2 * t * E * S + 8));
+    add("activations", "blocks.*.moe: gathered probabilities of spanning groups", nb * r.gathered * S);
+    add("activations", "blocks.*.moe: copies (rows, experts, gates), counts",
+        nb * (r.max_copies * (8 + S) + E * 8));
+    add("activations", "blocks.*.moe: balance requests and gradient", balance ? nb * r.slots * E * (4 + S) : 0);
+    add("activations", "blocks.*.moe: expert outputs", nb * r.received * d * S);
+    add("activations", "blocks.*.moe.experts: pre-activations", nb * r.received * de * S);
+    add("activations", "blocks.*.moe: combined output (out_ln input)", m.output_layernorm ? nb * td * S : 0);
+    add("communication", "blocks.*.moe: returned rows (staged)", nb * staged);
+    add("scratch", "moe (shared): expert input rows, output gradients, input gradients", 3 * r.received * d * S);
+    add("scratch", "moe (shared): expert activations and their gradients", 3 * r.received * de * S);
+    add("scratch", "moe (shared): combined-output gradient, gate, probability and logit gradients",
+        ((m.output_layernorm ? td : 0) + r.copies + 2 * t * E) * S + (token_choice && m.z_loss_weight > 0 ? 8 : 0));
+    add("communication", "moe (shared): staged send rows (input, output gradient, input gradient)", 3 * staged);
+  }
+  if (gpu) {
+    add("allowance", "per-row cross-entropy, sum-of-squares partials", t * 4 + 256 * 8);
+    add("allowance", "CUDA context, kernel images (stated allowance)", 512.0 * 1024 * 1024);
+    add("allowance", "cuBLAS workspace and grouped-GEMM pointer arrays (stated allowance)", 64.0 * 1024 * 1024);
+    if (cfg.parallel.communicator == "nccl")
+      add("allowance", "NCCL communicators: world, expert, data (stated allowance)", 3 * 128.0 * 1024 * 1024);
+  }
+  return p;
+}
+
+}  // namespace finemoe

@@ -1,0 +1,35 @@
+#pragma once
+// Bytes per rank of every tensor a training run keeps, in closed form from the configuration:
+// nothing is registered or allocated, so even absurd sizes are answered at once. It mirrors the
+// buffers the model allocates (parameter store, AdamW state, each layer's kept activations, the
+// shared scratch, the MoE copies and staged exchange rows), so on the CPU it is the allocator's
+// measured peak (tests/unit/model/memory_plan_test.cpp holds it to within 5%, from above). Token
+// choice routes a data-dependent number of rows: its expert rows are counted at their worst case.
+// On a GPU the CUDA context, cuBLAS workspace and NCCL buffers come on top as a stated allowance.
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace finemoe {
+
+struct MemoryItem {
+  std::string category;  // parameters | gradients | adamw | activations | scratch | communication | allowance
+  std::string name;      // what it is, e.g. "blocks.*.moe.y_expert"
+  double bytes = 0;      // per rank, all blocks together
+};
+
+struct MemoryPlan {
+  std::vector<MemoryItem> items;
+  double total() const;
+  double category_total(const std::string& category) const;
+};
+
+// world ranks, expert-parallel size cfg.parallel.expert_parallel; bytes_per_value 8 (fp64) or 4.
+// gpu adds the allowance items.
+MemoryPlan plan_memory(const Config& cfg, int world, bool gpu);
+
+// Parameter elements this rank stores (replicated tensors whole, its share of the experts).
+double stored_parameters(const Config& cfg);
+
+}  // namespace finemoe
