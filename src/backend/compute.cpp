@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 
 #include "util/check.h"
 #ifdef FINEMOE_WITH_CUDA
@@ -17,6 +19,8 @@ std::atomic<int64_t> g_live_buffers{0};
 std::atomic<int64_t> g_live_bytes{0};
 std::atomic<int64_t> g_peak_bytes{0};
 TransferCounters g_transfers;
+std::mutex g_live_mutex;
+std::unordered_map<const void*, size_t> g_live;
 constexpr std::align_val_t kHostAlignment{64};
 }  // namespace
 
@@ -47,6 +51,11 @@ const ComputeSettings& compute_settings() { return g_settings; }
 const TransferCounters& transfer_counters() { return g_transfers; }
 void reset_transfer_counters() { g_transfers = TransferCounters{}; }
 
+std::vector<std::pair<const void*, size_t>> live_buffers() {
+  std::lock_guard<std::mutex> lock(g_live_mutex);
+  return {g_live.begin(), g_live.end()};
+}
+
 MemoryUse buffer_memory_use() { return {g_live_bytes.load(), g_peak_bytes.load()}; }
 bool is_device_memory(const void* p) {
 #ifdef FINEMOE_WITH_CUDA
@@ -67,6 +76,10 @@ void* allocate_compute_bytes(size_t bytes) {
 #endif
   if (!p) p = ::operator new(bytes, kHostAlignment);
   g_live_buffers.fetch_add(1);
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_live[p] = bytes;
+  }
   const int64_t live = g_live_bytes.fetch_add(int64_t(bytes)) + int64_t(bytes);
   int64_t peak = g_peak_bytes.load();
   while (live > peak && !g_peak_bytes.compare_exchange_weak(peak, live)) {
@@ -77,6 +90,10 @@ void* allocate_compute_bytes(size_t bytes) {
 void free_compute_bytes(void* p, size_t bytes) noexcept {
   g_live_buffers.fetch_sub(1);
   g_live_bytes.fetch_sub(int64_t(bytes));
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_live.erase(p);
+  }
 #ifdef FINEMOE_WITH_CUDA
   if (on_device()) return ops::device::free(p);
 #endif

@@ -57,6 +57,8 @@ struct MemoryUse {
   int64_t peak_bytes = 0;
 };
 MemoryUse buffer_memory_use();
+// Address and bytes of every live buffer (for residency checks).
+std::vector<std::pair<const void*, size_t>> live_buffers();
 // Whether p is device memory (cudaPointerGetAttributes); always false on the CPU backend.
 bool is_device_memory(const void* p);
 void reset_buffer_memory_peak();

@@ -8,12 +8,25 @@
 //   SharedGpuLayouts:     2 or 4 ranks sharing the GPU through the host-staged MPI path (EP = world,
 //                         and EP < world) reproduce the 1-rank GPU run as on the CPU: identical
 //                         routing at step 1, step-1 gradients and 5 per-step losses within 1e-4.
-// Run under mpiexec: -n 1 for the first two (gtest filter), -n 2 and -n 4 for the third.
+//   DeviceResidency:      every live buffer of a trained engine is device memory
+//                         (cudaPointerGetAttributes), the step waits for the device exactly as the
+//                         CPU budget test says (expert choice: its two reads; token choice: one more
+//                         per MoE layer), and the pool's high-water mark against the memory plan.
+//   ExpertChoiceCaptures: forward + backward of an expert-choice micro-batch and the AdamW update
+//                         captured under cudaStreamCaptureModeGlobal (any host synchronisation,
+//                         blocking copy, cudaMalloc or cudaFree inside fails the capture), then
+//                         replayed: the same loss sums as the uncaptured run.
+// Run under mpiexec: -n 1 for all but SharedGpuLayouts (gtest filter), -n 2 and -n 4 for that one.
 #include <gtest/gtest.h>
+
+#include <cuda_runtime_api.h>
 
 #include "../mpi/train/training_harness.h"
 #include "backend/compute.h"
 #include "backend/cuda/device.h"
+#include "backend/ops_cuda.h"
+#include "kernels/cuda_check.h"
+#include "model/memory_plan.h"
 
 namespace finemoe {
 namespace {
@@ -103,6 +116,96 @@ TEST_F(GpuModel, Bf16FollowsFp32) {
   EXPECT_LE(worst, 0.01);
   std::printf("  bf16 vs fp32 on the GPU, 200 steps: loss %.4f -> %.4f vs %.4f -> %.4f, worst 20-step mean gap %.2f%%\n",
               bf16.loss.front(), bf16.loss.back(), fp32.loss.front(), fp32.loss.back(), 100 * worst);
+}
+
+TEST_F(GpuModel, DeviceResidency) {
+  for (const Case& c : step_cases()) {
+    SCOPED_TRACE(c.name);
+    const Config cfg = make_config(c, "fp32");
+    BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+    use(ComputeDevice::cuda);
+    {
+      ProcessGrid grid(MPI_COMM_SELF, 1);
+      TrainingEngine<float> engine(cfg, grid);
+      engine.step(0, 1e-3, data);
+      reset_transfer_counters();
+      engine.step(1, 1e-3, data);
+      const TransferCounters counted = transfer_counters();
+      const int64_t layer_reads = c.routing == "token_choice" ? cfg.model.n_blocks : 0;
+      EXPECT_EQ(counted.host_waits, 2 + layer_reads);
+      int64_t buffers = 0;
+      for (const auto& [p, bytes] : live_buffers()) {
+        cudaPointerAttributes a{};
+        CUDA_CHECK(cudaPointerGetAttributes(&a, p));
+        EXPECT_EQ(a.type, cudaMemoryTypeDevice) << bytes << " bytes at " << p;
+        ++buffers;
+      }
+      EXPECT_GT(buffers, 20);
+      const double planned = plan_memory(cfg, 1, false).total();
+      const double used = double(buffer_memory_use().peak_bytes), pool = double(ops::device::pool_used_high());
+      EXPECT_LE(used, planned);
+      std::printf("  %-14s %lld device buffers; host waits per step %lld; peak %.2f MiB requested, pool high %.2f MiB, "
+                  "plan %.2f MiB\n",
+                  c.name.c_str(), static_cast<long long>(buffers), static_cast<long long>(counted.host_waits),
+                  used / 1048576, pool / 1048576, planned / 1048576);
+    }
+    use(ComputeDevice::cpu);
+  }
+}
+
+TEST_F(GpuModel, ExpertChoiceCaptures) {
+  Case c;
+  c.name = "capture";
+  const Config cfg = make_config(c, "fp32");
+  BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+  use(ComputeDevice::cuda);
+  {
+    ProcessGrid grid(MPI_COMM_SELF, 1);
+    TrainingEngine<float> engine(cfg, grid);
+    engine.step(0, 1e-3, data);  // every buffer at its size
+    const int n_seq = cfg.train.batch_size, tokens = n_seq * cfg.model.context;
+    std::vector<int32_t> inputs(tokens), targets(tokens);
+    data.fill(1, 0, n_seq, inputs.data(), targets.data());
+    DeviceBuffer<int32_t> dev_inputs(tokens), dev_targets(tokens);
+    copy_to_device(dev_inputs.data(), inputs.data(), inputs.size());
+    copy_to_device(dev_targets.data(), targets.data(), targets.size());
+    TokenBatch batch;
+    batch.n_seq = n_seq;
+    batch.context = cfg.model.context;
+    batch.loss_scale = 1.0 / tokens;
+    auto& model = engine.model();
+    auto run = [&] {
+      engine.store().zero_grads();
+      model.zero_loss_sums();
+      model.accumulate_forward_backward(dev_inputs.data(), dev_targets.data(), batch);
+      engine.apply_update(1, 1e-3, 1.0);
+    };
+    ops::synchronize();
+    const cudaStream_t stream = ops::device::compute_stream();
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    run();
+    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+    ASSERT_EQ(ended, cudaSuccess) << "the expert-choice step is not capturable: " << cudaGetErrorString(ended);
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    // Same parameters for both: the replay, then the plain run from the state the replay started at.
+    const std::vector<float> start[2] = {to_host(engine.store().values(ParamGroup::replicated)),
+                                         to_host(engine.store().values(ParamGroup::expert))};
+    CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    double replayed[2];
+    copy_to_host(replayed, model.loss_sums(), 2);
+    for (int g = 0; g < 2; ++g) to_device(engine.store().values(static_cast<ParamGroup>(g)), start[g]);
+    run();
+    double plain[2];
+    copy_to_host(plain, model.loss_sums(), 2);
+    EXPECT_NEAR(replayed[0], plain[0], 1e-6 * std::abs(plain[0]));
+    std::printf("  captured expert-choice micro-batch + update replayed: loss sum %.6f vs %.6f uncaptured\n",
+                replayed[0], plain[0]);
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+  }
+  use(ComputeDevice::cpu);
 }
 
 TEST_F(GpuModel, SharedGpuLayouts) {

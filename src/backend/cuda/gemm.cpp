@@ -29,10 +29,14 @@ CublasHandle::CublasHandle(cudaStream_t stream) : stream_(stream) {
   CUBLAS_CHECK(cublasCreate(&handle_));
   CUBLAS_CHECK(cublasSetStream(handle_, stream));
   CUBLAS_CHECK(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+  // A fixed workspace, set once: cuBLAS then allocates nothing inside a step (graph capture).
+  CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+  CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_, kWorkspaceBytes));
 }
 
 CublasHandle::~CublasHandle() {
   if (handle_) cublasDestroy(handle_);
+  if (workspace_) cudaFree(workspace_);
 }
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands and m, n.

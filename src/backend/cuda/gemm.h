@@ -30,10 +30,13 @@ class CublasHandle {
   CublasHandle& operator=(const CublasHandle&) = delete;
   cublasHandle_t get() const { return handle_; }
   cudaStream_t stream() const { return stream_; }
+  // Hopper's recommended cuBLAS workspace (the memory plan's allowance counts it).
+  static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
  private:
   cublasHandle_t handle_ = nullptr;
   cudaStream_t stream_ = 0;
+  void* workspace_ = nullptr;
 };
 
 // cublasGemmEx.
