@@ -688,6 +688,59 @@ int peak(GpuCommon& c, const Options& o) {
   return 0;
 }
 
+// ------------------------------------------------------------------------------------------------
+// gpu-preflight: is this GPU usable at all? Driver and runtime versions, a 1 GiB cudaMalloc that is
+// written and read back, and a bf16 cuBLAS GEMM against a float64 reference of the same rounded
+// inputs. Exit 0 when all pass, 1 otherwise (3 without a device).
+int preflight(GpuCommon& c, const Options& o) {
+  if (c.ranks != 1) throw std::invalid_argument("gpu-preflight runs on one rank");
+  begin(c, o);
+  bool ok = true;
+  std::printf("[preflight] device %d: %s, %.1f GiB, compute capability %d.%d; %s\n", c.device, c.prop.name,
+              double(c.prop.totalGlobalMem) / (1 << 30), c.prop.major, c.prop.minor, cuda::cuda_versions().c_str());
+  {
+    const size_t bytes = size_t(1) << 30;
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, bytes));
+    CUDA_CHECK(cudaMemset(p, 0x5a, bytes));
+    unsigned char tail[64];
+    CUDA_CHECK(cudaMemcpy(tail, static_cast<unsigned char*>(p) + bytes - sizeof tail, sizeof tail,
+                          cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaFree(p));
+    const bool written = std::all_of(tail, tail + sizeof tail, [](unsigned char b) { return b == 0x5a; });
+    std::printf("[preflight] 1 GiB cudaMalloc, memset, read back: %s\n", written ? "ok" : "WRONG");
+    ok = ok && written;
+  }
+  {
+    const int n = 512;
+    std::vector<float> a(size_t(n) * n), b(size_t(n) * n), got(size_t(n) * n);
+    for (size_t i = 0; i < a.size(); ++i) {  // values exact in bf16
+      a[i] = float(int(i * 7 % 17) - 8) / 8.0f;
+      b[i] = float(int(i * 5 % 13) - 6) / 4.0f;
+    }
+    cuda::DeviceBuffer<float> da(a), db(b), dc(got.size());
+    cuda::CublasHandle handle;
+    cuda::GemmPrecision p;
+    p.bf16_math = true;
+    cuda::gemm(handle.get(), false, false, n, n, n, 1.0f, da.data(), n, db.data(), n, 0.0f, dc.data(), n, p);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    got = dc.download();
+    double worst = 0;
+    for (int i = 0; i < n; i += 37)
+      for (int j = 0; j < n; j += 41) {
+        double ref = 0;
+        for (int k = 0; k < n; ++k) ref += double(a[size_t(i) * n + k]) * double(b[size_t(k) * n + j]);
+        worst = std::max(worst, std::abs(double(got[size_t(i) * n + j]) - ref) / (1.0 + std::abs(ref)));
+      }
+    const bool gemm_ok = worst <= 1e-5;  // exact bf16 inputs, fp32 sums of small integers / 32
+    std::printf("[preflight] cuBLAS bf16 GEMM %d^3 vs float64 reference: worst relative error %.2e: %s\n", n, worst,
+                gemm_ok ? "ok" : "WRONG");
+    ok = ok && gemm_ok;
+  }
+  std::printf("[preflight] %s\n", ok ? "passed" : "FAILED");
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int run_gpu(int argc, char** argv) {
@@ -700,7 +753,7 @@ int run_gpu(int argc, char** argv) {
                stdout);
     return 0;
   }
-  if (c.sub != "gpu-expert-gemm" && c.sub != "gpu-alltoall" && c.sub != "gpu-peak") {
+  if (c.sub != "gpu-expert-gemm" && c.sub != "gpu-alltoall" && c.sub != "gpu-peak" && c.sub != "gpu-preflight") {
     std::fprintf(stderr, "finemoe-bench: unknown GPU subcommand %s\n" FINEMOE_BENCH_GPU_USAGE, c.sub.c_str());
     return 2;
   }
@@ -718,6 +771,7 @@ int run_gpu(int argc, char** argv) {
     if (c.reps < 1 || c.warmup < 0) throw std::invalid_argument("--reps >= 1, --warmup >= 0");
     if (c.sub == "gpu-expert-gemm") return expert_gemm(c, o);
     if (c.sub == "gpu-alltoall") return alltoall(c, o, MPI_COMM_WORLD);
+    if (c.sub == "gpu-preflight") return preflight(c, o);
     return peak(c, o);
   } catch (const NoDevice& e) {
     if (c.rank == 0) std::fprintf(stderr, "finemoe-bench %s: %s\n", c.sub.c_str(), e.what());

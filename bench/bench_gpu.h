@@ -4,6 +4,8 @@
 //                    fallback and gemm_strided_batched (expert choice) vs one dense cublasGemmEx
 //   gpu-alltoall     NcclCommunicator all_to_all vs all_to_all_v (equal counts), and the permute /
 //                    unpermute kernels around the exchange, across message sizes
+//   gpu-preflight    driver and runtime versions, a 1 GiB cudaMalloc, a bf16 cuBLAS GEMM checked
+//                    against float64 (gpu-check.sh's first stage)
 //   gpu-peak         large dense GEMMs (bf16, TF32, fp32) and a device-to-device copy: the ceilings
 //                    that MFU and bandwidth figures are held against
 // Compiled only into CUDA builds (FINEMOE_BENCH_GPU); elsewhere the subcommands say so and fail.
@@ -15,6 +17,7 @@
   "  gpu-expert-gemm [--G 1,2,4,8,16,32,64] [--d-model 1024] [--tokens 8192] [--E 8]\n"                        \
   "               [--precision bf16,tf32,fp32] [--paths grouped,batched,loop] [--token-counts equal|multinomial]\n" \
   "  gpu-alltoall [--rows-per-expert 1,4,16,64,256,1024] [--experts 64] [--d-model 1024] [--G 8] [--dtype f32,bf16]\n" \
+  "  gpu-preflight\n"                                                                                           \
   "  gpu-peak     [--size 4096,8192,16384] [--precision bf16,tf32,fp32] [--copy-mib 2048]\n"                  \
   "               (gpu-*: CUDA builds, a CUDA device; --device N, --reps 20, --warmup 3, --sample-ms 2)\n"
 

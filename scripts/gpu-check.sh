@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# All GPU checks in one command, on a machine with a CUDA GPU, nvcc and CMake (docs/cuda.md):
-#   scripts/gpu-check.sh [RESULTS_DIR]  build with CUDA in $FINEMOE_GPU_BUILD_DIR (default build-gpu),
-#       run `ctest -L gpu`, then the GPU benchmarks (finemoe-bench gpu-peak, gpu-expert-gemm,
-#       gpu-alltoall), writing their JSON and a log of everything into RESULTS_DIR (default $OUT when
-#       set, else bench/results/gpu-<UTC time>), then the PyTorch comparison where one exists for GPU.
-#       --skip-tests / --skip-bench leave those steps out (a warm machine keeps build-gpu: a second
-#       call only rebuilds what changed).
-#   scripts/gpu-check.sh --prepare DIR  (on Debian 12 with apt; no GPU needed) download the .deb files
-#       of the build dependencies, with what they need, into DIR to carry to a GPU image that lacks
-#       MPI, HDF5, Boost, OpenBLAS, GoogleTest and a network (about 50 MiB: the device tool carries
-#       64 MiB in all).
-# Dependencies, first that applies ($FINEMOE_GPU_DEPS = auto (default), system, apt or debs forces
-# one): already installed; apt-get works; the .deb files in $FINEMOE_GPU_DEBS (default .gpu-debs),
-# unpacked under $FINEMOE_DEPS_ROOT (default /tmp/finemoe-deps), never over /, and relocated there.
-# NCCL: the CUDA toolkit's, $NCCL_ROOT, or the PyTorch environment's (python3 -m nvidia.nccl).
-# Exit status: 0 everything ran and passed on a GPU; 3 no GPU (tests skipped, benchmarks refused:
-# nothing verified); 1 a failure.
+# All GPU checks in one command on a one-GPU node (docs/cuda.md), in stages that each report as they
+# end and go on where they can:
+#   1 pre-flight   nvidia-smi, driver and runtime versions, a 1 GiB cudaMalloc, a bf16 cuBLAS GEMM
+#   2 kernels      every CUDA kernel and cuBLAS wrapper against its CPU reference, the NCCL communicator
+#   3 step         the fp32 step against the CPU (routing compared exactly), device residency and host
+#                  waits, the expert-choice micro-batch captured as a CUDA graph
+#   4 shared GPU   2 ranks sharing the GPU through the host-staged MPI path against 1 rank
+#   5 bf16         bf16 against fp32 over 200 steps
+#   6 throughput   the GPU benchmarks, MFU of the h100-100m model at G 1 and 8 and the PyTorch peer
+#                  (skipped with a message where the image's Python lacks torch)
+#   scripts/gpu-check.sh [--quick] [RESULTS_DIR]   --quick: stages 1-3 only. Uses the prebuilt bundle
+#       in $FINEMOE_GPU_BUNDLE (default .gpu-bundle) when it has binaries, else builds here. Writes
+#       summary.txt (a line per stage, as each ends), gpu-check.log and results.tar.gz (stage logs and
+#       JSON) into RESULTS_DIR (default $OUT when set, else bench/results/gpu-<UTC time>).
+#   scripts/gpu-check.sh --bundle [DIR]   (a CPU machine with the CUDA toolkit and scripts/install-deps.sh's
+#       packages) build the GPU binaries for sm_90 ($FINEMOE_CUDA_ARCHS) and gather the runtime .debs
+#       they need on an image without MPI, HDF5, Boost or OpenBLAS into DIR (default .gpu-bundle),
+#       about 22 MiB of .debs plus the stripped binaries; carry DIR to the GPU node.
+#   scripts/gpu-check.sh --prepare DIR   download the .deb files to BUILD on such an image instead
+#       (about 50 MiB, -dev packages included).
+# Dependencies on the GPU node, first that applies ($FINEMOE_GPU_DEPS = auto (default), system, apt or
+# debs forces one): already installed; apt-get works; the .deb files of the bundle or of
+# $FINEMOE_GPU_DEBS (default .gpu-debs), unpacked under $FINEMOE_DEPS_ROOT (default /tmp/finemoe-deps),
+# never over /, and relocated there. NCCL: the toolkit's, $NCCL_ROOT, or the PyTorch environment's.
+# Exit status: 0 every stage ran and passed on a GPU; 3 no GPU (nothing verified); 1 a stage failed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -31,36 +39,63 @@ base_regex='^(libc6|libc6-dev|libc-bin|libc-dev-bin|linux-libc-dev|libgcc-s1|lib
 # when present), and what only those need.
 skip_regex='^(gfortran.*|libgfortran-[0-9]+-dev|autoconf|automake|autotools-dev|libtool|libltdl-dev|m4|libjs-.*|openssh-client|passwd|login|adduser|debianutils|libpam.*|libsemanage.*|libsepol.*|libaudit.*|libcap-ng0|libdb5\.3|libedit2|libfido2-1|libcbor.*|libmd0|libbsd0|libgdbm.*|libicu[0-9]+|libxml2|libhwloc-plugins|libx11-.*|libxau.*|libxcb.*|libxdmcp.*|libxext.*|libxnvctrl.*|libpciaccess.*|ocl-icd-libopencl1)$'
 
+# What the prebuilt binaries need at run time (the bundle's .debs).
+runtime_packages=(openmpi-bin libopenmpi3 libhdf5-103-1 libboost-program-options1.74.0 libopenblas0-pthread zlib1g)
+
 log() { echo "[gpu-check] $*"; }
 
-if [ "${1:-}" = "--prepare" ]; then
-  dir=${2:?usage: scripts/gpu-check.sh --prepare DIR}
+# download_closure DIR PACKAGE...: the install closure as apt resolves it on an empty system (first
+# alternatives only), without what any image has (base_regex) and what the checks do not use (skip_regex).
+download_closure() {
+  local dir=$1 status
+  shift
   mkdir -p "$dir"
-  # The install closure as apt resolves it on an empty system (first alternatives only), without
-  # what any image has (base_regex) and what the checks do not use (skip_regex).
   status=$(mktemp)
-  trap 'rm -f "$status"' EXIT
   mapfile -t closure < <(apt-get -s -q -o Dir::State::Status="$status" -o Debug::NoLocking=1 install \
-      --no-install-recommends "${packages[@]}" | awk '/^Inst /{print $2}' | sort -u |
+      --no-install-recommends "$@" | awk '/^Inst /{print $2}' | sort -u |
       grep -Ev "$base_regex" | grep -Ev "$skip_regex")
+  rm -f "$status"
   [ ${#closure[@]} -gt 0 ] || { log "apt-get resolved no packages (apt lists missing? run apt-get update)" >&2; exit 1; }
   rm -f "$dir"/*.deb
   log "downloading ${#closure[@]} packages into $dir"
   (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "${closure[@]}" >/dev/null)
   files=("$dir"/*.deb)
-  bytes=$(cat "${files[@]}" | wc -c)
-  log "${#files[@]} files, $((bytes / 1048576)) MiB; carry $dir and set FINEMOE_GPU_DEBS"
-  if [ "$bytes" -gt $((60 * 1048576)) ]; then
-    log "WARNING: over 60 MiB: with the working tree it may not fit the 64 MiB the device tool carries" >&2
-  fi
+  log "${#files[@]} files, $(( $(cat "${files[@]}" | wc -c) / 1048576 )) MiB in $dir"
+}
+
+if [ "${1:-}" = "--prepare" ]; then
+  dir=${2:?usage: scripts/gpu-check.sh --prepare DIR}
+  download_closure "$dir" "${packages[@]}"
+  log "carry $dir and set FINEMOE_GPU_DEBS (with the working tree it must stay under the 64 MiB the device tool carries)"
   exit 0
 fi
 
-steps_tests=1 steps_bench=1 results=""
+if [ "${1:-}" = "--bundle" ]; then
+  dir=${2:-$root/.gpu-bundle}
+  export PATH=$PATH:/usr/local/cuda/bin
+  command -v nvcc >/dev/null || { log "--bundle needs the CUDA toolkit (nvcc)" >&2; exit 1; }
+  build=${FINEMOE_GPU_BUILD_DIR:-$root/build-gpu}
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFINEMOE_CUDA=ON -DFINEMOE_ANALYSIS=OFF \
+      -DCMAKE_CUDA_ARCHITECTURES="${FINEMOE_CUDA_ARCHS:-90}" > /dev/null
+  mapfile -t targets < <(cmake --build "$build" --target help | grep -oE 'finemoe_gpu_[A-Za-z0-9_]+' | sort -u)
+  targets+=(finemoe-bench finemoe-train)
+  log "building ${targets[*]} for sm_${FINEMOE_CUDA_ARCHS:-90}"
+  cmake --build "$build" -j "${FINEMOE_BUILD_JOBS:-$(nproc)}" --target "${targets[@]}"
+  rm -rf "${dir:?}/bin" "${dir:?}/tests"
+  mkdir -p "$dir/bin" "$dir/tests"
+  cp "$build/bin/finemoe-bench" "$build/bin/finemoe-train" "$dir/bin/"
+  cp "$build"/tests/finemoe_gpu_* "$dir/tests/"
+  strip "$dir"/bin/* "$dir"/tests/*
+  download_closure "$dir/debs" "${runtime_packages[@]}"
+  log "bundle $dir: $(du -sm "$dir" | cut -f1) MiB (with the working tree it must stay under 64 MiB); commit $(git -C "$root" rev-parse --short HEAD)"
+  git -C "$root" rev-parse HEAD > "$dir/commit"
+  exit 0
+fi
+
+quick=0 results=""
 for a in "$@"; do
   case "$a" in
-    --skip-tests) steps_tests=0 ;;
-    --skip-bench) steps_bench=0 ;;
+    --quick) quick=1 ;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) results=$a ;;
@@ -82,22 +117,35 @@ if nvidia-smi -L 2>/dev/null | grep -q GPU; then
 else
   log "nvidia-smi lists no GPU: the tests will report themselves skipped, the benchmarks refuse"
 fi
-log "$(nvcc --version | tail -1); $(cmake --version | head -1)"
+bundle=${FINEMOE_GPU_BUNDLE:-$root/.gpu-bundle}
+prebuilt=0
+[ -x "$bundle/bin/finemoe-bench" ] && prebuilt=1
+if [ $prebuilt -eq 1 ]; then
+  log "prebuilt bundle $bundle (commit $(cat "$bundle/commit" 2>/dev/null || echo unknown); this tree $(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown))"
+else
+  log "no prebuilt bundle in $bundle: building here; $(nvcc --version | tail -1); $(cmake --version | head -1)"
+fi
 
 cmake_args=(-DCMAKE_BUILD_TYPE=Release -DFINEMOE_CUDA=ON -DFINEMOE_ANALYSIS=OFF)
 [ -n "${FINEMOE_CUDA_ARCHS:-}" ] && cmake_args+=(-DCMAKE_CUDA_ARCHITECTURES="$FINEMOE_CUDA_ARCHS")
 have_deps() {
+  if [ $prebuilt -eq 1 ]; then  # run-time libraries only
+    command -v mpiexec >/dev/null && ldconfig -p | grep -q libhdf5_serial.so.103 &&
+      ldconfig -p | grep -q libboost_program_options.so.1.74 && ldconfig -p | grep -q libopenblas.so.0
+    return
+  fi
   command -v mpicxx >/dev/null && { [ -e /usr/include/H5public.h ] || [ -d /usr/include/hdf5 ]; } &&
     [ -e /usr/include/boost/program_options.hpp ] && [ -d /usr/include/gtest ] &&
     { [ -e /usr/include/cblas.h ] || compgen -G '/usr/include/*/cblas.h' >/dev/null ||
       compgen -G '/usr/include/*/*/cblas.h' >/dev/null; }
 }
 debs=${FINEMOE_GPU_DEBS:-$root/.gpu-debs}
+[ $prebuilt -eq 1 ] && debs=${FINEMOE_GPU_DEBS:-$bundle/debs}
 deps=${FINEMOE_GPU_DEPS:-auto}
 if [ "$deps" = auto ]; then
   if have_deps; then deps=system
-  elif [ "$(id -u)" -eq 0 ] && timeout 60 apt-get update -q >/dev/null 2>&1; then deps=apt
   elif [ -d "$debs" ]; then deps=debs
+  elif [ "$(id -u)" -eq 0 ] && timeout 60 apt-get update -q >/dev/null 2>&1; then deps=apt
   else
     log "MPI, HDF5, Boost, OpenBLAS or GoogleTest missing, apt-get does not work and $debs does not exist;" \
         "prepare it on a Debian 12 machine: scripts/gpu-check.sh --prepare .gpu-debs" >&2
@@ -181,58 +229,108 @@ if [ -z "${NCCL_ROOT:-}" ] && [ ! -e "$cuda_home/include/nccl.h" ] && [ ! -e /us
   fi
 fi
 
-build=${FINEMOE_GPU_BUILD_DIR:-$root/build-gpu}
-jobs=${FINEMOE_BUILD_JOBS:-$(nproc)}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-cmake -S "$root" -B "$build" "${cmake_args[@]}" > "$results/cmake-configure.txt" 2>&1 ||
-  { cat "$results/cmake-configure.txt"; log "cmake configure FAILED" >&2; exit 1; }
-cache() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt" | head -1; }
-log "dependencies from $prefix: MPI $(cache MPI_CXX_COMPILER) ($(cache MPI_mpi_LIBRARY)), mpiexec $(cache MPIEXEC_EXECUTABLE)"
-log "  HDF5 $(cache HDF5_C_INCLUDE_DIR) $(cache HDF5_hdf5_LIBRARY_RELEASE); Boost $(cache Boost_DIR) $(cache Boost_INCLUDE_DIR)"
-log "  GTest $(cache GTest_DIR); OpenBLAS $(cache pkgcfg_lib_OPENBLAS_openblas)$(cache BLAS_LIBRARIES); NCCL $(cache NCCL_LIBRARY)"
-log "  CUDA $cuda_home, archs ${FINEMOE_CUDA_ARCHS:-80;90 (default)}, cuBLAS $(cache CUDA_cublas_LIBRARY)"
-# Only what the GPU checks need: the GPU test binaries (finemoe_gpu_*) and finemoe-bench.
-mapfile -t targets < <(cmake --build "$build" --target help | grep -oE 'finemoe_gpu_[A-Za-z0-9_]+' | sort -u)
-targets+=(finemoe-bench)
-log "building ${targets[*]} with $jobs jobs"
-start=$(date +%s)
-cmake --build "$build" -j "$jobs" --target "${targets[@]}" > "$results/build.txt" 2>&1 ||
-  { tail -50 "$results/build.txt"; log "build FAILED (log: $results/build.txt)" >&2; exit 1; }
-log "built in $(( $(date +%s) - start )) s"
-rm -f "$results/build.txt"  # kept only on failure: few files come back from the device
-
-status=0
-if [ $steps_tests -eq 1 ]; then
-  log "ctest -L gpu"
-  (cd "$build" && ctest -L gpu --output-on-failure --timeout 600) || status=1
-fi
-
-no_gpu_bench=0
-if [ $steps_bench -eq 1 ]; then
-  bench=$build/bin/finemoe-bench
+export LD_LIBRARY_PATH=$cuda_home/lib64:${LD_LIBRARY_PATH:-}
+if [ $prebuilt -eq 1 ]; then
+  build=$bundle
+  mpiexec=$(command -v mpiexec)
+else
+  build=${FINEMOE_GPU_BUILD_DIR:-$root/build-gpu}
+  jobs=${FINEMOE_BUILD_JOBS:-$(nproc)}
+  cmake -S "$root" -B "$build" "${cmake_args[@]}" > "$results/cmake-configure.txt" 2>&1 ||
+    { cat "$results/cmake-configure.txt"; log "cmake configure FAILED" >&2; exit 1; }
+  cache() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt" | head -1; }
+  log "dependencies from $prefix: MPI $(cache MPI_CXX_COMPILER) ($(cache MPI_mpi_LIBRARY)), mpiexec $(cache MPIEXEC_EXECUTABLE)"
+  log "  HDF5 $(cache HDF5_C_INCLUDE_DIR) $(cache HDF5_hdf5_LIBRARY_RELEASE); Boost $(cache Boost_DIR) $(cache Boost_INCLUDE_DIR)"
+  log "  GTest $(cache GTest_DIR); OpenBLAS $(cache pkgcfg_lib_OPENBLAS_openblas)$(cache BLAS_LIBRARIES); NCCL $(cache NCCL_LIBRARY)"
+  log "  CUDA $cuda_home, archs ${FINEMOE_CUDA_ARCHS:-80;90 (default)}, cuBLAS $(cache CUDA_cublas_LIBRARY)"
+  # Only what the GPU checks need: the GPU test binaries (finemoe_gpu_*), finemoe-bench and finemoe-train.
+  mapfile -t targets < <(cmake --build "$build" --target help | grep -oE 'finemoe_gpu_[A-Za-z0-9_]+' | sort -u)
+  targets+=(finemoe-bench finemoe-train)
+  log "building ${targets[*]} with $jobs jobs"
+  start=$(date +%s)
+  cmake --build "$build" -j "$jobs" --target "${targets[@]}" > "$results/build.txt" 2>&1 ||
+    { tail -50 "$results/build.txt"; log "build FAILED (log: $results/build.txt)" >&2; exit 1; }
+  log "built in $(( $(date +%s) - start )) s"
+  rm -f "$results/build.txt"  # kept only on failure: few files come back from the device
   mpiexec=$(cache MPIEXEC_EXECUTABLE)
-  for run in "gpu-peak" "gpu-expert-gemm" "gpu-alltoall"; do
-    log "finemoe-bench $run -> $results/$run.json"
-    rc=0
-    "$mpiexec" -n 1 "$bench" "$run" --json-out "$results/$run.json" || rc=$?
-    if [ $rc -eq 3 ]; then no_gpu_bench=1
-    elif [ $rc -ne 0 ]; then status=1; log "finemoe-bench $run FAILED (exit $rc)" >&2; fi
-  done
-  # Training steps of the ~100M-active E = 8 model (inputs/gpu/h100-100m.ini) at G = 1 and 8, bf16:
-  # finemoe's MFU (vs-pytorch-finemoe-G*.json) and the PyTorch peer on the same GPU.
-  if [ $no_gpu_bench -eq 0 ]; then
-    log "training steps, finemoe and the PyTorch peer: scripts/bench-vs-pytorch-gpu.sh"
-    MPIEXEC="$mpiexec" "$root/scripts/bench-vs-pytorch-gpu.sh" "$build" "$results" ||
-      { status=1; log "training-step comparison FAILED" >&2; }
-  fi
 fi
 
-if [ $status -ne 0 ]; then
-  log "GPU checks FAILED" >&2
+# The stages. Each writes its log into $logs, adds a line to summary.txt when it ends, and the
+# tarball is rewritten then, so whatever ran comes back even if a later stage hangs.
+logs=$results/logs
+mkdir -p "$logs"
+summary=$results/summary.txt
+: > "$summary"
+failed=() skipped_all=1
+pack() { tar -czf "$results/results.tar.gz" -C "$results" logs; }
+# stage N NAME COMMAND...: PASS (exit 0 with tests run), SKIP (no CUDA device / no torch), FAIL.
+stage() {
+  local n=$1 name=$2 t0 rc=0 verdict
+  shift 2
+  t0=$(date +%s)
+  log "stage $n: $name"
+  "$@" > "$logs/stage$n-$name.log" 2>&1 || rc=$?
+  if grep -q "no CUDA device: skipped\|no CUDA device (cudaGetDeviceCount\|no torch" "$logs/stage$n-$name.log" &&
+     { [ $rc -eq 0 ] || [ $rc -eq 3 ]; }; then
+    verdict=SKIP
+  elif [ $rc -eq 0 ]; then
+    verdict=PASS
+    skipped_all=0
+  else
+    verdict="FAIL (exit $rc)"
+    failed+=("$n $name")
+    skipped_all=0
+  fi
+  grep -E "^\[preflight\]|GPU vs CPU|host waits|captured|ranks on one GPU|bf16 vs fp32|MFU|tokens/s|peak" \
+    "$logs/stage$n-$name.log" | head -20 | sed 's/^/    /' || true
+  printf '%s  stage %d %-12s %4d s  %s\n' "$(date -u +%T)" "$n" "$name" $(( $(date +%s) - t0 )) "$verdict" | tee -a "$summary"
+  pack
+}
+
+gpu_tests() {  # every kernel test binary, then the NCCL communicator under mpiexec
+  local rc=0 t
+  for t in "$build"/tests/finemoe_gpu_*; do
+    case "$t" in *model_test|*nccl_test) continue ;; esac
+    echo "== $t"
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$t" || rc=1
+  done
+  echo "== $build/tests/finemoe_gpu_nccl_test"
+  "$mpiexec" -n 1 "$build/tests/finemoe_gpu_nccl_test" || rc=1
+  return $rc
+}
+model_test() {  # ranks filter
+  "$mpiexec" -n "$1" --oversubscribe "$build/tests/finemoe_gpu_model_test" --gtest_filter="$2"
+}
+throughput() {
+  local rc=0 run
+  for run in gpu-peak gpu-expert-gemm gpu-alltoall; do
+    "$mpiexec" -n 1 "$build/bin/finemoe-bench" "$run" --json-out "$logs/$run.json" || rc=$?
+    [ $rc -eq 3 ] && return 3
+  done
+  if ! python3 -c 'import torch' 2>/dev/null; then
+    echo "no torch in this image's Python: the PyTorch comparison is skipped"
+  fi
+  MPIEXEC="$mpiexec" "$root/scripts/bench-vs-pytorch-gpu.sh" "$build" "$logs" || rc=1
+  return $rc
+}
+
+stage 1 preflight "$mpiexec" -n 1 "$build/bin/finemoe-bench" gpu-preflight
+stage 2 kernels gpu_tests
+stage 3 step model_test 1 "GpuModel.OneStepMatchesCpu:GpuModel.DeviceResidency:GpuModel.ExpertChoiceCaptures"
+if [ $quick -eq 0 ]; then
+  stage 4 shared-gpu model_test 2 GpuModel.SharedGpuLayouts
+  stage 5 bf16 model_test 1 GpuModel.Bf16FollowsFp32
+  stage 6 throughput throughput
+fi
+rm -rf "$logs"  # in the tarball: few files come back from the device
+
+if [ ${#failed[@]} -gt 0 ]; then
+  log "FAILED stages: ${failed[*]} (their logs are in $results/results.tar.gz)" >&2
   exit 1
 fi
-if [ $has_gpu -eq 0 ] || [ $no_gpu_bench -eq 1 ]; then  # built and ran, but skipping verifies nothing
-  log "no GPU: the GPU tests were skipped and the benchmarks refused; nothing was verified" >&2
+if [ $has_gpu -eq 0 ] || [ $skipped_all -eq 1 ]; then
+  log "no GPU: the stages were skipped; nothing was verified" >&2
   exit 3
 fi
-log "all GPU checks passed; results in $results"
+log "all stages passed; $summary"
