@@ -5,7 +5,7 @@
 #include "kernels/routing.h"
 #include "model/moe/dispatcher.h"
 #include "model/moe/router.h"
-#include "model/moe/token_selection.h"
+#include "backend/cpu/token_selection.h"
 
 namespace finemoe::gpu_test {
 namespace {

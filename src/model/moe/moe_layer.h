@@ -25,7 +25,7 @@
 #include "model/layer_norm.h"
 #include "model/moe/dispatcher.h"
 #include "model/moe/experts.h"
-#include "model/moe/token_selection.h"
+#include "backend/cpu/token_selection.h"
 #include "model/parameters.h"
 
 namespace finemoe {

@@ -6,7 +6,7 @@
 #include <map>
 #include <vector>
 
-#include "model/moe/token_selection.h"
+#include "backend/cpu/token_selection.h"
 #include "moe_test_support.h"
 
 namespace finemoe {

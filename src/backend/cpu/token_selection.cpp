@@ -1,4 +1,4 @@
-#include "model/moe/token_selection.h"
+#include "backend/cpu/token_selection.h"
 
 #include <algorithm>
 #include <cmath>
