@@ -13,11 +13,16 @@
 
 namespace finemoe::cuda {
 
-// Device scratch that route_tokens needs for shape s.
+// Device scratch that route_tokens needs for shape s: about slots * n_experts * 4 bytes (plus
+// routing-buffer rows * 8 for token choice). Any alignment; no initial contents; free for reuse once
+// the call's work on its stream is done.
 size_t route_tokens_workspace_bytes(const cpu::RoutingShape& s);
 
 // cpu::route_tokens: selection per (group, position), the counts per expert, their offsets and a
-// stable counting sort into send order, all on the device. per_expert is device memory.
+// stable counting sort into send order, all on the device (5 launches; token choice 6). All pointers
+// are device memory: copy_row, copy_expert and copy_gate hold s.max_copies() entries (the first
+// sum(per_expert) are written), per_expert n_experts, requested (or null) slots * n_experts.
+// local_probs may point into group_probs (this rank's rows of it).
 void route_tokens(const float* group_probs, const float* local_probs, const cpu::RoutingShape& s,
                   int32_t* copy_row, int32_t* copy_expert, float* copy_gate, int64_t* per_expert,
                   int32_t* requested, void* workspace, size_t workspace_bytes, cudaStream_t stream);
