@@ -24,22 +24,18 @@ constexpr int kScanThreads = 1024;
 constexpr int64_t kMaxChunks = 1024;
 constexpr size_t kAlign = 256;
 
-// a ranks before b: higher probability, or equal probability and lower index (the selectors' rule).
-__device__ __forceinline__ bool ranks_before(float pa, int ia, float pb, int ib) {
-  return pa > pb || (pa == pb && ia < ib);
-}
-
-// A total order with the selectors' rule as unsigned compare: the larger key ranks before. The high
-// word maps the float monotonically (-0 as +0, which compare equal), the low word is ~expert (the
-// lower index ranks before).
-__device__ __forceinline__ uint64_t expert_key(float p, int e) {
+// A total order with the selectors' rule (higher probability first, then the lower index) as an
+// unsigned compare: the larger key ranks before. The high word maps the float monotonically (-0 as
+// +0, which compare equal), the low word is ~index. Keys are distinct even for NaN probabilities,
+// so a diverging run cannot keep more than `capacity` tokens or write two copies to one place.
+__device__ __forceinline__ uint64_t order_key(float p, int index) {
   uint32_t u = __float_as_uint(p);
   if ((u << 1) == 0) u = 0;
   const uint32_t ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (uint64_t(ordered) << 32) | uint32_t(~uint32_t(e));
+  return (uint64_t(ordered) << 32) | uint32_t(~uint32_t(index));
 }
 
-// threshold[r] = the k-th largest expert_key of row r: token r asks expert e iff key(e) >= it. A
+// threshold[r] = the k-th largest order_key of row r: token r asks expert e iff key(e) >= it. A
 // bitwise search from the top bit: t stays the largest prefix with at least k keys >= t; the keys
 // are distinct, so it ends on the k-th key exactly. One warp per row.
 __global__ void top_k_threshold_kernel(const float* probs, int64_t rows, int n, int k, uint64_t* threshold) {
@@ -50,7 +46,7 @@ __global__ void top_k_threshold_kernel(const float* probs, int64_t rows, int n, 
     for (int bit = 63; bit >= 0; --bit) {
       const uint64_t candidate = t | (uint64_t(1) << bit);
       int at_least = 0;
-      for (int e = lane; e < n; e += 32) at_least += expert_key(p[e], e) >= candidate ? 1 : 0;
+      for (int e = lane; e < n; e += 32) at_least += order_key(p[e], e) >= candidate ? 1 : 0;
       if (warp_sum(at_least) >= k) t = candidate;
     }
     if (lane == 0) threshold[r] = t;
@@ -107,10 +103,10 @@ __global__ void expert_choice_kernel(const float* group_probs, cpu::RoutingShape
     const int first = max(0, -unit.seq0), last = min(s.group_size, s.local_seqs - unit.seq0);
     int kept = 0;
     for (int i = first; i < last; ++i) {  // only this rank's tokens can be written
-      const float pi = unit.col[i * unit.stride];
+      const uint64_t key_i = order_key(unit.col[i * unit.stride], i);
       int rank = 0, local_rank = 0;
       for (int j = 0; j < s.group_size && rank < capacity; ++j)
-        if (ranks_before(unit.col[j * unit.stride], j, pi, i)) {
+        if (order_key(unit.col[j * unit.stride], j) > key_i) {
           ++rank;
           local_rank += unit.local(j, s) ? 1 : 0;
         }
@@ -135,7 +131,7 @@ __global__ void token_choice_kernel(const float* group_probs, const uint64_t* th
     const uint64_t* token_threshold = threshold + int64_t(unit.g) * s.group_size * s.context + unit.p;
     int asked = 0, load = 0, kept = 0;
     for (int i = 0; i < s.group_size; ++i) {
-      if (expert_key(unit.col[i * unit.stride], unit.e) < token_threshold[int64_t(i) * s.context]) continue;
+      if (order_key(unit.col[i * unit.stride], unit.e) < token_threshold[int64_t(i) * s.context]) continue;
       ++asked;
       if (load == capacity) continue;
       ++load;

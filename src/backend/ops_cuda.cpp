@@ -2,6 +2,8 @@
 
 #include <cublas_v2.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "backend/cuda/attention.h"
@@ -36,13 +38,18 @@ struct Context {
     uint64_t keep = UINT64_MAX;
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   }
+  ~Context() {
+    (void)cudaStreamSynchronize(stream);
+    cublas.reset();
+    (void)cudaStreamDestroy(stream);
+  }
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::CublasHandle> cublas;
   cuda::GemmPrecision precision;
   cuda::GroupedGemm grouped;
   cudaMemPool_t pool = nullptr;
-  cuda::DeviceBuffer<float> losses;        // per-row cross-entropy of the last call
-  cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials
+  cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials (fixed size)
+  DeviceBuffer<float> losses;               // per-row cross-entropy of the last call
 };
 
 std::unique_ptr<Context> g_context;
@@ -64,14 +71,20 @@ cudaStream_t compute_stream() { return context().stream; }
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
 
 void* allocate(size_t bytes) {
+  Context& c = context();
   void* p = nullptr;
-  CUDA_CHECK(cudaMallocAsync(&p, bytes, context().stream));
+  CUDA_CHECK(cudaMallocFromPoolAsync(&p, bytes, c.pool, c.stream));
   return p;
 }
 
 void free(void* p) noexcept {
   // Stream-ordered: the memory returns to the pool after the work queued before it.
-  if (g_context) (void)cudaFreeAsync(p, g_context->stream);
+  if (!g_context) return;
+  const cudaError_t e = cudaFreeAsync(p, g_context->stream);
+  if (e != cudaSuccess) {  // e.g. a buffer freed inside a graph capture: a bug, never to pass silently
+    std::fprintf(stderr, "fatal: cudaFreeAsync failed: %s\n", cudaGetErrorString(e));
+    std::abort();
+  }
 }
 
 bool is_device_pointer(const void* p) {
@@ -85,6 +98,11 @@ size_t pool_used_high() {
   uint64_t high = 0;
   CUDA_CHECK(cudaMemPoolGetAttribute(context().pool, cudaMemPoolAttrUsedMemHigh, &high));
   return size_t(high);
+}
+
+void reset_pool_used_high() {
+  uint64_t zero = 0;
+  CUDA_CHECK(cudaMemPoolSetAttribute(context().pool, cudaMemPoolAttrUsedMemHigh, &zero));
 }
 
 void copy_to_host(void* host, const void* device, size_t bytes) {
@@ -198,9 +216,9 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 void softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows, int vocab,
                            float dscale, double* loss_sum) {
   Context& c = context();
-  c.losses.resize(size_t(rows));
-  cuda::softmax_cross_entropy<float>(dlogits, logits, targets, rows, vocab, dscale, c.losses.data(), c.stream);
-  cuda::accumulate_sum(c.losses.data(), rows, loss_sum, c.stream);
+  float* losses = ensure_size(c.losses, size_t(rows));  // from the pool: nothing synchronises
+  cuda::softmax_cross_entropy<float>(dlogits, logits, targets, rows, vocab, dscale, losses, c.stream);
+  cuda::accumulate_sum(losses, rows, loss_sum, c.stream);
 }
 
 void accumulate(double* dst, const double* src, int n) { cuda::add_doubles(dst, src, n, context().stream); }
@@ -235,8 +253,18 @@ void destroy_intervals(void* p) noexcept {
   delete iv;
 }
 
+namespace {
+// Events recorded inside a graph capture become part of the graph and cannot be timed: skipped.
+bool capturing() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(context().stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+}  // namespace
+
 void record_interval_start(void* p) {
   auto* iv = static_cast<Intervals*>(p);
+  if (capturing()) return;
   if (iv->used == iv->starts.size()) {
     cudaEvent_t a = nullptr, b = nullptr;
     CUDA_CHECK(cudaEventCreate(&a));
@@ -249,6 +277,8 @@ void record_interval_start(void* p) {
 
 void record_interval_stop(void* p) {
   auto* iv = static_cast<Intervals*>(p);
+  if (capturing()) return;
+  FINEMOE_CHECK(iv->used < iv->starts.size(), "Stopwatch::stop() without start()");
   CUDA_CHECK(cudaEventRecord(iv->stops[iv->used], context().stream));
   ++iv->used;
 }
@@ -258,7 +288,10 @@ void reset_intervals(void* p) { static_cast<Intervals*>(p)->used = 0; }
 double take_interval_seconds(void* p) {
   auto* iv = static_cast<Intervals*>(p);
   double total = 0;
-  if (iv->used > 0) CUDA_CHECK(cudaEventSynchronize(iv->stops[iv->used - 1]));
+  if (iv->used > 0) {
+    detail::count_host_wait();
+    CUDA_CHECK(cudaEventSynchronize(iv->stops[iv->used - 1]));
+  }
   for (size_t i = 0; i < iv->used; ++i) {
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, iv->starts[i], iv->stops[i]));

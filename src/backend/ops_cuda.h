@@ -23,6 +23,7 @@ void free(void* p) noexcept;
 bool is_device_pointer(const void* p);
 // The pool's used-memory high-water mark and current use (bytes).
 size_t pool_used_high();
+void reset_pool_used_high();
 // Host <-> device on the compute stream; copy_to_host waits for the stream.
 void copy_to_host(void* host, const void* device, size_t bytes);
 void copy_to_device(void* device, const void* host, size_t bytes);

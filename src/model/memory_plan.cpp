@@ -122,8 +122,16 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
         ((m.output_layernorm ? td : 0) + r.copies + 2 * t * E) * S + (token_choice && m.z_loss_weight > 0 ? 8 : 0));
     add("communication", "moe (shared): staged send rows (input, output gradient, input gradient)", 3 * staged);
   }
-  if (gpu) {
-    add("allowance", "per-row cross-entropy, sum-of-squares partials", t * 4 + 256 * 8);
+  if (gpu) {  // device-only buffers of the CUDA backend, then the stated allowances
+    add("scratch", "per-row cross-entropy (CUDA)", t * 4);
+    if (cfg.moe.enabled) {  // kernels/moe_routing.h's workspace, bounded from above
+      const double E = cfg.n_experts(), gs = cfg.moe.group_size;
+      const double buffer_rows = (seqs < gs ? gs : seqs) * ctx;
+      const double slots = std::floor((seqs < gs ? gs : seqs) / gs) * ctx;
+      add("scratch", "blocks.*.moe: routing workspace (CUDA)",
+          nb * (slots * E * 4 + (cfg.moe.routing == "token_choice" ? buffer_rows * 8 : 0) + 1024 * E * 8 + 512));
+    }
+    add("allowance", "sum-of-squares partials (cudaMalloc)", 256 * 8);
     add("allowance", "CUDA context, kernel images (stated allowance)", 512.0 * 1024 * 1024);
     add("allowance", "cuBLAS workspace and grouped-GEMM pointer arrays (stated allowance)", 64.0 * 1024 * 1024);
     if (cfg.parallel.communicator == "nccl")

@@ -6,6 +6,7 @@
 #include "backend/cpu/blas.h"
 #include "model/moe/moe_layer.h"
 #include "model/moe/routing_group.h"
+#include "train/host_staged_communicator.h"
 #include "util/check.h"
 
 namespace finemoe {
@@ -28,6 +29,10 @@ TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid)
                                              cfg.train.micro_batch_size() / grid.world_size());
     comms.expert_group = comms_.expert_group;
     comms.routing_group = routing_group_.get();
+    if (on_device()) {  // MPI cannot read device memory: the probabilities travel through the host
+      staged_routing_group_ = std::make_unique<HostStagedCommunicator>(*routing_group_);
+      comms.routing_group = staged_routing_group_.get();
+    }
   }
   model_ = std::make_unique<Model<T>>(cfg, store_, ffn_factory<T>(cfg, comms, grid.ep_rank(), grid.ep_size()));
   store_.allocate(cfg.train.seed);

@@ -69,6 +69,7 @@ class TrainingEngine {
   StepCommunicators comms_;
   ParameterStore<T> store_;
   std::unique_ptr<MpiCommunicator> routing_group_;
+  std::unique_ptr<Communicator> staged_routing_group_;  // CUDA: routing_group_ through the host
   std::unique_ptr<Model<T>> model_;
   OptimizerState<T> optimizer_;
   std::unique_ptr<GradientSync<T>> sync_;

@@ -125,6 +125,9 @@ TEST_F(GpuModel, DeviceResidency) {
     BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
     use(ComputeDevice::cuda);
     {
+      EXPECT_EQ(buffer_memory_use().live_bytes, 0) << "buffers left over from an earlier test";
+      reset_buffer_memory_peak();
+      ops::device::reset_pool_used_high();
       ProcessGrid grid(MPI_COMM_SELF, 1);
       TrainingEngine<float> engine(cfg, grid);
       engine.step(0, 1e-3, data);
@@ -141,9 +144,11 @@ TEST_F(GpuModel, DeviceResidency) {
         ++buffers;
       }
       EXPECT_GT(buffers, 20);
-      const double planned = plan_memory(cfg, 1, false).total();
+      const MemoryPlan plan = plan_memory(cfg, 1, true);
+      const double planned = plan.total() - plan.category_total("allowance");  // what goes through the pool
       const double used = double(buffer_memory_use().peak_bytes), pool = double(ops::device::pool_used_high());
       EXPECT_LE(used, planned);
+      EXPECT_LE(pool, plan.total()) << "the pool's high-water mark beyond the plan with its allowances";
       std::printf("  %-14s %lld device buffers; host waits per step %lld; peak %.2f MiB requested, pool high %.2f MiB, "
                   "plan %.2f MiB\n",
                   c.name.c_str(), static_cast<long long>(buffers), static_cast<long long>(counted.host_waits),
@@ -174,36 +179,77 @@ TEST_F(GpuModel, ExpertChoiceCaptures) {
     batch.context = cfg.model.context;
     batch.loss_scale = 1.0 / tokens;
     auto& model = engine.model();
+    auto& store = engine.store();
     auto run = [&] {
-      engine.store().zero_grads();
+      store.zero_grads();
       model.zero_loss_sums();
       model.accumulate_forward_backward(dev_inputs.data(), dev_targets.data(), batch);
       engine.apply_update(1, 1e-3, 1.0);
     };
+    // Parameters and AdamW moments: the replay and the plain run start from the same state.
+    auto state = [&] {
+      std::vector<std::vector<float>> h;
+      for (int g = 0; g < 2; ++g) {
+        const auto group = static_cast<ParamGroup>(g);
+        h.push_back(to_host(store.values(group)));
+        h.push_back(to_host(engine.optimizer().first(group)));
+        h.push_back(to_host(engine.optimizer().second(group)));
+      }
+      return h;
+    };
+    auto restore = [&](const std::vector<std::vector<float>>& h) {
+      for (int g = 0; g < 2; ++g) {
+        const auto group = static_cast<ParamGroup>(g);
+        to_device(store.values(group), h[size_t(3 * g)]);
+        to_device(engine.optimizer().first(group), h[size_t(3 * g + 1)]);
+        to_device(engine.optimizer().second(group), h[size_t(3 * g + 2)]);
+      }
+    };
+    const auto start = state();
     ops::synchronize();
     const cudaStream_t stream = ops::device::compute_stream();
-    cudaGraph_t graph = nullptr;
-    CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    // Ends the capture however the captured code leaves (a throw must not leave it open).
+    struct Capture {
+      cudaStream_t stream;
+      cudaGraph_t graph = nullptr;
+      cudaError_t ended = cudaErrorUnknown;
+      explicit Capture(cudaStream_t s) : stream(s) { CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal)); }
+      void end() { ended = cudaStreamEndCapture(stream, &graph); }
+      ~Capture() {
+        if (ended == cudaErrorUnknown) end();
+        if (graph) cudaGraphDestroy(graph);
+      }
+    } capture(stream);
     run();
-    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
-    ASSERT_EQ(ended, cudaSuccess) << "the expert-choice step is not capturable: " << cudaGetErrorString(ended);
+    capture.end();
+    ASSERT_EQ(capture.ended, cudaSuccess) << "the expert-choice step is not capturable: "
+                                          << cudaGetErrorString(capture.ended);
+    model.reset_attention_time();  // its events were captured: never read them
     cudaGraphExec_t exec = nullptr;
-    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    // Same parameters for both: the replay, then the plain run from the state the replay started at.
-    const std::vector<float> start[2] = {to_host(engine.store().values(ParamGroup::replicated)),
-                                         to_host(engine.store().values(ParamGroup::expert))};
+    CUDA_CHECK(cudaGraphInstantiate(&exec, capture.graph, 0));
     CUDA_CHECK(cudaGraphLaunch(exec, stream));
     double replayed[2];
     copy_to_host(replayed, model.loss_sums(), 2);
-    for (int g = 0; g < 2; ++g) to_device(engine.store().values(static_cast<ParamGroup>(g)), start[g]);
+    const auto after_replay = state();
+    restore(start);
     run();
     double plain[2];
     copy_to_host(plain, model.loss_sums(), 2);
+    const auto after_plain = state();
     EXPECT_NEAR(replayed[0], plain[0], 1e-6 * std::abs(plain[0]));
-    std::printf("  captured expert-choice micro-batch + update replayed: loss sum %.6f vs %.6f uncaptured\n",
-                replayed[0], plain[0]);
+    EXPECT_NEAR(replayed[1], plain[1], 1e-6 * std::abs(plain[1]) + 1e-12);
+    double worst = 0;
+    for (size_t k = 0; k < after_plain.size(); ++k) {
+      ASSERT_EQ(after_replay[k].size(), after_plain[k].size());
+      for (size_t i = 0; i < after_plain[k].size(); ++i)
+        worst = std::max(worst, double(std::abs(after_replay[k][i] - after_plain[k][i])) /
+                                    (1e-6 + std::abs(after_plain[k][i])));
+    }
+    EXPECT_LE(worst, 1e-5) << "parameters or AdamW moments after the replayed update";
+    EXPECT_NE(after_plain[0], start[0]) << "the update changed no parameter";
+    std::printf("  captured expert-choice micro-batch + update replayed: loss sum %.6f vs %.6f uncaptured, "
+                "state rel diff %.1e\n", replayed[0], plain[0], worst);
     CUDA_CHECK(cudaGraphExecDestroy(exec));
-    CUDA_CHECK(cudaGraphDestroy(graph));
   }
   use(ComputeDevice::cpu);
 }

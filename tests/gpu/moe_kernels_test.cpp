@@ -1,23 +1,15 @@
-// Router softmax and top-k, expert-choice selection and the permute / unpermute kernels on the GPU
-// against the MoE layer's CPU code (src/model/moe).
+// Router softmax and the permute / unpermute kernels on the GPU against the MoE layer's CPU code
+// (src/model/moe); the selection kernels are in moe_routing_test.cpp.
 #include "gpu_test_support.h"
 #include "kernels/permute.h"
 #include "kernels/routing.h"
 #include "model/moe/dispatcher.h"
 #include "model/moe/router.h"
-#include "backend/cpu/token_selection.h"
 
 namespace finemoe::gpu_test {
 namespace {
 
 using MoeKernels = GpuTest;
-
-// Probabilities on a coarse grid, so that ties (broken by the lowest index) are common.
-std::vector<float> tied_probs(size_t n, uint32_t seed) {
-  auto p = random_vector(n, seed, 0.0f, 1.0f);
-  for (float& x : p) x = std::floor(x * 8.0f) / 8.0f;
-  return p;
-}
 
 TEST_F(MoeKernels, RouterSoftmaxMatchesCpu) {
   const int64_t rows = 53;
@@ -30,62 +22,6 @@ TEST_F(MoeKernels, RouterSoftmaxMatchesCpu) {
     cuda::DeviceBuffer<float> dev_probs(probs.size());
     cuda::router_softmax(dev_logits.data(), dev_probs.data(), rows, n_experts);
     EXPECT_LE(relative_max_error(dev_probs.download(), probs), kFp32Tolerance) << n_experts << " experts";
-  }
-}
-
-TEST_F(MoeKernels, TopKMatchesTokenChoiceSelector) {
-  const int rows = 41, n_experts = 40;
-  const auto probs = tied_probs(size_t(rows) * n_experts, 62);
-  auto dev_probs = on_device(probs);
-  for (int k : {1, 2, 5}) {
-    // Dropless token choice keeps every token's top k, in token order and rank order.
-    moe::TokenChoiceSelector<float> selector(n_experts, k, 0.0);
-    std::vector<moe::ExpertAssignment> kept;
-    std::vector<int> requested;
-    selector.select({probs.data(), n_experts, rows}, kept, requested);
-    ASSERT_EQ(kept.size(), size_t(rows) * k);
-    cuda::DeviceBuffer<int32_t> dev_experts(kept.size());
-    cuda::DeviceBuffer<float> dev_weights(kept.size());
-    cuda::router_top_k(dev_probs.data(), rows, n_experts, k, dev_experts.data(), dev_weights.data());
-    const auto experts = dev_experts.download();
-    const auto weights = dev_weights.download();
-    for (size_t c = 0; c < kept.size(); ++c) {
-      ASSERT_EQ(kept[c].token, int(c) / k);
-      EXPECT_EQ(experts[c], kept[c].expert) << "k " << k << ", copy " << c;
-      EXPECT_EQ(weights[c], probs[size_t(kept[c].token) * n_experts + kept[c].expert]);
-    }
-  }
-}
-
-TEST_F(MoeKernels, ExpertChoiceMatchesSelector) {
-  const int n_groups = 3, group_size = 16, context = 5, n_experts = 16, granularity = 4;
-  moe::ExpertChoiceSelector<float> selector(n_experts, granularity, 1.0);
-  const int capacity = selector.capacity(group_size);
-  ASSERT_EQ(capacity, 4);
-  const auto probs = tied_probs(size_t(n_groups) * group_size * context * n_experts, 63);
-  auto dev_probs = on_device(probs);
-  const size_t slots = size_t(n_groups) * context * n_experts;
-  cuda::DeviceBuffer<int32_t> dev_tokens(slots * capacity);
-  cuda::DeviceBuffer<float> dev_gates(slots * capacity);
-  cuda::expert_choice_select(dev_probs.data(), n_groups, group_size, context, n_experts, capacity,
-                             dev_tokens.data(), dev_gates.data());
-  const auto tokens = dev_tokens.download();
-  const auto gates = dev_gates.download();
-  std::vector<moe::ExpertAssignment> kept;
-  std::vector<int> requested;
-  for (int g = 0; g < n_groups; ++g) {
-    for (int p = 0; p < context; ++p) {
-      const moe::TokenGroup<float> group{probs.data() + (int64_t(g) * group_size * context + p) * n_experts,
-                                         int64_t(context) * n_experts, group_size};
-      kept.clear();
-      selector.select(group, kept, requested);
-      ASSERT_EQ(kept.size(), size_t(n_experts) * capacity);
-      const size_t base = (size_t(g) * context + p) * n_experts * capacity;
-      for (size_t c = 0; c < kept.size(); ++c) {  // expert-major, then rank
-        EXPECT_EQ(tokens[base + c], kept[c].token) << "group " << g << ", position " << p << ", slot " << c;
-        EXPECT_EQ(gates[base + c], group.probs[kept[c].token * group.stride + kept[c].expert]);
-      }
-    }
   }
 }
 
