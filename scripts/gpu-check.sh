@@ -185,8 +185,10 @@ case "$deps" in
       for n in mpicc mpicxx mpic++ mpiCC mpiexec mpirun; do
         [ -e "$R/usr/bin/$n.openmpi" ] && ln -sfn "$n.openmpi" "$R/usr/bin/$n"
       done
-      ln -sfn x86_64-linux-gnu/openblas-pthread/cblas.h "$R/usr/include/cblas.h"
-      ln -sfn openblas-pthread/libopenblas.so "$lib/libopenblas.so"
+      if [ -d "$R/usr/include" ]; then  # the -dev packages (--prepare), not the bundle's run-time ones
+        ln -sfn x86_64-linux-gnu/openblas-pthread/cblas.h "$R/usr/include/cblas.h"
+        ln -sfn openblas-pthread/libopenblas.so "$lib/libopenblas.so"
+      fi
       # Hard-coded /usr in pkg-config files and HDF5's compiler wrappers: point them into the tree.
       find "$R" -name '*.pc' -type f -exec sed -i -e "s|=/usr/|=$R/usr/|; s|=/usr\$|=$R/usr|" \
           -e "s| -I/usr/| -I$R/usr/|g; s| -L/usr/| -L$R/usr/|g" {} +
