@@ -42,6 +42,9 @@ struct FeedForwardStats {
 struct MoeComms {
   Communicator* expert_group = nullptr;   // owners of the other experts
   Communicator* routing_group = nullptr;  // ranks sharing a routing group (groups spanning ranks)
+  // expert_group reads and writes compute-backend memory without staging it through the host (MPI
+  // on the CPU backend, NCCL on CUDA): the copy counts are exchanged where they are computed.
+  bool expert_group_takes_compute_memory = false;
 };
 
 template <typename T>

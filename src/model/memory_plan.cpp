@@ -110,7 +110,7 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
     add("activations", "blocks.*.moe: router logits, probabilities, aux sum", nb * (2 * t * E * S + 8));
     add("activations", "blocks.*.moe: gathered probabilities of spanning groups", nb * r.gathered * S);
     add("activations", "blocks.*.moe: copies (rows, experts, gates), counts",
-        nb * (r.max_copies * (8 + S) + E * 8));
+        nb * (r.max_copies * (8 + S) + 2 * E * 8));
     add("activations", "blocks.*.moe: balance requests and gradient", balance ? nb * r.slots * E * (4 + S) : 0);
     add("activations", "blocks.*.moe: expert outputs", nb * r.received * d * S);
     add("activations", "blocks.*.moe.experts: pre-activations", nb * r.received * de * S);

@@ -28,6 +28,7 @@ TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid)
     routing_group_ = moe::make_routing_group(grid.world(), cfg.moe.group_size,
                                              cfg.train.micro_batch_size() / grid.world_size());
     comms.expert_group = comms_.expert_group;
+    comms.expert_group_takes_compute_memory = !on_device() || cfg.parallel.communicator == "nccl";
     comms.routing_group = routing_group_.get();
     if (on_device()) {  // MPI cannot read device memory: the probabilities travel through the host
       staged_routing_group_ = std::make_unique<HostStagedCommunicator>(*routing_group_);

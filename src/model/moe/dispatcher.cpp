@@ -56,6 +56,20 @@ void AllToAllDispatcher<T>::plan(const std::vector<int64_t>& send_per_expert, bo
     recv_counts_ = send_per_expert;
   }
   stats_.time_s += seconds_since(t0);
+  lay_out(send_per_expert);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::plan_received(const std::vector<int64_t>& send_per_expert,
+                                          const std::vector<int64_t>& received) {
+  FINEMOE_CHECK(send_per_expert.size() == size_t(ranks_) * n_local_ && received.size() == recv_counts_.size(),
+                "plan_received needs one count per global expert and per (source rank, local expert)");
+  recv_counts_ = received;
+  lay_out(send_per_expert);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::lay_out(const std::vector<int64_t>& send_per_expert) {
   std::fill(per_local_expert_.begin(), per_local_expert_.end(), 0);
   for (size_t b = 0; b < recv_counts_.size(); ++b) per_local_expert_[b % size_t(n_local_)] += recv_counts_[b];
   // Send order: destination-rank-major, expert-minor. The k-th piece for rank r is r's local

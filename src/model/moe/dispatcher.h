@@ -39,6 +39,9 @@ class TokenDispatcher {
   // this rank sends to global expert e. same_on_every_rank: every rank sends these same counts
   // (static shapes), so nothing needs exchanging.
   virtual void plan(const std::vector<int64_t>& send_per_expert, bool same_on_every_rank = false) = 0;
+  // The same when the caller exchanged the counts itself (on the device, with the rows' communicator):
+  // received[source rank * n_local + j] = copies source sends to this rank's local expert j.
+  virtual void plan_received(const std::vector<int64_t>& send_per_expert, const std::vector<int64_t>& received) = 0;
   // Ranks of the expert-parallel group (the exchanges are collective over it).
   virtual int group_size() const = 0;
   virtual int64_t sent_rows() const = 0;
@@ -71,6 +74,7 @@ class AllToAllDispatcher final : public TokenDispatcher<T> {
  public:
   AllToAllDispatcher(Communicator* expert_group, int n_experts);
   void plan(const std::vector<int64_t>& send_per_expert, bool same_on_every_rank = false) override;
+  void plan_received(const std::vector<int64_t>& send_per_expert, const std::vector<int64_t>& received) override;
   int group_size() const override { return ranks_; }
   int64_t sent_rows() const override { return sent_rows_; }
   int64_t received_rows() const override { return received_rows_; }
@@ -84,6 +88,8 @@ class AllToAllDispatcher final : public TokenDispatcher<T> {
   void reset_exchange_stats() override { stats_ = ExchangeStats{}; }
 
  private:
+  // Layouts and runs from the counts (recv_counts_ set).
+  void lay_out(const std::vector<int64_t>& send_per_expert);
   // Without a communicator: blocks between send order and expert order (one rank: the same order).
   void copy_local(const T* in, T* out, int width) const;
   void exchange(const T* in, const BlockLayout& in_layout, T* out, const BlockLayout& out_layout, int width);

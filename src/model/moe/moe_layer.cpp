@@ -128,11 +128,23 @@ moe::routing::RoutingShape MoeLayer<T>::routing_shape(int buffer_seqs, int first
 
 template <typename T>
 void MoeLayer<T>::count_copies() {
-  per_expert_.resize(size_t(n_experts_));
+  const size_t E = size_t(n_experts_);
+  per_expert_.resize(E);
+  const bool exchange_here = !shape_.static_counts() && dispatcher_->group_size() > 1 &&
+                             comms_.expert_group_takes_compute_memory;
   if (shape_.static_counts()) {
     std::fill(per_expert_.begin(), per_expert_.end(), shape_.slots() * shape_.capacity());
+    dispatcher_->plan(per_expert_, true);
+  } else if (exchange_here) {
+    // [sent per expert | received per (source, local expert)]: exchanged, then one transfer.
+    comms_.expert_group->all_to_all(counts_device_.data(), counts_device_.data() + E, size_t(n_local_), DType::i64);
+    std::vector<int64_t> counts(2 * E);
+    copy_to_host(counts.data(), counts_device_.data(), counts.size());
+    std::copy_n(counts.begin(), E, per_expert_.begin());
+    dispatcher_->plan_received(per_expert_, std::vector<int64_t>(counts.begin() + int64_t(E), counts.end()));
   } else {
-    copy_to_host(per_expert_.data(), per_expert_device_.data(), per_expert_.size());
+    copy_to_host(per_expert_.data(), counts_device_.data(), E);
+    dispatcher_->plan(per_expert_);
   }
   copies_ = 0;
   for (int e = 0; e < n_experts_; ++e) {
@@ -191,7 +203,7 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   const size_t workspace = moe::routing::workspace_bytes(shape_);
   moe::routing::route_tokens(group_probs, probs, shape_, ensure_size(copy_row_, max_copies),
                              ensure_size(copy_expert_, max_copies), ensure_size(copy_gate_, max_copies),
-                             ensure_size(per_expert_device_, size_t(n_experts_)), requested,
+                             ensure_size(counts_device_, 2 * size_t(n_experts_)), requested,
                              ensure_size(routing_workspace_, workspace), workspace);
   if (balance_) {
     // Tokens of a slot that are this rank's: all of them, or its slice of a spanning group.
@@ -201,7 +213,6 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   }
   router_watch_.stop();
   count_copies();
-  dispatcher_->plan(per_expert_, shape_.static_counts());
   const int64_t received = dispatcher_->received_rows();
   T* x_expert = ensure_size(scratch.x_expert, size_t(received) * d);
   T* y_expert = ensure_size(y_expert_, size_t(received) * d);

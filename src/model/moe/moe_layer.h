@@ -84,7 +84,8 @@ class MoeLayer final : public FeedForwardLayer<T> {
   // The selection's shapes for a routing buffer of `buffer_seqs` sequences holding this rank's
   // `local_seqs` from `first_local_seq` on.
   moe::routing::RoutingShape routing_shape(int buffer_seqs, int first_local_seq, int local_seqs) const;
-  // Copies per global expert on the host: static, or the one transfer of the forward.
+  // Copies per global expert on the host (static, or the forward's one transfer, after the count
+  // exchange where the expert group takes compute memory) and the dispatcher's plan.
   void count_copies();
   // A send-order buffer for the copies that travel to or from other ranks; null at one rank.
   T* staged_rows(DeviceBuffer<T>& buffer, int64_t copies);
@@ -124,7 +125,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
   DeviceBuffer<int32_t> requested_;  // [slot][expert], token choice with a balance loss
   DeviceBuffer<int32_t> copy_row_, copy_expert_;
   DeviceBuffer<T> copy_gate_;
-  DeviceBuffer<int64_t> per_expert_device_;
+  DeviceBuffer<int64_t> counts_device_;  // [sent per expert | received per (source, local expert)]
   std::vector<int64_t> per_expert_;  // host copy (or the static counts)
   int64_t copies_ = 0;
   DeviceBuffer<T> balance_grad_;  // [slot][expert]: d balance term / d p

@@ -4,7 +4,8 @@
 // buffers, on 1 and 2 ranks (EP = world), both routings, several block and micro-batch counts:
 //   expert choice, groups inside the rank: the step's two reads (losses, gradient norm), nothing
 //     per MoE layer and nothing per micro-batch;
-//   token choice: one read of the per-expert counts per MoE layer per micro-batch, plus the two.
+//   token choice: one read of the per-expert counts per MoE layer per micro-batch (on 2 ranks after
+//     their exchange, in the same transfer), plus the two.
 #include <gtest/gtest.h>
 
 #include "backend/compute.h"
@@ -18,7 +19,7 @@ constexpr int64_t kStepReads = 2;  // the loss sums and the gradient norm's sums
 
 struct Budget {
   TransferCounters step;
-  int n_blocks = 0, micro_batches = 0, n_experts = 0;
+  int n_blocks = 0, micro_batches = 0, n_experts = 0, world = 1;
 };
 
 Budget measure(const std::string& routing, int n_blocks, int micro_batches, const Corpus& corpus) {
@@ -41,6 +42,7 @@ Budget measure(const std::string& routing, int n_blocks, int micro_batches, cons
   b.n_blocks = n_blocks;
   b.micro_batches = micro_batches;
   b.n_experts = cfg.n_experts();
+  b.world = world_size;
   return b;
 }
 
@@ -63,7 +65,9 @@ TEST_P(HostSyncBudget, TokenChoiceReadsTheCountsOncePerLayerAndMicroBatch) {
   const int64_t layer_reads = int64_t(n_blocks) * micro_batches;
   EXPECT_EQ(b.step.host_waits, kStepReads + layer_reads) << n_blocks << " blocks, " << micro_batches << " micro-batches";
   EXPECT_EQ(b.step.to_host_calls, kStepReads + layer_reads);
-  EXPECT_EQ(b.step.to_host_bytes, 2 * 2 * int64_t(sizeof(double)) + layer_reads * b.n_experts * int64_t(sizeof(int64_t)));
+  // One transfer per layer: the counts sent, and with 2 ranks those received, exchanged before it.
+  const int64_t count_bytes = b.n_experts * int64_t(sizeof(int64_t)) * (b.world > 1 ? 2 : 1);
+  EXPECT_EQ(b.step.to_host_bytes, 2 * 2 * int64_t(sizeof(double)) + layer_reads * count_bytes);
   EXPECT_EQ(b.step.to_device_calls, 2 * micro_batches);
 }
 
