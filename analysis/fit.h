@@ -24,8 +24,11 @@ struct FitOptions {
   // Values per coefficient in the multi-start grid: 2 (2^7 = 128 starts for MoE) or 3 (2187).
   int start_levels = 2;
   // Starts of each bootstrap (and k-fold) fit: the full fit's solution and the next best
-  // distinct local minima the multi-start found, up to this many in all.
-  int refit_starts = 1;
+  // distinct local minima the multi-start found, up to this many in all, plus refit_grid_starts
+  // points of the start grid spread over it (a resample may have its optimum elsewhere: a fit
+  // started only from the full fit's solution cannot leave a point where a term has vanished).
+  int refit_starts = 2;
+  int refit_grid_starts = 6;
   // Lower bound on c; -infinity = none.
   double c_min = 0;
   int bootstrap = 100;              // resamples; 0 = none
@@ -34,6 +37,17 @@ struct FitOptions {
   int kfold = 5;                    // 0 = none
   uint64_t seed = 1;
   int threads = 0;  // OpenMP threads for the independent fits; 0 = OpenMP's default
+};
+
+// How one solve ended (the full fit, the held-out fit, each k-fold and bootstrap fit).
+struct FitDiagnostics {
+  std::string optimizer;    // the stages run, e.g. "LM, then LM with c held at c_min"
+  std::string termination;  // Ceres's termination type and message of the last stage
+  bool converged = false;   // the last stage ended on a convergence test
+  double cost = 0;          // the objective at the solution (docs/analysis.md)
+  // max |d cost / d p| over the fitted parameters p, the c component dropped when c sits on
+  // c_min and the slope pushes it below (the KKT condition there).
+  double projected_gradient = 0;
 };
 
 struct Band {
@@ -55,6 +69,10 @@ struct FitResult {
   double kfold_rmse = 0;  // NaN when kfold = 0
   std::vector<LawCoefficients> bootstrap;
   std::vector<Band> bands;  // per coefficient, names() order; empty without bootstrap
+  FitDiagnostics diagnostics;                      // of the full fit
+  FitDiagnostics holdout_diagnostics;              // of the fit without the held-out runs
+  std::vector<FitDiagnostics> kfold_diagnostics;   // per fold
+  std::vector<FitDiagnostics> bootstrap_diagnostics;  // per resample, failed ones included
   // c ended on its lower bound c_min: the data do not pin c down (the unbounded fit would go
   // lower), and the bands of the other coefficients are conditional on c = c_min.
   bool c_at_bound = false;

@@ -98,8 +98,10 @@ int run(int argc, char** argv) {
       "c-min", po::value<double>()->default_value(0), "fit: lower bound on c (-inf: none)")(
       "start-levels", po::value<int>()->default_value(2),
       "fit: values per coefficient in the multi-start grid, 2 (128 starts) or 3 (2187)")(
-      "refit-starts", po::value<int>()->default_value(1),
-      "fit: starts of each bootstrap/k-fold fit (the best distinct local minima of the full fit)")(
+      "refit-starts", po::value<int>()->default_value(2),
+      "fit: starts of each bootstrap/k-fold fit taken from the best distinct local minima of the full fit")(
+      "refit-grid-starts", po::value<int>()->default_value(6),
+      "fit: further starts of each bootstrap/k-fold fit, spread over the start grid")(
       "kfold", po::value<int>()->default_value(5), "fit: folds for k-fold validation (0 = none)")(
       "seed", po::value<uint64_t>()->default_value(1), "fit: seed for k-fold and bootstrap draws")(
       "coefficients", po::value<std::string>()->default_value("table1"), "optimal/compare: table1 | table8")(
@@ -143,15 +145,16 @@ int run(int argc, char** argv) {
     options.c_min = vm["c-min"].as<double>();
     options.start_levels = vm["start-levels"].as<int>();
     options.refit_starts = vm["refit-starts"].as<int>();
+    options.refit_grid_starts = vm["refit-grid-starts"].as<int>();
     if (options.bootstrap < 0 || options.kfold < 0 || options.kfold == 1) {
       throw InputError("--bootstrap must be >= 0 and --kfold 0 or >= 2");
     }
     if (!(options.bootstrap_fraction > 0 && options.bootstrap_fraction <= 1) || !(options.weight_decay >= 0) ||
         std::isnan(options.c_min) || options.c_min == INFINITY || (options.start_levels != 2 && options.start_levels != 3) ||
-        options.refit_starts < 1) {
+        options.refit_starts < 1 || options.refit_grid_starts < 0) {
       throw InputError(
           "--bootstrap-fraction must be in (0, 1], --weight-decay >= 0, --c-min a number or -inf, --start-levels 2 "
-          "or 3 and --refit-starts >= 1");
+          "or 3, --refit-starts >= 1 and --refit-grid-starts >= 0");
     }
     FitReport report;
     report.loss = parse_loss_source(vm["loss"].as<std::string>());

@@ -101,6 +101,36 @@ std::vector<std::pair<std::string, double>> metrics(const FitResult& f) {
           {"kfold_rmse", f.kfold_rmse}};
 }
 
+// How many of the fits converged and the largest projected gradient among them.
+struct DiagnosticsSummary {
+  std::size_t fits = 0, converged = 0;
+  double worst_gradient = 0;
+};
+DiagnosticsSummary summarize(const std::vector<FitDiagnostics>& d) {
+  DiagnosticsSummary s;
+  for (const auto& x : d) {
+    ++s.fits;
+    s.converged += x.converged;
+    s.worst_gradient = std::max(s.worst_gradient, std::isfinite(x.projected_gradient) ? x.projected_gradient : INFINITY);
+  }
+  return s;
+}
+
+void write_diagnostics(h5::Node& g, const std::string& prefix, const std::vector<FitDiagnostics>& d) {
+  std::vector<double> gradient, cost;
+  std::vector<std::string> optimizer, termination;
+  for (const auto& x : d) {
+    gradient.push_back(x.projected_gradient);
+    cost.push_back(x.cost);
+    optimizer.push_back(x.optimizer);
+    termination.push_back(x.termination);
+  }
+  write_column(g, prefix + "projected_gradient", gradient);
+  write_column(g, prefix + "cost", cost);
+  g.write_strings(prefix + "optimizer", optimizer);
+  g.write_strings(prefix + "termination", termination);
+}
+
 void write_fit_group(h5::File& file, const FitPart& part) {
   const FitResult& f = part.fit;
   h5::Group g = file.create_group(law_name(f.coefficients.moe));
@@ -112,6 +142,13 @@ void write_fit_group(h5::File& file, const FitPart& part) {
   g.set("n_runs", int64_t(f.n_runs));
   g.set("holdout_runs", int64_t(f.holdout_runs));
   g.set("c_at_bound", int64_t(f.c_at_bound));
+  g.set("final_cost", f.diagnostics.cost);
+  g.set("projected_gradient", f.diagnostics.projected_gradient);
+  g.set("optimizer", f.diagnostics.optimizer);
+  g.set("termination", f.diagnostics.termination);
+  write_diagnostics(g, "holdout_", {f.holdout_diagnostics});
+  write_diagnostics(g, "kfold_", f.kfold_diagnostics);
+  write_diagnostics(g, "bootstrap_", f.bootstrap_diagnostics);
   for (const auto& [name, value] : metrics(f)) g.set(name, value);
   g.write_strings("coefficient_names", names);
   h5::Series boot = g.create_series("bootstrap", h5::Type::float64, {hsize_t(names.size())}, 64);
@@ -303,6 +340,17 @@ void print_fit_table(std::ostream& os, const FitReport& report) {
        << num(f.holdout_rmse) << ", relative " << num(100 * f.holdout_rel_rmse) << "% (max "
        << num(100 * f.holdout_max_rel_error) << "%); k-fold RMSE " << num(f.kfold_rmse) << "; "
        << f.bootstrap.size() << " bootstrap fits\n";
+    os << "  full fit: " << f.diagnostics.optimizer << ": " << f.diagnostics.termination << "\n"
+       << "            cost " << num(f.diagnostics.cost) << ", projected gradient " << num(f.diagnostics.projected_gradient)
+       << "\n";
+    for (const auto& [name, list] : {std::pair<std::string, std::vector<FitDiagnostics>>{"held-out fit", {f.holdout_diagnostics}},
+                                     {"k-fold fits", f.kfold_diagnostics},
+                                     {"bootstrap fits", f.bootstrap_diagnostics}}) {
+      if (list.empty() || (list.size() == 1 && list[0].termination.empty())) continue;
+      const DiagnosticsSummary d = summarize(list);
+      os << "  " << name << ": " << d.converged << " of " << d.fits << " ended on a convergence test; largest projected gradient "
+         << num(d.worst_gradient) << "\n";
+    }
     if (f.c_at_bound) {
       os << "  note: c is at its lower bound " << num(f.coefficients.c)
          << ": the runs do not pin c down (a wider range of D helps); the other bands are conditional on it\n";
@@ -333,7 +381,16 @@ void print_fit_json(std::ostream& os, const FitReport& report) {
     }
     os << "}";
     for (const auto& [name, value] : metrics(f)) os << ", " << quoted(name) << ": " << num(value);
-    os << ", \"c_at_bound\": " << (f.c_at_bound ? "true" : "false") << "}";
+    os << ", \"c_at_bound\": " << (f.c_at_bound ? "true" : "false");
+    os << ", \"final_cost\": " << num(f.diagnostics.cost) << ", \"projected_gradient\": " << num(f.diagnostics.projected_gradient)
+       << ", \"optimizer\": " << quoted(f.diagnostics.optimizer) << ", \"termination\": " << quoted(f.diagnostics.termination);
+    for (const auto& [name, list] : {std::pair<std::string, std::vector<FitDiagnostics>>{"kfold", f.kfold_diagnostics},
+                                     {"bootstrap", f.bootstrap_diagnostics}}) {
+      const DiagnosticsSummary d = summarize(list);
+      os << ", " << quoted(name + "_converged") << ": " << d.converged << ", " << quoted(name + "_max_projected_gradient")
+         << ": " << num(d.worst_gradient);
+    }
+    os << "}";
   }
   os << "], \"skipped\": [";
   for (std::size_t i = 0; i < report.skipped.size(); ++i) {
