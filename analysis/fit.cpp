@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <sstream>
@@ -328,6 +329,86 @@ double percentile(std::vector<double> values, double q) {
   return values[lo] + (pos - double(lo)) * (values[hi] - values[lo]);
 }
 
+namespace {
+
+// Which runs pin a coefficient (or term) down.
+std::string remedy_for(const std::string& name) {
+  if (name == "a" || name == "alpha" || name == "a/N^alpha") {
+    return "wider N: smaller and larger models (a factor of 10 or more in N), each at several D";
+  }
+  if (name == "g" || name == "gamma" || name == "g/(G^gamma N^alpha)") {
+    return "more G: further granularities (e.g. G = 8, 16) at several N";
+  }
+  return "wider D: token budgets over a factor of 30-100, the largest long enough to bend the loss curve";
+}
+
+std::string fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+}  // namespace
+
+std::vector<IdentifiabilityFlag> identifiability_flags(const FitResult& fit, const std::vector<Run>& runs,
+                                                       const IdentifiabilityLimits& limits) {
+  std::vector<IdentifiabilityFlag> flags;
+  const LawCoefficients& k = fit.coefficients;
+  const auto names = k.names();
+  const auto values = k.values();
+  if (fit.c_at_bound) {
+    flags.push_back({"at_bound", "c", "c = " + fmt(k.c) + " sits on its lower bound: the fit would take c lower",
+                     remedy_for("c")});
+  }
+  for (std::size_t i = 0; i < fit.bands.size() && i < names.size(); ++i) {
+    const Band& b = fit.bands[i];
+    const std::string band = "[" + fmt(b.p10) + ", " + fmt(b.p90) + "]";
+    if (b.p90 - b.p10 <= 1e-9 * (1 + std::abs(values[i]))) {
+      if (names[i] == "c" && fit.c_at_bound) continue;  // said above
+      flags.push_back({"degenerate_band", names[i],
+                       "bootstrap band " + band + " has no width: the resamples do not move it", remedy_for(names[i])});
+    } else if (!(b.p10 > 0) || b.p90 / b.p10 > limits.band_ratio) {
+      const std::string span = b.p10 > 0 ? fmt(std::log10(b.p90 / b.p10)) + " orders of magnitude" : "zero or a change of sign";
+      flags.push_back({"wide_band", names[i], "bootstrap band " + band + " spans " + span, remedy_for(names[i])});
+    }
+  }
+  // A term whose spread over the runs is below the fit's RMSE cannot be told from c.
+  const auto range_of = [&runs](const auto& term) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (const Run& r : runs) {
+      const double v = term(r);
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    return std::make_pair(lo, hi);
+  };
+  std::vector<std::pair<std::string, std::pair<double, double>>> terms;
+  terms.push_back({"a/N^alpha", range_of([&k](const Run& r) { return k.a / std::pow(r.N, k.alpha); })});
+  if (k.moe) {
+    terms.push_back({"g/(G^gamma N^alpha)",
+                     range_of([&k](const Run& r) { return k.g / std::pow(r.G, k.gamma) / std::pow(r.N, k.alpha); })});
+  }
+  terms.push_back({"b/D^beta", range_of([&k](const Run& r) { return k.b / std::pow(r.D, k.beta); })});
+  for (const auto& [name, range] : terms) {
+    if (range.second - range.first < fit.rmse) {
+      flags.push_back({"vanishing_term", name,
+                       name + " varies by " + fmt(range.second - range.first) + " over the runs (from " +
+                           fmt(range.first) + " to " + fmt(range.second) + "), less than the fit's RMSE " +
+                           fmt(fit.rmse) + ": its coefficients are not determined",
+                       remedy_for(name)});
+    }
+  }
+  if (!(fit.holdout_rel_rmse <= limits.holdout_rel_rmse)) {
+    const std::string what = std::isfinite(fit.holdout_rel_rmse)
+                                 ? "held-out relative RMSE " + fmt(100 * fit.holdout_rel_rmse) + "% is above " +
+                                       fmt(100 * limits.holdout_rel_rmse) + "%"
+                                 : "too few runs to hold any out";
+    flags.push_back({"large_holdout_error", "held-out runs", what + ": the law does not extrapolate to the lowest-loss runs",
+                     "more runs at the largest N and D, and a wider range of both"});
+  }
+  return flags;
+}
+
 FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
   const bool moe = runs.empty() ? true : runs[0].moe;
   const std::size_t n_coef = moe ? 7 : 5;
@@ -442,6 +523,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
       }
     }
   }
+  result.flags = identifiability_flags(result, runs);
   return result;
 }
 

@@ -28,7 +28,7 @@ struct FitOptions {
   // points of the start grid spread over it (a resample may have its optimum elsewhere: a fit
   // started only from the full fit's solution cannot leave a point where a term has vanished).
   int refit_starts = 2;
-  int refit_grid_starts = 6;
+  int refit_grid_starts = 2;
   // Lower bound on c; -infinity = none.
   double c_min = 0;
   int bootstrap = 100;              // resamples; 0 = none
@@ -48,6 +48,20 @@ struct FitDiagnostics {
   // max |d cost / d p| over the fitted parameters p, the c component dropped when c sits on
   // c_min and the slope pushes it below (the KKT condition there).
   double projected_gradient = 0;
+};
+
+// A reason the runs do not determine part of the law (docs/analysis.md, "Identifiability").
+struct IdentifiabilityFlag {
+  std::string kind;         // at_bound | degenerate_band | wide_band | vanishing_term | large_holdout_error
+  std::string subject;      // the coefficient or term, e.g. "c", "a/N^alpha", "held-out runs"
+  std::string detail;       // what was seen, with the numbers
+  std::string remedy;       // which runs would pin it down
+};
+
+// Thresholds of the flags.
+struct IdentifiabilityLimits {
+  double band_ratio = 10;        // a band with p90 / p10 above this (or p10 <= 0) spans an order of magnitude
+  double holdout_rel_rmse = 0.02;  // held-out relative RMSE above this is large
 };
 
 struct Band {
@@ -76,7 +90,16 @@ struct FitResult {
   // c ended on its lower bound c_min: the data do not pin c down (the unbounded fit would go
   // lower), and the bands of the other coefficients are conditional on c = c_min.
   bool c_at_bound = false;
+  std::vector<IdentifiabilityFlag> flags;  // empty: every coefficient determined by these runs
+  bool identified() const { return flags.empty(); }
 };
+
+// The flags of a fit (fit_law sets result.flags with the default limits): c on its bound, a
+// degenerate band (p90 - p10 <= 1e-9 (1 + |value|)), a band spanning an order of magnitude or
+// more or reaching 0, a term of the law whose range over the runs is below the fit's RMSE, a
+// held-out relative RMSE above the limit (or no held-out runs).
+std::vector<IdentifiabilityFlag> identifiability_flags(const FitResult& fit, const std::vector<Run>& runs,
+                                                       const IdentifiabilityLimits& limits = {});
 
 // Fits one law to runs that are all MoE (with one E) or all dense. InputError on fewer runs
 // than coefficients, mixed kinds or mixed E, naming the records.

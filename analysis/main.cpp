@@ -50,6 +50,7 @@ struct Laws {
   std::optional<LawCoefficients> moe, dense;
   double E = 0;
   std::vector<LawCoefficients> bootstrap;
+  bool moe_identified = true, dense_identified = true;
 };
 
 Laws laws_from(const po::variables_map& vm) {
@@ -63,6 +64,8 @@ Laws laws_from(const po::variables_map& vm) {
     laws.dense = fit.dense;
     laws.E = double(fit.E);
     laws.bootstrap = fit.moe_bootstrap;
+    laws.moe_identified = fit.moe_identified;
+    laws.dense_identified = fit.dense_identified;
     return laws;
   }
   const LawPreset preset = law_preset(vm["coefficients"].as<std::string>());
@@ -100,7 +103,7 @@ int run(int argc, char** argv) {
       "fit: values per coefficient in the multi-start grid, 2 (128 starts) or 3 (2187)")(
       "refit-starts", po::value<int>()->default_value(2),
       "fit: starts of each bootstrap/k-fold fit taken from the best distinct local minima of the full fit")(
-      "refit-grid-starts", po::value<int>()->default_value(6),
+      "refit-grid-starts", po::value<int>()->default_value(2),
       "fit: further starts of each bootstrap/k-fold fit, spread over the start grid")(
       "kfold", po::value<int>()->default_value(5), "fit: folds for k-fold validation (0 = none)")(
       "seed", po::value<uint64_t>()->default_value(1), "fit: seed for k-fold and bootstrap draws")(
@@ -198,6 +201,7 @@ int run(int argc, char** argv) {
     report.source = laws.source;
     const bool moe = laws.moe.has_value();
     report.E = moe ? laws.E : 0;
+    report.identified = moe ? laws.moe_identified : laws.dense_identified;
     for (double budget : budgets) {
       report.rows.push_back(optimal_row(moe ? *laws.moe : *laws.dense, report.E, granularities, budget, flops,
                                         laws.bootstrap));
