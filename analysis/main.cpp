@@ -170,8 +170,21 @@ int run(int argc, char** argv) {
     }
     report.moe_runs = set.moe;
     report.dense_runs = set.dense;
-    if (!set.moe.empty()) report.moe = fit_law(set.moe, options);
-    if (!set.dense.empty()) report.dense = fit_law(set.dense, options);
+    // A law with fewer runs than coefficients is skipped with a warning; the other is fitted.
+    const auto enough = [](const std::vector<Run>& runs, std::size_t n_coef, const char* law) {
+      if (runs.empty()) return false;
+      if (runs.size() >= n_coef) return true;
+      std::cerr << "warning: the " << law << " law is not fitted: " << runs.size() << " completed run"
+                << (runs.size() == 1 ? "" : "s") << " for " << n_coef << " coefficients\n";
+      return false;
+    };
+    const bool fit_moe = enough(set.moe, 7, "MoE"), fit_dense = enough(set.dense, 5, "dense");
+    if (!fit_moe && !fit_dense) {
+      throw InputError("the MoE fit has " + std::to_string(set.moe.size()) + " completed runs and 7 coefficients, the dense fit " +
+                       std::to_string(set.dense.size()) + " and 5: each needs at least as many runs as coefficients");
+    }
+    if (fit_moe) report.moe = fit_law(set.moe, options);
+    if (fit_dense) report.dense = fit_law(set.dense, options);
     write_fit_files(out_dir, report);
     if (json) {
       print_fit_json(std::cout, report);
