@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <sstream>
@@ -20,7 +21,9 @@ namespace {
 // bound of 0: in log space a fit that drives c towards 0 would lose its gradient there, and
 // bootstrap fits started from it could never bring c back.
 using Params = std::array<double, 7>;
-constexpr int kLnG = 4, kGamma = 5;
+constexpr int kLnG = 4, kGamma = 5, kC = 6;
+// c within this of c_min counts as on its bound.
+constexpr double kOnBound = 1e-12;
 
 double value_of(double x) { return x; }
 template <typename T, int N>
@@ -48,6 +51,7 @@ struct LawResidual {
 struct Solution {
   Params p{};
   double cost = std::numeric_limits<double>::infinity();
+  FitDiagnostics diagnostics;
 };
 
 // weight_decay * |p|^2 as seven residuals sqrt(2 weight_decay) p_i (Ceres sums half squares).
@@ -60,24 +64,55 @@ struct Penalty {
   }
 };
 
-Solution solve(const std::vector<const Run*>& runs, bool moe, const FitOptions& o, const Params& start) {
-  const FitPreset preset = o.preset;
-  Solution s;
-  s.p = start;
-  ceres::Problem problem;
-  const bool log_space = preset == FitPreset::chinchilla;
+// The objective of docs/analysis.md, 1/2 sum_i huber(r_i^2) + weight_decay |p|^2, on p. Frozen
+// coefficients (g, gamma of a dense law; c while it is held at its bound) stay constant.
+void add_objective(ceres::Problem& problem, const std::vector<const Run*>& runs, bool moe, const FitOptions& o,
+                   Params& p, bool hold_c) {
+  const bool log_space = o.preset == FitPreset::chinchilla;
   ceres::LossFunction* robust = new ceres::HuberLoss(log_space ? 1e-3 : 0.1);
   for (const Run* r : runs) {
     auto* cost = new ceres::AutoDiffCostFunction<LawResidual, 1, 7>(
         new LawResidual{std::log(r->N), std::log(r->D), std::log(r->G), r->loss, moe, log_space});
-    problem.AddResidualBlock(cost, robust, s.p.data());
+    problem.AddResidualBlock(cost, robust, p.data());
   }
   if (o.weight_decay > 0) {
     problem.AddResidualBlock(new ceres::AutoDiffCostFunction<Penalty, 7, 7>(new Penalty{std::sqrt(2 * o.weight_decay)}),
-                             nullptr, s.p.data());
+                             nullptr, p.data());
   }
-  if (!moe) problem.SetManifold(s.p.data(), new ceres::SubsetManifold(7, {kLnG, kGamma}));
-  if (std::isfinite(o.c_min)) problem.SetParameterLowerBound(s.p.data(), 6, o.c_min);
+  std::vector<int> frozen;
+  if (!moe) frozen = {kLnG, kGamma};
+  if (hold_c) frozen.push_back(kC);
+  if (!frozen.empty()) problem.SetManifold(p.data(), new ceres::SubsetManifold(7, frozen));
+}
+
+// The cost and its gradient in p at p (g, gamma excluded for dense laws), without bounds.
+double cost_and_gradient(const std::vector<const Run*>& runs, bool moe, const FitOptions& o, Params p,
+                         std::vector<double>* gradient) {
+  ceres::Problem problem;
+  add_objective(problem, runs, moe, o, p, false);
+  double cost = 0;
+  if (!problem.Evaluate(ceres::Problem::EvaluateOptions(), &cost, nullptr, gradient, nullptr)) {
+    return std::numeric_limits<double>::infinity();
+  }
+  return cost;
+}
+
+// Largest |component| of the gradient after projection on the bounds: a component that pushes
+// c below c_min while c sits on c_min is zero (the KKT condition there is dcost/dc >= 0).
+double projected_gradient(const std::vector<const Run*>& runs, bool moe, const FitOptions& o, const Params& p) {
+  std::vector<double> g;
+  if (!std::isfinite(cost_and_gradient(runs, moe, o, p, &g))) return std::numeric_limits<double>::infinity();
+  const bool c_on_bound = std::isfinite(o.c_min) && p[kC] <= o.c_min + kOnBound;
+  double worst = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const bool is_c = i + 1 == g.size();
+    if (is_c && c_on_bound && g[i] > 0) continue;
+    worst = std::max(worst, std::abs(g[i]));
+  }
+  return worst;
+}
+
+ceres::Solver::Summary run_lm(ceres::Problem& problem) {
   ceres::Solver::Options options;
   options.linear_solver_type = ceres::DENSE_QR;
   options.max_num_iterations = 500;
@@ -88,8 +123,55 @@ Solution solve(const std::vector<const Run*>& runs, bool moe, const FitOptions& 
   options.num_threads = 1;
   ceres::Solver::Summary summary;
   ceres::Solve(options, &problem, &summary);
+  return summary;
+}
+
+// Levenberg-Marquardt with an active set for the one bound, c >= c_min. Ceres enforces a bound
+// by clipping each trial point onto it; while c presses on c_min the clipped step is not the
+// step the model predicted, every step gains about a tenth of the predicted decrease, the trust
+// region shrinks by a third per iteration and the solve ends on "parameter tolerance" with the
+// slope in the other coefficients still large (docs/analysis.md, "Why the fit used to stop
+// early"). So when c ends on its bound, the fit is solved again with c held there (the bound
+// is then inactive for the solver), and released when the slope says c would rise.
+Solution solve(const std::vector<const Run*>& runs, bool moe, const FitOptions& o, const Params& start) {
+  Solution s;
+  s.p = start;
+  const bool bounded = std::isfinite(o.c_min);
+  if (bounded) s.p[kC] = std::max(s.p[kC], o.c_min);
+  bool hold_c = false;
+  ceres::Solver::Summary summary;
+  std::string stages;
+  for (int round = 0; round < 4; ++round) {
+    ceres::Problem problem;
+    add_objective(problem, runs, moe, o, s.p, hold_c);
+    if (bounded && !hold_c) problem.SetParameterLowerBound(s.p.data(), kC, o.c_min);
+    summary = run_lm(problem);
+    stages += std::string(stages.empty() ? "" : ", then ") + (hold_c ? "LM with c held at c_min" : "LM");
+    if (!summary.IsSolutionUsable()) break;
+    if (!bounded) break;
+    std::vector<double> g;
+    const double cost = cost_and_gradient(runs, moe, o, s.p, &g);
+    if (!std::isfinite(cost)) break;
+    const bool on_bound = s.p[kC] <= o.c_min + kOnBound;
+    if (on_bound && !hold_c) {
+      s.p[kC] = o.c_min;
+      hold_c = true;  // solve the face c = c_min
+    } else if (hold_c && g.back() < 0) {
+      hold_c = false;  // c wants to rise off its bound: free it again
+    } else {
+      break;
+    }
+  }
   const bool finite = std::all_of(s.p.begin(), s.p.end(), [](double v) { return std::isfinite(v); });
-  if (summary.IsSolutionUsable() && finite && std::isfinite(summary.final_cost)) s.cost = summary.final_cost;
+  if (summary.IsSolutionUsable() && finite && std::isfinite(summary.final_cost)) {
+    s.cost = cost_and_gradient(runs, moe, o, s.p, nullptr);
+  }
+  s.diagnostics.optimizer = stages;
+  s.diagnostics.termination =
+      std::string(ceres::TerminationTypeToString(summary.termination_type)) + ": " + summary.message;
+  s.diagnostics.converged = summary.termination_type == ceres::CONVERGENCE;
+  s.diagnostics.cost = s.cost;
+  s.diagnostics.projected_gradient = finite ? projected_gradient(runs, moe, o, s.p) : s.cost;
   return s;
 }
 
@@ -168,6 +250,10 @@ Solution refit(const std::vector<const Run*>& runs, bool moe, const FitOptions& 
     const Solution s = solve(runs, moe, o, p);
     if (s.cost < best.cost) best = s;
   }
+  if (!std::isfinite(best.cost)) {
+    best.diagnostics.termination = "no start gave a usable solution";
+    best.diagnostics.cost = best.diagnostics.projected_gradient = best.cost;
+  }
   return best;
 }
 
@@ -243,6 +329,87 @@ double percentile(std::vector<double> values, double q) {
   return values[lo] + (pos - double(lo)) * (values[hi] - values[lo]);
 }
 
+namespace {
+
+// Which runs pin a coefficient (or term) down.
+std::string remedy_for(const std::string& name) {
+  if (name == "a" || name == "alpha" || name == "a/N^alpha") {
+    return "wider N: smaller and larger models (a factor of 10 or more in N), each at several D";
+  }
+  if (name == "g" || name == "gamma" || name == "g/(G^gamma N^alpha)") {
+    return "more G: further granularities (e.g. G = 8, 16) at several N";
+  }
+  return "wider D: token budgets over a factor of 30-100, the largest long enough to bend the loss curve";
+}
+
+std::string fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+}  // namespace
+
+std::vector<IdentifiabilityFlag> identifiability_flags(const FitResult& fit, const std::vector<Run>& runs,
+                                                       const IdentifiabilityLimits& limits) {
+  std::vector<IdentifiabilityFlag> flags;
+  const LawCoefficients& k = fit.coefficients;
+  const auto names = k.names();
+  const auto values = k.values();
+  if (fit.c_at_bound) {
+    flags.push_back({"at_bound", "c", "c = " + fmt(k.c) + " sits on its lower bound: the fit would take c lower",
+                     remedy_for("c")});
+  }
+  for (std::size_t i = 0; i < fit.bands.size() && i < names.size(); ++i) {
+    const Band& b = fit.bands[i];
+    const std::string band = "[" + fmt(b.p10) + ", " + fmt(b.p90) + "]";
+    // Data exactly on the law (no noise) rightly give bands of no width.
+    if (b.p90 - b.p10 <= 1e-9 * (1 + std::abs(values[i])) && fit.rmse > 1e-9) {
+      if (names[i] == "c" && fit.c_at_bound) continue;  // said above
+      flags.push_back({"degenerate_band", names[i],
+                       "bootstrap band " + band + " has no width: the resamples do not move it", remedy_for(names[i])});
+    } else if (!(b.p10 > 0) || b.p90 / b.p10 > limits.band_ratio) {
+      const std::string span = b.p10 > 0 ? fmt(std::log10(b.p90 / b.p10)) + " orders of magnitude" : "zero or a change of sign";
+      flags.push_back({"wide_band", names[i], "bootstrap band " + band + " spans " + span, remedy_for(names[i])});
+    }
+  }
+  // A term whose spread over the runs is below the fit's RMSE cannot be told from c.
+  const auto range_of = [&runs](const auto& term) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (const Run& r : runs) {
+      const double v = term(r);
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    return std::make_pair(lo, hi);
+  };
+  std::vector<std::pair<std::string, std::pair<double, double>>> terms;
+  terms.push_back({"a/N^alpha", range_of([&k](const Run& r) { return k.a / std::pow(r.N, k.alpha); })});
+  if (k.moe) {
+    terms.push_back({"g/(G^gamma N^alpha)",
+                     range_of([&k](const Run& r) { return k.g / std::pow(r.G, k.gamma) / std::pow(r.N, k.alpha); })});
+  }
+  terms.push_back({"b/D^beta", range_of([&k](const Run& r) { return k.b / std::pow(r.D, k.beta); })});
+  for (const auto& [name, range] : terms) {
+    if (range.second - range.first < fit.rmse) {
+      flags.push_back({"vanishing_term", name,
+                       name + " varies by " + fmt(range.second - range.first) + " over the runs (from " +
+                           fmt(range.first) + " to " + fmt(range.second) + "), less than the fit's RMSE " +
+                           fmt(fit.rmse) + ": its coefficients are not determined",
+                       remedy_for(name)});
+    }
+  }
+  if (!(fit.holdout_rel_rmse <= limits.holdout_rel_rmse)) {
+    const std::string what = std::isfinite(fit.holdout_rel_rmse)
+                                 ? "held-out relative RMSE " + fmt(100 * fit.holdout_rel_rmse) + "% is above " +
+                                       fmt(100 * limits.holdout_rel_rmse) + "%"
+                                 : "too few runs to hold any out";
+    flags.push_back({"large_holdout_error", "held-out runs", what + ": the law does not extrapolate to the lowest-loss runs",
+                     "more runs at the largest N and D, and a wider range of both"});
+  }
+  return flags;
+}
+
 FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
   const bool moe = runs.empty() ? true : runs[0].moe;
   const std::size_t n_coef = moe ? 7 : 5;
@@ -263,7 +430,10 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
   for (std::size_t i = 0; i < minima.size() && int(i) < std::max(1, o.refit_starts); ++i) {
     refit_starts.push_back(minima[i].p);
   }
+  const std::size_t spread = std::min<std::size_t>(grid.size(), std::size_t(std::max(0, o.refit_grid_starts)));
+  for (std::size_t i = 0; i < spread; ++i) refit_starts.push_back(grid[(2 * i + 1) * grid.size() / (2 * spread)]);
   result.coefficients = to_coefficients(best.p, moe);
+  result.diagnostics = best.diagnostics;
   result.c_at_bound = std::isfinite(o.c_min) && best.p[6] <= o.c_min + 1e-9;
   result.predicted = predict_all(result.coefficients, all);
   result.rmse = rmse_of(result.predicted, losses_of(all));
@@ -278,6 +448,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
     const std::vector<const Run*> test(by_loss.begin(), by_loss.begin() + held);
     const std::vector<const Run*> train(by_loss.begin() + held, by_loss.end());
     const Solution s = best_of(train, moe, o, grid);
+    result.holdout_diagnostics = s.diagnostics;
     const std::vector<double> pred = predict_all(to_coefficients(s.p, moe), test);
     const std::vector<double> obs = losses_of(test);
     result.holdout_runs = held;
@@ -292,7 +463,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
     result.holdout_max_rel_error = worst;
   }
 
-  // k-fold: folds by a seeded shuffle; each fold's fit starts from the full fit.
+  // k-fold: folds by a seeded shuffle; each fold's fit starts from the refit starts.
   result.kfold_rmse = nan;
   if (o.kfold >= 2 && runs.size() / std::size_t(o.kfold) * std::size_t(o.kfold - 1) >= n_coef) {
     const uint64_t key = hash_combine(o.seed, hash_string("kfold"));
@@ -303,6 +474,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
     });
     std::vector<double> pred(runs.size());
     const int k = o.kfold;
+    result.kfold_diagnostics.resize(std::size_t(k));
     const int threads = thread_count(o);
 #pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads != 1)
     for (int fold = 0; fold < k; ++fold) {
@@ -315,14 +487,17 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
           train.push_back(all[order[i]]);
         }
       }
-      const LawCoefficients c = to_coefficients(refit(train, moe, o, refit_starts).p, moe);
+      const Solution s = refit(train, moe, o, refit_starts);
+      result.kfold_diagnostics[std::size_t(fold)] = s.diagnostics;
+      const LawCoefficients c = to_coefficients(s.p, moe);
       for (std::size_t t : test) pred[t] = c.predict(runs[t].N, runs[t].D, runs[t].G);
     }
     result.kfold_rmse = rmse_of(pred, losses_of(all));
   }
 
   // Bootstrap: resamples of bootstrap_fraction x n runs drawn with replacement, each fitted from
-  // the full fit; the 10th and 90th percentiles of each coefficient.
+  // the refit starts (the full fit's best minima and points spread over the grid); the 10th and
+  // 90th percentiles of each coefficient.
   if (o.bootstrap > 0) {
     const std::size_t m = std::max<std::size_t>(n_coef, std::size_t(std::lround(o.bootstrap_fraction * double(runs.size()))));
     const uint64_t key = hash_combine(o.seed, hash_string("bootstrap"));
@@ -338,6 +513,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
       samples[std::size_t(b)] = refit(sample, moe, o, refit_starts);
     }
     for (const auto& s : samples) {
+      result.bootstrap_diagnostics.push_back(s.diagnostics);
       if (std::isfinite(s.cost)) result.bootstrap.push_back(to_coefficients(s.p, moe));
     }
     if (!result.bootstrap.empty()) {
@@ -348,6 +524,7 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
       }
     }
   }
+  result.flags = identifiability_flags(result, runs);
   return result;
 }
 

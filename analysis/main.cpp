@@ -50,6 +50,7 @@ struct Laws {
   std::optional<LawCoefficients> moe, dense;
   double E = 0;
   std::vector<LawCoefficients> bootstrap;
+  bool moe_identified = true, dense_identified = true;
 };
 
 Laws laws_from(const po::variables_map& vm) {
@@ -63,6 +64,8 @@ Laws laws_from(const po::variables_map& vm) {
     laws.dense = fit.dense;
     laws.E = double(fit.E);
     laws.bootstrap = fit.moe_bootstrap;
+    laws.moe_identified = fit.moe_identified;
+    laws.dense_identified = fit.dense_identified;
     return laws;
   }
   const LawPreset preset = law_preset(vm["coefficients"].as<std::string>());
@@ -98,8 +101,10 @@ int run(int argc, char** argv) {
       "c-min", po::value<double>()->default_value(0), "fit: lower bound on c (-inf: none)")(
       "start-levels", po::value<int>()->default_value(2),
       "fit: values per coefficient in the multi-start grid, 2 (128 starts) or 3 (2187)")(
-      "refit-starts", po::value<int>()->default_value(1),
-      "fit: starts of each bootstrap/k-fold fit (the best distinct local minima of the full fit)")(
+      "refit-starts", po::value<int>()->default_value(2),
+      "fit: starts of each bootstrap/k-fold fit taken from the best distinct local minima of the full fit")(
+      "refit-grid-starts", po::value<int>()->default_value(2),
+      "fit: further starts of each bootstrap/k-fold fit, spread over the start grid")(
       "kfold", po::value<int>()->default_value(5), "fit: folds for k-fold validation (0 = none)")(
       "seed", po::value<uint64_t>()->default_value(1), "fit: seed for k-fold and bootstrap draws")(
       "coefficients", po::value<std::string>()->default_value("table1"), "optimal/compare: table1 | table8")(
@@ -143,15 +148,16 @@ int run(int argc, char** argv) {
     options.c_min = vm["c-min"].as<double>();
     options.start_levels = vm["start-levels"].as<int>();
     options.refit_starts = vm["refit-starts"].as<int>();
+    options.refit_grid_starts = vm["refit-grid-starts"].as<int>();
     if (options.bootstrap < 0 || options.kfold < 0 || options.kfold == 1) {
       throw InputError("--bootstrap must be >= 0 and --kfold 0 or >= 2");
     }
     if (!(options.bootstrap_fraction > 0 && options.bootstrap_fraction <= 1) || !(options.weight_decay >= 0) ||
         std::isnan(options.c_min) || options.c_min == INFINITY || (options.start_levels != 2 && options.start_levels != 3) ||
-        options.refit_starts < 1) {
+        options.refit_starts < 1 || options.refit_grid_starts < 0) {
       throw InputError(
           "--bootstrap-fraction must be in (0, 1], --weight-decay >= 0, --c-min a number or -inf, --start-levels 2 "
-          "or 3 and --refit-starts >= 1");
+          "or 3, --refit-starts >= 1 and --refit-grid-starts >= 0");
     }
     FitReport report;
     report.loss = parse_loss_source(vm["loss"].as<std::string>());
@@ -164,8 +170,21 @@ int run(int argc, char** argv) {
     }
     report.moe_runs = set.moe;
     report.dense_runs = set.dense;
-    if (!set.moe.empty()) report.moe = fit_law(set.moe, options);
-    if (!set.dense.empty()) report.dense = fit_law(set.dense, options);
+    // A law with fewer runs than coefficients is skipped with a warning; the other is fitted.
+    const auto enough = [](const std::vector<Run>& runs, std::size_t n_coef, const char* law) {
+      if (runs.empty()) return false;
+      if (runs.size() >= n_coef) return true;
+      std::cerr << "warning: the " << law << " law is not fitted: " << runs.size() << " completed run"
+                << (runs.size() == 1 ? "" : "s") << " for " << n_coef << " coefficients\n";
+      return false;
+    };
+    const bool fit_moe = enough(set.moe, 7, "MoE"), fit_dense = enough(set.dense, 5, "dense");
+    if (!fit_moe && !fit_dense) {
+      throw InputError("the MoE fit has " + std::to_string(set.moe.size()) + " completed runs and 7 coefficients, the dense fit " +
+                       std::to_string(set.dense.size()) + " and 5: each needs at least as many runs as coefficients");
+    }
+    if (fit_moe) report.moe = fit_law(set.moe, options);
+    if (fit_dense) report.dense = fit_law(set.dense, options);
     write_fit_files(out_dir, report);
     if (json) {
       print_fit_json(std::cout, report);
@@ -195,6 +214,7 @@ int run(int argc, char** argv) {
     report.source = laws.source;
     const bool moe = laws.moe.has_value();
     report.E = moe ? laws.E : 0;
+    report.identified = moe ? laws.moe_identified : laws.dense_identified;
     for (double budget : budgets) {
       report.rows.push_back(optimal_row(moe ? *laws.moe : *laws.dense, report.E, granularities, budget, flops,
                                         laws.bootstrap));

@@ -101,6 +101,36 @@ std::vector<std::pair<std::string, double>> metrics(const FitResult& f) {
           {"kfold_rmse", f.kfold_rmse}};
 }
 
+// How many of the fits converged and the largest projected gradient among them.
+struct DiagnosticsSummary {
+  std::size_t fits = 0, converged = 0;
+  double worst_gradient = 0;
+};
+DiagnosticsSummary summarize(const std::vector<FitDiagnostics>& d) {
+  DiagnosticsSummary s;
+  for (const auto& x : d) {
+    ++s.fits;
+    s.converged += x.converged;
+    s.worst_gradient = std::max(s.worst_gradient, std::isfinite(x.projected_gradient) ? x.projected_gradient : INFINITY);
+  }
+  return s;
+}
+
+void write_diagnostics(h5::Node& g, const std::string& prefix, const std::vector<FitDiagnostics>& d) {
+  std::vector<double> gradient, cost;
+  std::vector<std::string> optimizer, termination;
+  for (const auto& x : d) {
+    gradient.push_back(x.projected_gradient);
+    cost.push_back(x.cost);
+    optimizer.push_back(x.optimizer);
+    termination.push_back(x.termination);
+  }
+  write_column(g, prefix + "projected_gradient", gradient);
+  write_column(g, prefix + "cost", cost);
+  g.write_strings(prefix + "optimizer", optimizer);
+  g.write_strings(prefix + "termination", termination);
+}
+
 void write_fit_group(h5::File& file, const FitPart& part) {
   const FitResult& f = part.fit;
   h5::Group g = file.create_group(law_name(f.coefficients.moe));
@@ -112,6 +142,28 @@ void write_fit_group(h5::File& file, const FitPart& part) {
   g.set("n_runs", int64_t(f.n_runs));
   g.set("holdout_runs", int64_t(f.holdout_runs));
   g.set("c_at_bound", int64_t(f.c_at_bound));
+  g.set("identified", int64_t(f.identified()));
+  {
+    std::vector<std::string> kind, subject, detail, remedy;
+    for (const auto& flag : f.flags) {
+      kind.push_back(flag.kind);
+      subject.push_back(flag.subject);
+      detail.push_back(flag.detail);
+      remedy.push_back(flag.remedy);
+    }
+    h5::Group flags = g.create_group("flags");
+    flags.write_strings("kind", kind);
+    flags.write_strings("subject", subject);
+    flags.write_strings("detail", detail);
+    flags.write_strings("remedy", remedy);
+  }
+  g.set("final_cost", f.diagnostics.cost);
+  g.set("projected_gradient", f.diagnostics.projected_gradient);
+  g.set("optimizer", f.diagnostics.optimizer);
+  g.set("termination", f.diagnostics.termination);
+  write_diagnostics(g, "holdout_", {f.holdout_diagnostics});
+  write_diagnostics(g, "kfold_", f.kfold_diagnostics);
+  write_diagnostics(g, "bootstrap_", f.bootstrap_diagnostics);
   for (const auto& [name, value] : metrics(f)) g.set(name, value);
   g.write_strings("coefficient_names", names);
   h5::Series boot = g.create_series("bootstrap", h5::Type::float64, {hsize_t(names.size())}, 64);
@@ -261,6 +313,14 @@ void write_fit_files(const std::string& dir, const FitReport& report) {
   }
   std::ofstream csv = open_text(dir + "/fit.csv");
   csv << "law,quantity,value,p10,p90\n";
+  std::ofstream flags_csv = open_text(dir + "/fit_flags.csv");
+  flags_csv << "law,kind,subject,detail,remedy\n";
+  for (const FitPart& part : parts(report)) {
+    for (const auto& flag : part.fit.flags) {
+      flags_csv << law_name(part.fit.coefficients.moe) << "," << flag.kind << "," << csv_field(flag.subject) << ","
+                << csv_field(flag.detail) << "," << csv_field(flag.remedy) << "\n";
+    }
+  }
   std::ofstream runs_csv = open_text(dir + "/fit_runs.csv");
   runs_csv << "law,path,N,D,G,E,loss,predicted\n";
   for (const FitPart& part : parts(report)) {
@@ -275,6 +335,9 @@ void write_fit_files(const std::string& dir, const FitReport& report) {
     }
     for (const auto& [name, value] : metrics(f)) csv << law << "," << name << "," << csv_num(value) << ",,\n";
     csv << law << ",n_runs," << f.n_runs << ",,\n";
+    csv << law << ",identified," << int(f.identified()) << ",,\n";
+    csv << law << ",final_cost," << csv_num(f.diagnostics.cost) << ",,\n";
+    csv << law << ",projected_gradient," << csv_num(f.diagnostics.projected_gradient) << ",,\n";
     for (std::size_t i = 0; i < part.runs.size(); ++i) {
       const Run& r = part.runs[i];
       runs_csv << law << "," << csv_field(r.path) << "," << num(r.N) << "," << num(r.D) << "," << num(r.G) << ","
@@ -303,9 +366,28 @@ void print_fit_table(std::ostream& os, const FitReport& report) {
        << num(f.holdout_rmse) << ", relative " << num(100 * f.holdout_rel_rmse) << "% (max "
        << num(100 * f.holdout_max_rel_error) << "%); k-fold RMSE " << num(f.kfold_rmse) << "; "
        << f.bootstrap.size() << " bootstrap fits\n";
-    if (f.c_at_bound) {
-      os << "  note: c is at its lower bound " << num(f.coefficients.c)
-         << ": the runs do not pin c down (a wider range of D helps); the other bands are conditional on it\n";
+    os << "  full fit: " << f.diagnostics.optimizer << ": " << f.diagnostics.termination << "\n"
+       << "            cost " << num(f.diagnostics.cost) << ", projected gradient " << num(f.diagnostics.projected_gradient)
+       << "\n";
+    for (const auto& [name, list] : {std::pair<std::string, std::vector<FitDiagnostics>>{"held-out fit", {f.holdout_diagnostics}},
+                                     {"k-fold fits", f.kfold_diagnostics},
+                                     {"bootstrap fits", f.bootstrap_diagnostics}}) {
+      if (list.empty() || (list.size() == 1 && list[0].termination.empty())) continue;
+      const DiagnosticsSummary d = summarize(list);
+      os << "  " << name << ": " << d.converged << " of " << d.fits << " ended on a convergence test; largest projected gradient "
+         << num(d.worst_gradient) << "\n";
+    }
+    if (f.identified()) {
+      os << "  identified: every coefficient strictly inside its bounds, bands neither degenerate nor wider than "
+            "an order of magnitude, every term above the noise, held-out error within 2%\n";
+    } else {
+      os << "  NOT IDENTIFIED by these runs (" << f.flags.size() << " flag" << (f.flags.size() == 1 ? "" : "s")
+         << "); read its coefficients as a description of these runs, not as a law:\n";
+      for (const auto& flag : f.flags) {
+        os << "  - " << flag.subject << " (" << flag.kind << "): " << flag.detail << ".\n      would pin it down: "
+           << flag.remedy << "\n";
+      }
+      if (f.c_at_bound) os << "  the bands of the other coefficients are conditional on c = c_min\n";
     }
   }
   if (!report.skipped.empty()) {
@@ -333,7 +415,23 @@ void print_fit_json(std::ostream& os, const FitReport& report) {
     }
     os << "}";
     for (const auto& [name, value] : metrics(f)) os << ", " << quoted(name) << ": " << num(value);
-    os << ", \"c_at_bound\": " << (f.c_at_bound ? "true" : "false") << "}";
+    os << ", \"c_at_bound\": " << (f.c_at_bound ? "true" : "false");
+    os << ", \"identified\": " << (f.identified() ? "true" : "false") << ", \"flags\": [";
+    for (std::size_t i = 0; i < f.flags.size(); ++i) {
+      const auto& flag = f.flags[i];
+      os << (i ? ", " : "") << "{\"kind\": " << quoted(flag.kind) << ", \"subject\": " << quoted(flag.subject)
+         << ", \"detail\": " << quoted(flag.detail) << ", \"remedy\": " << quoted(flag.remedy) << "}";
+    }
+    os << "]";
+    os << ", \"final_cost\": " << num(f.diagnostics.cost) << ", \"projected_gradient\": " << num(f.diagnostics.projected_gradient)
+       << ", \"optimizer\": " << quoted(f.diagnostics.optimizer) << ", \"termination\": " << quoted(f.diagnostics.termination);
+    for (const auto& [name, list] : {std::pair<std::string, std::vector<FitDiagnostics>>{"kfold", f.kfold_diagnostics},
+                                     {"bootstrap", f.bootstrap_diagnostics}}) {
+      const DiagnosticsSummary d = summarize(list);
+      os << ", " << quoted(name + "_converged") << ": " << d.converged << ", " << quoted(name + "_max_projected_gradient")
+         << ": " << num(d.worst_gradient);
+    }
+    os << "}";
   }
   os << "], \"skipped\": [";
   for (std::size_t i = 0; i < report.skipped.size(); ++i) {
@@ -359,6 +457,7 @@ StoredFit read_fit_file(const std::string& path) {
       std::vector<double> values;
       for (const auto& name : k.names()) values.push_back(g.get_double(name));
       (moe ? out.moe : out.dense) = LawCoefficients::from_values(moe, values);
+      (moe ? out.moe_identified : out.dense_identified) = !g.has_attribute("identified") || g.get_int64("identified") != 0;
       if (moe) {
         out.E = g.get_int64("E");
         const h5::Series boot = g.open_series("bootstrap");
@@ -404,6 +503,7 @@ void write_optimal_files(const std::string& dir, const OptimalReport& report) {
     h5::File file = create_results_file(dir + "/optimal.h5", "finemoe-analyze optimal");
     file.set("source", report.source);
     file.set("E", report.E);
+    file.set("identified", int64_t(report.identified));
     const std::vector<std::pair<const char*, const std::vector<double>*>> columns = {
         {"budget", &budget},   {"G", &G},           {"n_blocks", &n_blocks}, {"d_model", &d_model},
         {"N_active", &N_active}, {"N_total", &N_total}, {"D", &D},           {"loss", &loss},
@@ -457,7 +557,14 @@ void write_optimal_files(const std::string& dir, const OptimalReport& report) {
 }
 
 void print_optimal_table(std::ostream& os, const OptimalReport& report) {
-  os << "compute-optimal configurations (" << report.source << ", E = " << num(report.E) << ")\n";
+  if (!report.identified) {
+    os << "EXTRAPOLATION, not a result: " << report.source
+       << " holds a law these runs do not identify (see the flags of `fit`).\n"
+          "The rows are where that formula's minimum falls; the bootstrap band under each row is the spread\n"
+          "over resamples. Do not read them as compute-optimal configurations.\n";
+  }
+  os << (report.identified ? "compute-optimal configurations (" : "extrapolated optimum of an unidentified law (")
+     << report.source << ", E = " << num(report.E) << ")\n";
   os << "     FLOPs     G  n_blocks  d_model    N_active     N_total           D    loss\n";
   for (const auto& row : report.rows) {
     const OptimalConfig& c = row.best;
@@ -476,7 +583,8 @@ void print_optimal_table(std::ostream& os, const OptimalReport& report) {
 }
 
 void print_optimal_json(std::ostream& os, const OptimalReport& report) {
-  os << "{\"source\": " << quoted(report.source) << ", \"E\": " << num(report.E) << ", \"rows\": [";
+  os << "{\"source\": " << quoted(report.source) << ", \"E\": " << num(report.E)
+     << ", \"identified\": " << (report.identified ? "true" : "false") << ", \"rows\": [";
   for (std::size_t i = 0; i < report.rows.size(); ++i) {
     const OptimalRow& row = report.rows[i];
     const OptimalConfig& c = row.best;

@@ -30,12 +30,15 @@ struct StoredFit {
   std::optional<LawCoefficients> moe, dense;
   int64_t E = 0;
   std::vector<LawCoefficients> moe_bootstrap;
+  bool moe_identified = true, dense_identified = true;  // false when the fit raised identifiability flags
 };
 StoredFit read_fit_file(const std::string& path);
 
 struct OptimalReport {
   std::string source;  // "preset table1" or the fit file
   double E = 0;
+  // false: the fit raised identifiability flags, and the rows are printed as an extrapolation
+  bool identified = true;
   std::vector<OptimalRow> rows;
 };
 // optimal.h5, optimal.csv, optimal_G.svg and optimal_N_D.svg.

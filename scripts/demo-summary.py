@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Prints what the demo measured: the fitted MoE law beside the paper's Table 1 coefficients, and
-whether finer granularity helped at this scale (eval loss per shape and token budget).
+"""Prints what the demo measured: the fitted MoE law beside the paper's Table 1 coefficients, whether
+the runs identify it (the fit's flags in words, with the runs that would pin it down), whether finer
+granularity helped at this scale (eval loss per shape and token budget), dense against MoE row by
+row, and the held-out error beside the size of the granularity effect.
 
     scripts/demo-summary.py ANALYSIS_DIR    (holds fit.csv and fit_runs.csv of finemoe-analyze fit)
 """
@@ -23,7 +25,30 @@ def coefficients(path):
         print(f"  {key:>6} {float(r['value']):>10.4g} {float(r['p10']):>10.4g} {float(r['p90']):>10.4g}   {ref:>7}")
 
 
-def granularity(path):
+def identifiability(analysis):
+    """The fit's flags in words: which coefficients these runs do not determine, and which runs would."""
+    metrics = {(r["law"], r["quantity"]): r["value"] for r in csv.DictReader(open(os.path.join(analysis, "fit.csv")))}
+    flags = list(csv.DictReader(open(os.path.join(analysis, "fit_flags.csv"))))
+    for law, name in (("moe", "MoE"), ("dense", "dense")):
+        if (law, "identified") not in metrics:
+            print(f"\nThe {name} law was not fitted (too few runs).")
+            continue
+        mine = [f for f in flags if f["law"] == law]
+        if not mine:
+            print(f"\nThe {name} law is identified by these runs: no coefficient on a bound, no degenerate or")
+            print("order-of-magnitude band, every term above the noise, held-out error within 2%.")
+            continue
+        print(f"\nThe {name} law is NOT identified by these runs; its coefficients describe these runs, they are")
+        print("not a scaling law to extrapolate:")
+        for f in mine:
+            print(f"  - {f['subject']}: {f['detail']}")
+        remedies = sorted({f["remedy"] for f in mine})
+        print("  Runs that would pin it down:")
+        for r in remedies:
+            print(f"    * {r}")
+
+
+def granularity(path, analysis):
     table = collections.defaultdict(dict)
     for r in csv.DictReader(open(path)):
         shape = os.path.basename(os.path.dirname(r["path"])).split("-")[0]  # runs are named shape-ffn-tokens
@@ -41,13 +66,61 @@ def granularity(path):
         cells = " ".join(f"{row[c]:>7.3f}" if c in row else f"{'-':>7}" for c in columns)
         print(f"  {key[0]:>6} {key[1]:>8} {cells}   {best}")
     print("  best granularity counts: " + ", ".join(f"{c}: {n}" for c, n in sorted(wins.items())))
+    dense_vs_moe(table, columns)
+    g_effect_vs_holdout(table, analysis)
+
+
+def dense_vs_moe(table, columns):
+    """Dense against each MoE granularity, row by row, whichever wins."""
+    moe_columns = [c for c in columns if c != "dense"]
+    if "dense" not in columns or not moe_columns:
+        return
+    print("\nDense against MoE (same shape: same active parameters, same tokens), row by row:")
+    beaten = collections.Counter()
+    rows = 0
+    for key in sorted(table, key=lambda k: (int(k[0].lstrip("d")), k[1])):
+        row = table[key]
+        if "dense" not in row:
+            continue
+        rows += 1
+        parts = []
+        for c in moe_columns:
+            if c not in row:
+                continue
+            diff = row[c] - row["dense"]
+            if diff > 0:
+                beaten[c] += 1
+                parts.append(f"dense beats {c} by {diff:.3f}")
+            else:
+                parts.append(f"{c} beats dense by {-diff:.3f}")
+        print(f"  {key[0]:>6} {key[1]:>8}: " + "; ".join(parts))
+    for c in moe_columns:
+        print(f"  dense beats {c} in {beaten[c]} of {rows} rows")
+    if any(beaten.values()):
+        print("  The paper finds MoE better than dense at every scale it tried; where dense wins here, see")
+        print("  docs/analysis.md, \"Dense against MoE in the demo\", for what was measured.")
+
+
+def g_effect_vs_holdout(table, analysis):
+    """The held-out error beside the size of the granularity effect the law must resolve."""
+    metrics = {(r["law"], r["quantity"]): r["value"] for r in csv.DictReader(open(os.path.join(analysis, "fit.csv")))}
+    held = metrics.get(("moe", "holdout_rel_rmse"), "")
+    gs = sorted((c for c in {c for row in table.values() for c in row} if c != "dense"), key=lambda c: int(c[1:]))
+    if not held or len(gs) < 2:
+        return
+    effects = [abs(row[gs[0]] / row[gs[-1]] - 1) for row in table.values() if gs[0] in row and gs[-1] in row]
+    effect = sum(effects) / len(effects)
+    verdict = "resolves" if float(held) < effect / 2 else "cannot resolve"
+    print(f"\nHeld-out relative RMSE of the MoE law {100 * float(held):.1f}% against a {gs[0]} -> {gs[-1]} effect of "
+          f"{100 * effect:.1f}% (mean over rows): the law {verdict} the granularity effect.")
 
 
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     coefficients(os.path.join(sys.argv[1], "fit.csv"))
-    granularity(os.path.join(sys.argv[1], "fit_runs.csv"))
+    identifiability(sys.argv[1])
+    granularity(os.path.join(sys.argv[1], "fit_runs.csv"), sys.argv[1])
 
 
 if __name__ == "__main__":

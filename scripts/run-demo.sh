@@ -5,8 +5,10 @@
 #   3. expands inputs/sweeps/demo.ini (3 model sizes x dense and G = 1, 2, 4 x 3 token budgets,
 #      E = 8, 2 MPI ranks with expert-parallel size 2) and trains every run, reusing completed
 #      ones, so running the script again resumes the sweep;
-#   4. fits L(N, D, G) with finemoe-analyze, prints the coefficients beside the paper's, the
-#      compute-optimal configurations for a few budgets, and writes the plots.
+#   4. fits L(N, D, G) with finemoe-analyze, prints the coefficients beside the paper's, whether
+#      the runs identify the law (and which runs would), dense against MoE row by row, the
+#      compute-optimal configurations for a few budgets (marked as an extrapolation when the law
+#      is not identified: docs/analysis.md), and writes the plots.
 # Extra arguments go to cmake's configure step (scripts/build.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

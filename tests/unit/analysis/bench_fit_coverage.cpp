@@ -3,7 +3,7 @@
 // how often each true coefficient lies inside the bootstrap 10th-90th percentile band. The
 // numbers behind docs/analysis.md ("Uncertainty"); not a ctest case.
 //   bench_fit_coverage [--seeds N] [--noise 0.01] [--budgets 16e9,33e9,66e9,130e9]
-//                      [--weight-decay 0] [--fraction 0.8] [--levels 2] [--refit 1]
+//                      [--weight-decay 0] [--fraction 0.8] [--levels 2] [--refit 2] [--grid-starts 6]
 //                      [--bootstrap 100] [--threads 2]
 //   bench_fit_coverage --write DIR [--noise 0.01] [--budgets ...]: writes seed 1's MoE grid and
 //                      the dense grid as run records (to look at finemoe-analyze's output) and exits.
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
     else if (key == "--fraction") o.bootstrap_fraction = std::atof(value.c_str());
     else if (key == "--levels") o.start_levels = std::atoi(value.c_str());
     else if (key == "--refit") o.refit_starts = std::atoi(value.c_str());
+    else if (key == "--grid-starts") o.refit_grid_starts = std::atoi(value.c_str());
     else if (key == "--bootstrap") o.bootstrap = std::atoi(value.c_str());
     else if (key == "--c-min") o.c_min = std::atof(value.c_str());
     else if (key == "--threads") o.threads = std::atoi(value.c_str());

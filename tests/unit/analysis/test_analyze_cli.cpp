@@ -66,12 +66,26 @@ TEST_F(AnalyzeCli, FitThenOptimalFromTheFitFile) {
   Outcome opt = analyze("optimal --fit " + dir_ + "/fit/fit.h5 --budgets 1e20,1e21 --out " + dir_ + "/opt");
   ASSERT_EQ(opt.exit_code, 0) << opt.err;
   EXPECT_NE(opt.out.find("bootstrap p10-p90"), std::string::npos) << opt.out;
+  EXPECT_EQ(opt.out.find("EXTRAPOLATION"), std::string::npos) << opt.out;  // noise-free: identified
   for (const char* f : {"optimal.h5", "optimal.csv", "optimal_G.svg", "optimal_N_D.svg"}) {
     EXPECT_TRUE(fs::exists(dir_ + "/opt/" + f)) << f;
   }
   Outcome cmp = analyze("compare --fit " + dir_ + "/fit/fit.h5 --budgets 1e20 --json --out " + dir_ + "/cmp");
   ASSERT_EQ(cmp.exit_code, 0) << cmp.err;
   EXPECT_NE(cmp.out.find("\"multiplier\": 21."), std::string::npos) << cmp.out;  // the paper's ~20x
+}
+
+// One law with too few runs is skipped with a warning; the other is fitted (runtime ~2 s).
+TEST_F(AnalyzeCli, ALawWithTooFewRunsIsSkippedAndTheOtherFitted) {
+  synthetic::write_grid(dir_ + "/records", law_preset("table1").dense, 0.01, 1);
+  for (int i = 0; i < 3; ++i) {
+    synthetic::write_record(dir_ + "/records", "moe" + std::to_string(i), {256, 4}, 64, 1 << i, 16e9, 3.5 + i);
+  }
+  Outcome fit = analyze("fit " + dir_ + "/records --bootstrap 8 --kfold 0 --json --out " + dir_ + "/fit");
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  EXPECT_NE(fit.err.find("the MoE law is not fitted: 3 completed runs for 7 coefficients"), std::string::npos) << fit.err;
+  EXPECT_NE(fit.out.find("\"law\": \"dense\""), std::string::npos) << fit.out;
+  EXPECT_EQ(fit.out.find("\"law\": \"moe\""), std::string::npos) << fit.out;
 }
 
 TEST_F(AnalyzeCli, BadInputExitsWithCodeTwoAndSaysWhy) {
