@@ -26,6 +26,9 @@ struct RunInfo {
   bool moe_enabled = true;
   std::vector<std::string> rank_hosts;    // one per rank
   std::vector<std::string> rank_devices;  // one per rank
+  // Names of the per-phase times the rows will carry (/train/phase_times), created with the
+  // record so that the first row only appends; names not given here may still start with the first row.
+  std::vector<std::string> phase_names;
 };
 
 // /model attributes. N_total is the paper's N: non-embedding parameters, router excluded.
@@ -101,12 +104,15 @@ class File;
 
 class RunRecordWriter {
  public:
-  // Starts a new record (status running). An existing completed record is replaced only when
-  // overwrite is true; otherwise InputError names the file.
+  // Starts a new record (status running), built under <path>.tmp and renamed into place once
+  // flushed and fsynced (a stale <path>.tmp is removed first). An existing completed record is
+  // replaced only when overwrite is true; an existing file that is not a readable record of
+  // format 1 is never replaced. Both refusals are an InputError naming the file.
   static RunRecordWriter create(const std::string& path, const RunInfo& run, const ModelInfo& model,
                                 bool overwrite);
   // Reopens a record after a restart from the checkpoint at checkpoint_step: rows with a larger
   // step are dropped (so appending again is exact), /final is removed, status is running again.
+  // The changes are made on a copy that replaces the record in one rename.
   static RunRecordWriter resume(const std::string& path, int64_t checkpoint_step);
 
   RunRecordWriter(RunRecordWriter&&) noexcept;
@@ -123,6 +129,8 @@ class RunRecordWriter {
 
   const std::string& path() const;
   std::size_t train_rows() const;
+  // The newest /eval row, if any.
+  std::optional<EvalRow> last_eval() const;
 
  private:
   struct State;
