@@ -1,22 +1,17 @@
 // --dry-run: the model's tensors are registered (not allocated), so the counts are those of the
-// real model; activation memory is an estimate from the shapes (documented below).
+// real model; the memory per rank is the closed-form prediction of train/memory_budget.h, the same
+// one finemoe-train checks at start-up.
 #include <cstdio>
 
 #include "model/model.h"
 #include "train/engine.h"
 #include "train/exit_codes.h"
+#include "train/memory_budget.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
 namespace finemoe {
 namespace {
-
-std::string bytes(double b) {
-  char buf[32];
-  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-  else std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
-  return buf;
-}
 
 template <typename T>
 int dry_run_typed(const CommandLine& cli, int world) {
@@ -31,17 +26,10 @@ int dry_run_typed(const CommandLine& cli, int world) {
     if (store.spec(i).group == ParamGroup::expert) local_expert += store.spec(i).numel();
   }
   const ModelCounts c = model.counts();
-  const double d = cfg.model.d_model, ctx = cfg.model.context;
-  const double local_tokens = double(cfg.train.micro_batch_size()) / world * ctx;
-  // Saved activations per token and block: LayerNorm outputs, QKV, attention output and
-  // probabilities (n_heads x context), residuals; an MoE layer keeps about G copies of each token
-  // (input, two hidden widths, output) plus router scores. Plus logits and their gradient.
-  const double G = cfg.moe.enabled ? cfg.moe.granularity : 1;
-  const double d_hidden = cfg.moe.enabled ? cfg.d_expert() : 4 * d;
-  const double per_token_block = 9 * d + cfg.model.n_heads * ctx + G * (2 * d + 2 * d_hidden) + cfg.n_experts();
-  const double activations = local_tokens * (per_token_block * cfg.model.n_blocks + 2.0 * cfg.model.vocab) * sizeof(T);
-  const double state = double(local_params) * sizeof(T) * 4;  // values, gradients, two AdamW moments
-
+  const MemoryBudget budget = predict_memory(cfg, world);
+  std::string where;
+  // As if every rank ran on this node (the dry run may size a layout for other machines).
+  const double available = host_memory_per_rank(world, &where);
   std::printf("dry run: %s\n", cfg.config_file.empty() ? "(command line only)" : cfg.config_file.c_str());
   std::printf("  layout            world %d = EP %d x DP %d, %s %s\n", world, cfg.parallel.expert_parallel, world / cfg.parallel.expert_parallel,
               cfg.train.device.c_str(), cfg.train.precision.c_str());
@@ -56,12 +44,12 @@ int dry_run_typed(const CommandLine& cli, int world) {
   std::printf("  steps             %lld  (%s tokens, FLOPs %.4g)\n", static_cast<long long>(cfg.total_steps()),
               format_count(double(cfg.total_steps() * cfg.tokens_per_step())).c_str(),
               c.flops_per_token() * double(cfg.total_steps() * cfg.tokens_per_step()));
-  std::printf("  memory per rank   parameters %s (%lld, of which experts %lld), gradients %s, AdamW %s,\n",
-              bytes(double(local_params) * sizeof(T)).c_str(), static_cast<long long>(local_params),
-              static_cast<long long>(local_expert), bytes(double(local_params) * sizeof(T)).c_str(),
-              bytes(2.0 * double(local_params) * sizeof(T)).c_str());
-  std::printf("                    activations ~%s (micro-batch %g tokens/rank); total ~%s\n",
-              bytes(activations).c_str(), local_tokens, bytes(state + activations).c_str());
+  std::printf("  parameters/rank   %lld (of which experts %lld)\n", static_cast<long long>(local_params),
+              static_cast<long long>(local_expert));
+  std::printf("  memory per rank   %s\n", describe(budget).c_str());
+  if (cfg.train.device == "cpu" && available > 0)
+    std::printf("                    %s here: %s (%s)\n", budget.total() <= available ? "fits" : "DOES NOT FIT",
+                format_bytes(available).c_str(), where.c_str());
   return kExitOk;
 }
 
