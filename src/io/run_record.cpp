@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -325,6 +326,28 @@ RunRecordWriter RunRecordWriter::resume(const std::string& path, int64_t checkpo
   return RunRecordWriter(std::move(state));
 }
 
+// Changes that allocate (a series' first chunk, a new group, new attributes) are not safe in
+// place: a kill in the middle of their flush can leave a file that does not open. They are made
+// on a copy that replaces the record in one rename; appends within allocated chunks are in place.
+void RunRecordWriter::rewrite(const std::function<void(State&)>& change) {
+  const std::string path = state_->file.path();
+  state_.reset();  // closes the record
+  const std::string tmp = temporary_name(path);
+  std::remove(tmp.c_str());
+  std::error_code ec;
+  std::filesystem::copy_file(path, tmp, ec);
+  if (ec) throw RuntimeFailure("cannot copy " + path + " to " + tmp + ": " + ec.message());
+  {
+    State copy(h5::File::open(tmp, true));
+    copy.open_series();
+    change(copy);
+    copy.file.flush();
+  }
+  commit_temporary(tmp, path);
+  state_ = std::make_unique<State>(h5::File::open(path, true));
+  state_->open_series();
+}
+
 std::optional<EvalRow> RunRecordWriter::last_eval() const {
   const State& s = *state_;
   const std::size_t n = std::min({s.eval[0].rows(), s.eval[1].rows(), s.eval[2].rows()});
@@ -367,21 +390,38 @@ void RunRecordWriter::append_train(const TrainRow& row) {
     FINEMOE_CHECK(row.step > steps.back(),
                   path() << ": step " << row.step << " does not follow step " << steps.back());
   }
-  for (std::size_t i = 0; i < std::size(kTrainInt); ++i) s.train_int[i].append_one(row.*kTrainInt[i].member);
-  for (std::size_t i = 0; i < std::size(kTrainDouble); ++i) {
-    s.train_double[i].append_one(row.*kTrainDouble[i].member);
+  const auto append = [&row, &phases](State& t) {
+    for (std::size_t i = 0; i < std::size(kTrainInt); ++i) t.train_int[i].append_one(row.*kTrainInt[i].member);
+    for (std::size_t i = 0; i < std::size(kTrainDouble); ++i) {
+      t.train_double[i].append_one(row.*kTrainDouble[i].member);
+    }
+    for (std::size_t i = 0; i < phases.size(); ++i) t.phase_series[i].append_one(phases[i].second);
+    if (t.expert_load) t.expert_load->append(row.expert_load);
+  };
+  bool allocates = s.train_int[0].rows() % s.train_int[0].chunk_rows() == 0;
+  for (const auto& series : s.phase_series) allocates = allocates || series.rows() % series.chunk_rows() == 0;
+  if (s.expert_load) allocates = allocates || s.expert_load->rows() % s.expert_load->chunk_rows() == 0;
+  if (allocates) {
+    rewrite(append);
+  } else {
+    append(s);
+    s.file.flush();
   }
-  for (std::size_t i = 0; i < phases.size(); ++i) s.phase_series[i].append_one(phases[i].second);
-  if (s.expert_load) s.expert_load->append(row.expert_load);
-  s.file.flush();
 }
 
 void RunRecordWriter::append_eval(const EvalRow& row) {
+  const auto append = [&row](State& t) {
+    t.eval[0].append_one(row.step);
+    t.eval[1].append_one(row.tokens);
+    t.eval[2].append_one(row.loss);
+  };
   State& s = *state_;
-  s.eval[0].append_one(row.step);
-  s.eval[1].append_one(row.tokens);
-  s.eval[2].append_one(row.loss);
-  s.file.flush();
+  if (s.eval[0].rows() % s.eval[0].chunk_rows() == 0) {
+    rewrite(append);
+  } else {
+    append(s);
+    s.file.flush();
+  }
 }
 
 FinalInfo RunRecordWriter::complete(const RunResult& result) {
@@ -392,24 +432,26 @@ FinalInfo RunRecordWriter::complete(const RunResult& result) {
   fin.tokens = result.tokens;
   fin.flops = result.flops;
   fin.wall_time_s = result.wall_time_s;
-  s.file.remove_child(kFinalGroup);
-  h5::Group g = s.file.create_group(kFinalGroup);
-  for (const auto& field : kFinalDouble) g.set(field.name, fin.*field.member);
-  g.set(kTokensAttr, fin.tokens);
-  s.file.set(kEndTimeAttr, utc_now());
-  s.file.set(kStatusAttr, to_string(RunStatus::completed));
-  s.file.set(kStatusReasonAttr, "");
-  s.file.flush();
+  rewrite([&fin](State& t) {
+    t.file.remove_child(kFinalGroup);
+    h5::Group g = t.file.create_group(kFinalGroup);
+    for (const auto& field : kFinalDouble) g.set(field.name, fin.*field.member);
+    g.set(kTokensAttr, fin.tokens);
+    t.file.set(kEndTimeAttr, utc_now());
+    t.file.set(kStatusAttr, to_string(RunStatus::completed));
+    t.file.set(kStatusReasonAttr, "");
+  });
   return fin;
 }
 
 void RunRecordWriter::stop(RunStatus status, const std::string& reason) {
   FINEMOE_CHECK(status == RunStatus::interrupted || status == RunStatus::failed,
                 "stop() takes interrupted or failed, not " << to_string(status));
-  state_->file.set(kEndTimeAttr, utc_now());
-  state_->file.set(kStatusAttr, to_string(status));
-  state_->file.set(kStatusReasonAttr, reason);
-  state_->file.flush();
+  rewrite([&](State& t) {
+    t.file.set(kEndTimeAttr, utc_now());
+    t.file.set(kStatusAttr, to_string(status));
+    t.file.set(kStatusReasonAttr, reason);
+  });
 }
 
 // ---------------------------------------------------------------------------------- reader

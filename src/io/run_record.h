@@ -3,6 +3,7 @@
 // RunRecordWriter is used by rank 0 of the trainer, RunRecordReader by the analysis; both take
 // their names from run_record_schema.h and the field tables in run_record.cpp.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -119,7 +120,8 @@ class RunRecordWriter {
   RunRecordWriter& operator=(RunRecordWriter&&) noexcept;
   ~RunRecordWriter();
 
-  // Each append is flushed to disk before it returns.
+  // Each append is flushed to disk before it returns. An append that allocates storage (the
+  // first row of a chunk) is made on a copy renamed into place, as are complete() and stop().
   void append_train(const TrainRow& row);
   void append_eval(const EvalRow& row);
   // Writes /final, end_time and status completed.
@@ -135,6 +137,8 @@ class RunRecordWriter {
  private:
   struct State;
   explicit RunRecordWriter(std::unique_ptr<State> state);
+  // Applies `change` to a copy of the record and renames the copy into place.
+  void rewrite(const std::function<void(State&)>& change);
   std::unique_ptr<State> state_;
 };
 
