@@ -181,6 +181,9 @@ bool Trainer<T>::start_or_resume() {
     fs::create_directories(dir, ec);
     if (ec)
       throw InputError("error: output.dir = " + dir.string() + " is invalid: cannot create it (" + ec.message() + ")");
+    if (fs::exists(ckpt_dir) && !fs::is_directory(ckpt_dir))
+      throw InputError("error: " + ckpt_dir.string() + " is not a directory; finemoe-train keeps its checkpoints there "
+                       "(move the file away or choose another output.dir)");
     if (restored && restored->step >= cfg_.total_steps() && fs::exists(record_path) &&
         RunRecordReader::classify(record_path).state == RecordState::completed) {
       finished = 1;
