@@ -57,6 +57,12 @@ class Options {
     }
   }
   bool has(const std::string& k) const { return values_.count(k) > 0; }
+  // Throws naming the first option no read so far used: called once a subcommand has read its
+  // options and before it runs, so a typo fails at once instead of after a full benchmark.
+  void require_all_used() const {
+    const auto u = unused();
+    if (!u.empty()) throw std::invalid_argument("unknown option --" + u.front());
+  }
   std::string str(const std::string& k, const std::string& def) const {
     auto it = values_.find(k);
     used_.push_back(k);

@@ -23,5 +23,9 @@ small=(--d-model 32 --blocks 1 --heads 2 --context 16 --vocab 64 --E 2 --G 2 --b
 "${mpi[@]}" "$b" step "${small[@]}" --dense-n 256 "${fast[@]}" --json > "$tmp/s.json" && check_json "$tmp/s.json"
 "$b" export --out "$tmp/export" "${small[@]}" >/dev/null && check_json "$tmp/export/manifest.json"
 "$b" plan --paper 64x1B --nodes 8 > "$tmp/plan.txt" && grep -q "recommended EP" "$tmp/plan.txt"
-if "$b" expert-gemm --no-such-option 1 >/dev/null 2>&1; then echo "unknown option accepted"; exit 1; fi
+# Refused before any work (it used to run the full default benchmark first: 190 s of this test).
+if timeout 20 "$b" expert-gemm --no-such-option 1 >/dev/null 2>&1; then echo "unknown option accepted"; exit 1; fi
+if [ "$(timeout 20 "$b" expert-gemm --no-such-option 1 2>&1 | grep -c 'unknown option --no-such-option')" != 1 ]; then
+  echo "unknown option not refused within 20 s"; exit 1
+fi
 echo "finemoe-bench smoke test: OK"

@@ -18,4 +18,6 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 cd "${FINEMOE_BUILD_DIR:-$root/build}"
 export OMP_WAIT_POLICY=passive
 ctest --output-on-failure --timeout 900 -j "${FINEMOE_TEST_JOBS:-2}"
+# Tests whose timeout sits within 3x of their time here (a warning: this machine may be busy).
+python3 "$root/scripts/test-time-margins.py" . || echo "[test] warning: some tests run close to their timeout (above)"
 echo "[test] all tests passed in $(( $(date +%s) - start )) s"

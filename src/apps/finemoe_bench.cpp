@@ -157,6 +157,7 @@ int expert_gemm(const Common& c, const Options& o) {
   const std::string schedule = o.str("schedule", "experts");
   const bool backward = !o.flag("forward-only");
   if (schedule != "experts" && schedule != "blas") throw std::invalid_argument("--schedule experts|blas");
+  o.require_all_used();
   // Dense reference: one GEMM with the experts' forward FLOPs (2 tokens x d x 4d GEMMs).
   DenseGemm dense(tokens, 8 * d, d);
   std::vector<double> dense_times;
@@ -246,6 +247,7 @@ int expert_gemm(const Common& c, const Options& o) {
 int dispatch(const Common& c, const Options& o) {
   const int d = o.integer("d-model", 1024), n_experts = o.integer("experts", 64), G = o.integer("G", 8);
   const std::vector<int> rpes = o.int_list("rows-per-expert", {1, 2, 4, 8, 16, 32, 64, 128, 256});
+  o.require_all_used();
   if (n_experts % c.ranks) throw std::invalid_argument("--experts must be divisible by the ranks");
   MpiCommunicator world(MPI_COMM_WORLD);
   print_header(c, "dispatch");

@@ -158,6 +158,16 @@ void prune(const fs::path& root, int64_t written, int keep) {
   for (const auto& p : doomed) fs::remove_all(p);
 }
 
+// A resume continues the saved run: every key both the checkpoint and this run list must agree.
+void check_settings(const CheckpointSettings& saved, const CheckpointSettings& current, const std::string& path) {
+  for (const auto& [key, now] : current)
+    for (const auto& [saved_key, then] : saved)
+      if (key == saved_key && now != then)
+        throw InputError("error: cannot resume from " + path + ": it was saved with " + key + " = " + then +
+                         ", this run has " + key + " = " + now + "; a resume cannot change " + key +
+                         " (keep " + then + ", or start a new run in another output.dir)");
+}
+
 std::vector<int64_t> list_steps_newest_first(const fs::path& root) {
   std::vector<int64_t> steps;
   std::error_code ec;
@@ -244,9 +254,41 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
   return (fs::path(run_dir) / "checkpoints" / step_name(step)).string();
 }
 
+std::vector<int64_t> list_checkpoint_steps(const std::string& run_dir) {
+  return list_steps_newest_first(fs::path(run_dir) / "checkpoints");
+}
+
+std::string clean_interrupted_saves(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return {};
+  const std::string replaced_suffix = ".replaced.tmp";
+  std::string report;
+  std::vector<fs::path> leftovers;
+  for (const auto& entry : fs::directory_iterator(root))
+    if (is_temporary_name(entry.path().filename().string())) leftovers.push_back(entry.path());
+  std::sort(leftovers.begin(), leftovers.end());
+  for (const fs::path& p : leftovers) {
+    const std::string name = p.filename().string();
+    if (name.size() > replaced_suffix.size() &&
+        name.compare(name.size() - replaced_suffix.size(), replaced_suffix.size(), replaced_suffix) == 0) {
+      const fs::path original = root / name.substr(0, name.size() - replaced_suffix.size());
+      if (parse_step_name(original.filename().string()) >= 0 && !fs::exists(original)) {
+        fs::rename(p, original);
+        report += p.string() + ": a re-save was interrupted; restored as " + original.filename().string() + "\n";
+        continue;
+      }
+    }
+    fs::remove_all(p);
+    report += p.string() + ": left by an interrupted save; removed\n";
+  }
+  if (!report.empty()) fsync_directory(root.string());
+  return report;
+}
+
 template <typename T>
 void save_checkpoint(const std::string& run_dir, const ParameterStore<T>& store, const OptimizerState<T>& opt,
-                     const TrainProgress& progress, ProcessGrid& grid, int keep) {
+                     const TrainProgress& progress, ProcessGrid& grid, int keep, const CheckpointSettings& settings) {
   FINEMOE_CHECK(keep >= 1, "keep_checkpoints must be >= 1, got " << keep);
   FINEMOE_CHECK(store.allocated(), "checkpoint of an unallocated parameter store");
   check_optimizer_shape(store, opt);
@@ -258,6 +300,7 @@ void save_checkpoint(const std::string& run_dir, const ParameterStore<T>& store,
   manifest.model = describe_model(store, grid);
   manifest.saved_world_size = grid.world_size();
   manifest.saved_expert_parallel = grid.ep_size();
+  manifest.settings = settings;
 
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path final_dir = root / step_name(progress.step);
@@ -342,7 +385,8 @@ void save_checkpoint(const std::string& run_dir, const ParameterStore<T>& store,
 
 template <typename T>
 std::optional<TrainProgress> load_latest_checkpoint(const std::string& run_dir, ParameterStore<T>& store,
-                                                    OptimizerState<T>& opt, ProcessGrid& grid, std::string* report) {
+                                                    OptimizerState<T>& opt, ProcessGrid& grid, std::string* report,
+                                                    const CheckpointSettings& settings) {
   FINEMOE_CHECK(store.allocated(), "loading a checkpoint into an unallocated parameter store");
   Communicator& world = grid.world();
   const bool root_rank = world.rank() == 0;
@@ -382,6 +426,7 @@ std::optional<TrainProgress> load_latest_checkpoint(const std::string& run_dir, 
       rejection = manifest_path + ": records step " + std::to_string(m.progress.step) + ", not " +
                   std::to_string(step);
     if (rejection.empty()) {
+      check_settings(m.settings, settings, manifest_path);
       check_compatible(m.model, model, manifest_path);
       rejection = verify_files(m, dir, world);
     }
@@ -398,14 +443,15 @@ std::optional<TrainProgress> load_latest_checkpoint(const std::string& run_dir, 
 }
 
 template void save_checkpoint<float>(const std::string&, const ParameterStore<float>&, const OptimizerState<float>&,
-                                     const TrainProgress&, ProcessGrid&, int);
+                                     const TrainProgress&, ProcessGrid&, int, const CheckpointSettings&);
 template void save_checkpoint<double>(const std::string&, const ParameterStore<double>&,
-                                      const OptimizerState<double>&, const TrainProgress&, ProcessGrid&, int);
+                                      const OptimizerState<double>&, const TrainProgress&, ProcessGrid&, int,
+                                      const CheckpointSettings&);
 template std::optional<TrainProgress> load_latest_checkpoint<float>(const std::string&, ParameterStore<float>&,
                                                                     OptimizerState<float>&, ProcessGrid&,
-                                                                    std::string*);
+                                                                    std::string*, const CheckpointSettings&);
 template std::optional<TrainProgress> load_latest_checkpoint<double>(const std::string&, ParameterStore<double>&,
                                                                      OptimizerState<double>&, ProcessGrid&,
-                                                                     std::string*);
+                                                                     std::string*, const CheckpointSettings&);
 
 }  // namespace finemoe

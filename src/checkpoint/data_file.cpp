@@ -96,14 +96,25 @@ DataFileWriter::~DataFileWriter() {
 
 void DataFileWriter::append(const void* data, int64_t bytes) {
   FINEMOE_CHECK(fd_ >= 0, "append to finished file " << path_);
-  write_all(fd_, data, bytes, path_);
   const char* p = static_cast<const char*>(data);
+  if (int64_t(buffer_.size()) + bytes <= kChunkBytes) {
+    buffer_.insert(buffer_.end(), p, p + bytes);
+  } else {
+    write_buffer();
+    write_all(fd_, data, bytes, path_);
+  }
   for (int64_t done = 0; done < bytes; done += kChunkBytes)
     crc_ = crc_update(crc_, p + done, std::min(bytes - done, kChunkBytes));
   bytes_ += bytes;
 }
 
+void DataFileWriter::write_buffer() {
+  write_all(fd_, buffer_.data(), int64_t(buffer_.size()), path_);
+  buffer_.clear();
+}
+
 void DataFileWriter::finish() {
+  write_buffer();
   if (::fsync(fd_) != 0) io_fail("cannot fsync", path_, errno);
   const int fd = fd_;
   fd_ = -1;

@@ -4,6 +4,7 @@
 // fsync before they report success; the checker compares a file with its manifest entry.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace finemoe {
 
@@ -24,10 +25,13 @@ class DataFileWriter {
   void finish();
 
  private:
+  void write_buffer();
+
   std::string path_;
   int fd_ = -1;
   int64_t bytes_ = 0;
   uint32_t crc_ = 0;
+  std::vector<char> buffer_;  // small tensors are gathered into large writes
 };
 
 class DataFileReader {

@@ -105,8 +105,13 @@ void check_segments(const Manifest& m, const std::string& path) {
     const TensorDescription* t = m.model.find(s.tensor);
     if (!f) throw CorruptCheckpoint(path + ": segment of '" + s.tensor + "' names unlisted file '" + s.file + "'");
     if (!t) throw CorruptCheckpoint(path + ": segment names unknown tensor '" + s.tensor + "'");
-    const int64_t bytes = 3 * s.experts * t->numel_per_expert() * scalar;
-    if (s.experts < 1 || s.offset < 0 || s.offset + bytes > f->bytes)
+    // In checked arithmetic: a manifest with a valid CRC may still hold absurd numbers.
+    int64_t bytes = 0, end = 0;
+    const bool overflow = s.experts < 1 || t->numel_per_expert() < 0 ||
+                          __builtin_mul_overflow(s.experts, t->numel_per_expert(), &bytes) ||
+                          __builtin_mul_overflow(bytes, 3 * scalar, &bytes) ||
+                          __builtin_add_overflow(s.offset, bytes, &end);
+    if (overflow || s.offset < 0 || end > f->bytes)
       throw CorruptCheckpoint(path + ": segment of '" + s.tensor + "' (experts " + std::to_string(s.first_expert) +
                               ".." + std::to_string(s.first_expert + s.experts - 1) + ") lies outside " + s.file);
     by_tensor[s.tensor].push_back(&s);
@@ -118,8 +123,8 @@ void check_segments(const Manifest& m, const std::string& path) {
     int64_t next = 0;
     bool contiguous = true;
     for (const Segment* s : segs) {
-      contiguous = contiguous && s->first_expert == next;
-      next += s->experts;
+      contiguous = contiguous && s->first_expert == next && !__builtin_add_overflow(next, s->experts, &next);
+      if (!contiguous) break;
     }
     if (!contiguous || next != t.experts)
       throw CorruptCheckpoint(path + ": the segments of tensor '" + t.name + "' do not cover its " +
@@ -129,9 +134,11 @@ void check_segments(const Manifest& m, const std::string& path) {
 
 }  // namespace
 
+// -1 when the product does not fit (only a damaged manifest describes such a tensor).
 int64_t TensorDescription::numel_per_expert() const {
   int64_t n = 1;
-  for (int64_t d : shape_per_expert) n *= d;
+  for (int64_t d : shape_per_expert)
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return -1;
   return n;
 }
 
@@ -172,6 +179,7 @@ std::string format_manifest(const Manifest& m) {
   for (const auto& s : m.segments)
     os << "segment " << s.file << " " << s.tensor << " " << s.first_expert << " " << s.experts << " " << s.offset
        << "\n";
+  for (const auto& [key, value] : m.settings) os << "setting " << key << " " << value << "\n";
   std::string body = os.str();
   return body + kCrcKey + " " + hex32(crc_of(body)) + "\n";
 }
@@ -213,7 +221,7 @@ Manifest parse_manifest(const std::string& text, const std::string& path) {
                          std::to_string(kCheckpointFormatVersion));
       continue;
     }
-    const bool repeatable = key == "tensor" || key == "file" || key == "segment";
+    const bool repeatable = key == "tensor" || key == "file" || key == "segment" || key == "setting";
     if (!repeatable && !seen.insert(key).second) line.fail("'" + key + "' given twice");
     if (key == "step") {
       line.expect_fields(2);
@@ -266,6 +274,11 @@ Manifest parse_manifest(const std::string& text, const std::string& path) {
       line.expect_fields(6);
       m.segments.push_back(Segment{line.text(1), line.text(2), line.integer<int64_t>(3, 0),
                                    line.integer<int64_t>(4, 1), line.integer<int64_t>(5, 0)});
+    } else if (key == "setting") {
+      line.expect_fields(3);
+      for (const auto& kv : m.settings)
+        if (kv.first == line.text(1)) line.fail("setting '" + kv.first + "' given twice");
+      m.settings.emplace_back(line.text(1), line.text(2));
     } else {
       line.fail("unknown key '" + key + "'");
     }

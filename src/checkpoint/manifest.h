@@ -64,6 +64,9 @@ struct Manifest {
   int saved_expert_parallel = 0;
   std::vector<FileEntry> files;
   std::vector<Segment> segments;
+  // Configuration keys a resume cannot change and their values ("setting KEY VALUE" lines; absent
+  // from manifests written before they were recorded).
+  std::vector<std::pair<std::string, std::string>> settings;
 
   int scalar_bytes() const;
   const FileEntry* find_file(const std::string& name) const;

@@ -108,6 +108,11 @@ struct Config {
 // (dotted keys, values in parameter-file syntax).
 std::vector<std::pair<std::string, std::string>> config_items(const Config& cfg);
 
+// The keys a resume cannot change (the model, routing, batch, optimizer, schedule, seed, precision
+// and evaluation: everything the trajectory depends on except the EP x DP layout, micro-batching,
+// threads and paths), as config_items formats them. Checkpoints record them (docs/checkpoints.md).
+std::vector<std::pair<std::string, std::string>> config_resume_items(const Config& cfg);
+
 // The resolved configuration as a parameter file that can be saved and run again.
 std::string config_to_ini(const Config& cfg);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -206,6 +207,15 @@ void store_source(const po::parsed_options& parsed, const po::options_descriptio
       throw InputError(os.str());
     }
   }
+  // Boost reads "-1" into an unsigned integer as 2^64 - 1.
+  for (const auto& o : parsed.options) {
+    if (o.unregistered || o.value.empty() || allowed_for(o.string_key, entries) != type_name<uint64_t>()) continue;
+    const std::string& v = o.value.front();
+    const auto first = v.find_first_not_of(" \t");
+    if (first != std::string::npos && v[first] == '-')
+      throw InputError("error " + where + ": " + o.string_key + " = '" + v +
+                       "' is not a valid value: expected " + type_name<uint64_t>());
+  }
   try {
     po::store(parsed, vm);
   } catch (const po::validation_error& e) {
@@ -248,6 +258,18 @@ std::vector<std::pair<std::string, std::string>> config_items(const Config& cfg)
   OptionTable table(scratch);
   std::vector<std::pair<std::string, std::string>> items;
   for (const auto& e : table.entries()) items.emplace_back(e.key, e.value(cfg));
+  return items;
+}
+
+std::vector<std::pair<std::string, std::string>> config_resume_items(const Config& cfg) {
+  std::vector<std::pair<std::string, std::string>> items;
+  for (auto& kv : config_items(cfg)) {
+    const std::string& key = kv.first;
+    const bool fixed = key.rfind("model.", 0) == 0 || key.rfind("moe.", 0) == 0 ||
+                       (key.rfind("train.", 0) == 0 && key != "train.device" && key != "train.micro_batch" &&
+                        key != "train.threads" && key != "train.resume" && key != "train.stop_after");
+    if (fixed) items.push_back(std::move(kv));
+  }
   return items;
 }
 
@@ -307,6 +329,9 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
 
   if (vm.count("config")) {
     const std::string path = vm["config"].as<std::string>();
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+      throw InputError("error: parameter file '" + path + "' is not a regular file (a directory or device)");
     std::ifstream in(path);
     if (!in) throw InputError("error: cannot open parameter file '" + path + "'");
     std::stringstream text;

@@ -3,6 +3,10 @@
 #include <glob.h>
 #include <sys/stat.h>
 
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
 #include <sstream>
 
 #include "config/options.h"
@@ -35,6 +39,10 @@ class Checker {
     require(value > 0, key, value, "must be > 0");
   }
 
+  void finite(const std::string& key, double value) const {
+    require(std::isfinite(value), key, value, "must be a finite number");
+  }
+
   void one_of(const std::string& key, const std::string& value,
               std::initializer_list<const char*> allowed) const {
     std::string list;
@@ -48,6 +56,18 @@ class Checker {
  private:
   const Config& cfg_;
 };
+
+// The nearest existing ancestor of `dir` (or dir itself) when it is not a directory, else "".
+std::string blocking_file(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::path p = fs::path(dir).lexically_normal(); !p.empty(); p = p.parent_path()) {
+    const fs::file_status st = fs::status(p, ec);
+    if (fs::exists(st)) return fs::is_directory(st) ? "" : p.string();
+    if (p == p.parent_path()) break;
+  }
+  return "";
+}
 
 bool path_has_files(const std::string& pattern) {
   struct stat st {};
@@ -68,7 +88,27 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
   const auto& p = cfg.parallel;
   const auto& o = cfg.output;
 
+  // Every real-valued key; NaN already fails the range checks below, infinity would not.
+  for (const auto& [key, value] : std::initializer_list<std::pair<const char*, double>>{
+           {"model.init_scale", m.init_scale},
+           {"moe.capacity_factor", moe.capacity_factor},
+           {"moe.aux_loss_weight", moe.aux_loss_weight},
+           {"moe.z_loss_weight", moe.z_loss_weight},
+           {"train.lr", t.lr},
+           {"train.final_lr", t.final_lr},
+           {"train.warmup_fraction", t.warmup_fraction},
+           {"train.weight_decay", t.weight_decay},
+           {"train.beta1", t.beta1},
+           {"train.beta2", t.beta2},
+           {"train.eps", t.eps},
+           {"train.grad_clip", t.grad_clip},
+           {"parallel.watchdog_s", p.watchdog_s}})
+    c.finite(key, value);
+
   c.positive("model.d_model", m.d_model);
+  // Widths and expert counts are ints in the model (d_ff = 4 d_model, n_experts = E G).
+  c.require(m.d_model <= std::numeric_limits<int>::max() / 4, "model.d_model", m.d_model,
+            "must be <= " + std::to_string(std::numeric_limits<int>::max() / 4) + " (4 * d_model must fit an int)");
   c.positive("model.n_blocks", m.n_blocks);
   c.positive("model.n_heads", m.n_heads);
   c.positive("model.context", m.context);
@@ -82,11 +122,15 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
   if (moe.enabled) {
     c.positive("moe.expansion_rate", moe.expansion_rate);
     c.positive("moe.granularity", moe.granularity);
+    const int64_t experts_wide = int64_t(moe.expansion_rate) * moe.granularity;
+    c.require(experts_wide <= std::numeric_limits<int>::max(), "moe.granularity", moe.granularity,
+              "n_experts = E * G = " + std::to_string(experts_wide) + " must be <= " +
+                  std::to_string(std::numeric_limits<int>::max()));
     c.require((4 * m.d_model) % moe.granularity == 0, "moe.granularity", moe.granularity,
               "must divide d_ff = 4 * model.d_model = " + std::to_string(4 * m.d_model));
     c.one_of("moe.routing", moe.routing, {"expert_choice", "token_choice"});
     c.positive("moe.group_size", moe.group_size);
-    const int n_experts = moe.expansion_rate * moe.granularity;
+    const int n_experts = moe.n_experts(0);
     if (moe.routing == "expert_choice") {
       c.require(moe.group_size % moe.expansion_rate == 0, "moe.group_size", moe.group_size,
                 "expert_choice needs a multiple of moe.expansion_rate = " +
@@ -155,7 +199,7 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
               "nccl needs train.device = cuda");
   c.require(p.watchdog_s >= 0, "parallel.watchdog_s", p.watchdog_s, "must be >= 0 (0 = off)");
   if (moe.enabled) {
-    const int n_experts = moe.expansion_rate * moe.granularity;
+    const int n_experts = moe.n_experts(0);
     c.require(n_experts % p.expert_parallel == 0, "parallel.expert_parallel", p.expert_parallel,
               "must divide n_experts = E * G = " + std::to_string(n_experts));
   }
@@ -179,6 +223,12 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
   }
 
   c.require(!o.dir.empty(), "output.dir", "''", "must name a directory");
+  if (ctx.check_data_files) {
+    const std::string file = blocking_file(o.dir);
+    c.require(file.empty(), "output.dir", "'" + o.dir + "'",
+              (file == o.dir ? "it is an existing file" : file + " is an existing file") +
+                  std::string(", not a directory"));
+  }
   c.positive("output.log_interval", o.log_interval);
   c.require(o.checkpoint_interval >= 0, "output.checkpoint_interval", o.checkpoint_interval,
             "must be >= 0 (0 = at the end and when signalled)");

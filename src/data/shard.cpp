@@ -34,7 +34,10 @@ struct FdCloser {
 
 Shard::Shard(const std::string& path, int vocab) : path_(path) {
   FINEMOE_CHECK(vocab > 0 && vocab <= 65536, "vocab " << vocab << " does not fit uint16 tokens");
-  const int fd = ::open(path.c_str(), O_RDONLY);
+  // Checked before opening: opening a FIFO blocks until a writer appears.
+  struct stat path_st {};
+  if (::stat(path.c_str(), &path_st) == 0 && !S_ISREG(path_st.st_mode)) bad_shard(path, "not a regular file");
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) bad_shard(path, "cannot open: " + errno_text());
   FdCloser closer{fd};
   struct stat st {};

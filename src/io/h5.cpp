@@ -101,6 +101,13 @@ std::size_t Series::rows() const {
   return dims[0];
 }
 
+std::size_t Series::chunk_rows() const {
+  Id props(checked(H5Dget_create_plist(id_.get()), "get creation properties", where_), H5Pclose);
+  hsize_t chunk[H5S_MAX_RANK];
+  checked_status(H5Pget_chunk(props.get(), H5S_MAX_RANK, chunk) < 0 ? -1 : 0, "get chunking", where_);
+  return chunk[0];
+}
+
 void Series::resize(std::size_t rows) {
   std::vector<hsize_t> dims{rows};
   dims.insert(dims.end(), inner_.begin(), inner_.end());

@@ -43,6 +43,8 @@ class Series {
   // Elements per row: the product of the inner dimensions.
   std::size_t row_size() const { return row_size_; }
   const std::vector<hsize_t>& inner_dims() const { return inner_; }
+  // Rows per chunk (storage grows a chunk at a time).
+  std::size_t chunk_rows() const;
   void append(const std::vector<int64_t>& row_major_rows);
   void append(const std::vector<double>& row_major_rows);
   void append_one(int64_t value);  // one row of a 1-D series

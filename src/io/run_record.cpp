@@ -1,8 +1,15 @@
 #include "io/run_record.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -97,6 +104,28 @@ bool file_exists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
+// The name a record is built or changed under before it replaces `path` in one rename.
+std::string temporary_name(const std::string& path) { return path + ".tmp"; }
+
+void fsync_or_throw(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw RuntimeFailure("cannot open " + path + " to sync it: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) throw RuntimeFailure("cannot fsync " + path + ": " + std::strerror(err));
+}
+
+// Makes the finished (closed) temporary durable and puts it in place of `path` atomically: a kill
+// at any moment leaves either the old file or the new one, never a half-written record.
+void commit_temporary(const std::string& tmp, const std::string& path) {
+  fsync_or_throw(tmp, O_RDONLY);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw RuntimeFailure("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  fsync_or_throw(parent.empty() ? "." : parent, O_RDONLY | O_DIRECTORY);
+}
+
 }  // namespace
 
 std::string to_string(RunStatus status) {
@@ -173,14 +202,15 @@ std::size_t RunRecordWriter::train_rows() const { return state_->train_int[0].ro
 
 RunRecordWriter RunRecordWriter::create(const std::string& path, const RunInfo& run,
                                         const ModelInfo& model, bool overwrite) {
-  if (!overwrite && file_exists(path)) {
-    bool completed = false;
-    try {
-      completed = RunRecordReader(path).status() == RunStatus::completed;
-    } catch (const std::exception&) {
-      completed = false;  // not a readable record: nothing of value to protect
+  if (file_exists(path)) {
+    // Only a run record may be replaced, a completed one only when asked: anything else
+    // (another file, a damaged record) is the user's to keep.
+    const RecordCheck check = RunRecordReader::classify(path);
+    if (check.state == RecordState::unreadable || check.state == RecordState::inconsistent) {
+      throw InputError(path + ": exists and is not a run record this run may replace (" + check.reason +
+                       "); move it away or choose another output.dir");
     }
-    if (completed) {
+    if (check.state == RecordState::completed && !overwrite) {
       throw InputError(path + ": a completed run record already exists; choose another output.dir "
                               "or set output.overwrite = true to replace it");
     }
@@ -190,48 +220,60 @@ RunRecordWriter RunRecordWriter::create(const std::string& path, const RunInfo& 
     FINEMOE_CHECK(model.n_experts > 0 && model.n_blocks > 0,
                   path << ": an MoE record needs n_experts and n_blocks");
   }
-  auto state = std::make_unique<State>(h5::File::create(path));
-  h5::File& f = state->file;
-  f.set(kFormatVersionAttr, kFormatVersion);
-  f.set(kVersionAttr, kVersion);
-  f.set(kGitCommitAttr, kGitCommit);
-  f.set(kCommandLineAttr, run.command_line);
-  for (const auto& [key, value] : run.config) f.set(std::string(kConfigPrefix) + key, value);
-  f.set(kStartTimeAttr, utc_now());
-  f.set(kEndTimeAttr, "");
-  f.set(kWorldSizeAttr, run.world_size);
-  f.set(kExpertParallelAttr, run.expert_parallel);
-  f.set(kDataParallelAttr, run.data_parallel);
-  f.set(kBackendAttr, run.backend);
-  f.set(kMoeEnabledAttr, int64_t(run.moe_enabled ? 1 : 0));
-  f.set(kStatusAttr, to_string(RunStatus::running));
-  f.set(kStatusReasonAttr, "");
-  f.set(kResumeCountAttr, int64_t(0));
+  const std::string tmp = temporary_name(path);
+  std::remove(tmp.c_str());  // left by a kill during an earlier creation
+  {
+    h5::File f = h5::File::create(tmp);
+    f.set(kFormatVersionAttr, kFormatVersion);
+    f.set(kVersionAttr, kVersion);
+    f.set(kGitCommitAttr, kGitCommit);
+    f.set(kCommandLineAttr, run.command_line);
+    for (const auto& [key, value] : run.config) f.set(std::string(kConfigPrefix) + key, value);
+    f.set(kStartTimeAttr, utc_now());
+    f.set(kEndTimeAttr, "");
+    f.set(kWorldSizeAttr, run.world_size);
+    f.set(kExpertParallelAttr, run.expert_parallel);
+    f.set(kDataParallelAttr, run.data_parallel);
+    f.set(kBackendAttr, run.backend);
+    f.set(kMoeEnabledAttr, int64_t(run.moe_enabled ? 1 : 0));
+    f.set(kStatusAttr, to_string(RunStatus::running));
+    f.set(kStatusReasonAttr, "");
+    f.set(kResumeCountAttr, int64_t(0));
 
-  h5::Group meta = f.create_group(kMetaGroup);
-  meta.write_text(kConfigTextDataset, run.config_text);
-  meta.write_strings(kRankHostsDataset, run.rank_hosts);
-  meta.write_strings(kRankDevicesDataset, run.rank_devices);
+    h5::Group meta = f.create_group(kMetaGroup);
+    meta.write_text(kConfigTextDataset, run.config_text);
+    meta.write_strings(kRankHostsDataset, run.rank_hosts);
+    meta.write_strings(kRankDevicesDataset, run.rank_devices);
 
-  h5::Group m = f.create_group(kModelGroup);
-  for (const auto& field : kModelInt) m.set(field.name, model.*field.member);
-  for (const auto& field : kModelDouble) m.set(field.name, model.*field.member);
-  m.set(kRoutingAttr, model.routing);
+    h5::Group m = f.create_group(kModelGroup);
+    for (const auto& field : kModelInt) m.set(field.name, model.*field.member);
+    for (const auto& field : kModelDouble) m.set(field.name, model.*field.member);
+    m.set(kRoutingAttr, model.routing);
 
-  h5::Group train = f.create_group(kTrainGroup);
-  for (const auto& field : kTrainInt) train.create_series(field.name, h5::Type::int64);
-  for (const auto& field : kTrainDouble) train.create_series(field.name, h5::Type::float64);
-  train.create_group(kPhaseTimesGroup);
-  if (moe) {
-    train.create_series(kExpertLoadDataset, h5::Type::int64,
-                        {hsize_t(model.n_blocks), hsize_t(model.n_experts)}, 16);
+    h5::Group train = f.create_group(kTrainGroup);
+    for (const auto& field : kTrainInt) train.create_series(field.name, h5::Type::int64);
+    for (const auto& field : kTrainDouble) train.create_series(field.name, h5::Type::float64);
+    h5::Group phases = train.create_group(kPhaseTimesGroup);
+    std::vector<std::string> names = run.phase_names;
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      FINEMOE_CHECK(!name.empty() && name.find('/') == std::string::npos && !phases.has_child(name),
+                    path << ": bad or repeated phase name '" << name << "'");
+      phases.create_series(name, h5::Type::float64);
+    }
+    if (moe) {
+      train.create_series(kExpertLoadDataset, h5::Type::int64,
+                          {hsize_t(model.n_blocks), hsize_t(model.n_experts)}, 16);
+    }
+    h5::Group ev = f.create_group(kEvalGroup);
+    ev.create_series(kEvalStep, h5::Type::int64);
+    ev.create_series(kEvalTokens, h5::Type::int64);
+    ev.create_series(kEvalLoss, h5::Type::float64);
+    f.flush();
   }
-  h5::Group ev = f.create_group(kEvalGroup);
-  ev.create_series(kEvalStep, h5::Type::int64);
-  ev.create_series(kEvalTokens, h5::Type::int64);
-  ev.create_series(kEvalLoss, h5::Type::float64);
+  commit_temporary(tmp, path);
+  auto state = std::make_unique<State>(h5::File::open(path, true));
   state->open_series();
-  f.flush();
   return RunRecordWriter(std::move(state));
 }
 
@@ -242,29 +284,75 @@ RunRecordWriter RunRecordWriter::resume(const std::string& path, int64_t checkpo
       throw InputError(path + ": cannot resume this run record: " + check.reason);
     }
   }
-  auto state = std::make_unique<State>(h5::File::open(path, true));
-  h5::File& f = state->file;
-  state->open_series();
+  // The rows are cut on a copy that replaces the record in one rename, so a kill meanwhile
+  // leaves the record as it was.
+  const std::string tmp = temporary_name(path);
+  std::remove(tmp.c_str());
+  std::error_code ec;
+  std::filesystem::copy_file(path, tmp, ec);
+  if (ec) throw RuntimeFailure("cannot copy " + path + " to " + tmp + ": " + ec.message());
+  {
+    State state(h5::File::open(tmp, true));
+    h5::File& f = state.file;
+    state.open_series();
 
-  // Steps increase along the rows, so the rows to keep are a prefix.
-  const auto keep_prefix = [checkpoint_step](const std::vector<int64_t>& steps) {
-    return std::size_t(std::upper_bound(steps.begin(), steps.end(), checkpoint_step) - steps.begin());
-  };
-  const std::size_t train_keep = keep_prefix(state->train_int[0].read_int64());
-  for (auto* group : {&state->train_int, &state->train_double, &state->phase_series}) {
-    for (auto& s : *group) s.resize(std::min(train_keep, s.rows()));
+    // Steps increase along the rows, so the rows to keep are a prefix.
+    const auto keep_prefix = [checkpoint_step](const std::vector<int64_t>& steps) {
+      return std::size_t(std::upper_bound(steps.begin(), steps.end(), checkpoint_step) - steps.begin());
+    };
+    // A kill between two datasets' appends leaves a row in some only: rows complete in every
+    // dataset are kept, so the datasets are even again.
+    std::size_t train_keep = keep_prefix(state.train_int[0].read_int64());
+    for (auto* group : {&state.train_int, &state.train_double, &state.phase_series})
+      for (auto& s : *group) train_keep = std::min(train_keep, s.rows());
+    if (state.expert_load) train_keep = std::min(train_keep, state.expert_load->rows());
+    for (auto* group : {&state.train_int, &state.train_double, &state.phase_series})
+      for (auto& s : *group) s.resize(train_keep);
+    if (state.expert_load) state.expert_load->resize(train_keep);
+    std::size_t eval_keep = keep_prefix(state.eval[0].read_int64());
+    for (auto& s : state.eval) eval_keep = std::min(eval_keep, s.rows());
+    for (auto& s : state.eval) s.resize(eval_keep);
+
+    f.remove_child(kFinalGroup);
+    f.set(kStatusAttr, to_string(RunStatus::running));
+    f.set(kStatusReasonAttr, "");
+    f.set(kEndTimeAttr, "");
+    f.set(kResumeCountAttr, f.get_int64(kResumeCountAttr) + 1);
+    f.flush();
   }
-  if (state->expert_load) state->expert_load->resize(std::min(train_keep, state->expert_load->rows()));
-  const std::size_t eval_keep = keep_prefix(state->eval[0].read_int64());
-  for (auto& s : state->eval) s.resize(std::min(eval_keep, s.rows()));
-
-  f.remove_child(kFinalGroup);
-  f.set(kStatusAttr, to_string(RunStatus::running));
-  f.set(kStatusReasonAttr, "");
-  f.set(kEndTimeAttr, "");
-  f.set(kResumeCountAttr, f.get_int64(kResumeCountAttr) + 1);
-  f.flush();
+  commit_temporary(tmp, path);
+  auto state = std::make_unique<State>(h5::File::open(path, true));
+  state->open_series();
   return RunRecordWriter(std::move(state));
+}
+
+// Changes that allocate (a series' first chunk, a new group, new attributes) are not safe in
+// place: a kill in the middle of their flush can leave a file that does not open. They are made
+// on a copy that replaces the record in one rename; appends within allocated chunks are in place.
+void RunRecordWriter::rewrite(const std::function<void(State&)>& change) {
+  const std::string path = state_->file.path();
+  state_.reset();  // closes the record
+  const std::string tmp = temporary_name(path);
+  std::remove(tmp.c_str());
+  std::error_code ec;
+  std::filesystem::copy_file(path, tmp, ec);
+  if (ec) throw RuntimeFailure("cannot copy " + path + " to " + tmp + ": " + ec.message());
+  {
+    State copy(h5::File::open(tmp, true));
+    copy.open_series();
+    change(copy);
+    copy.file.flush();
+  }
+  commit_temporary(tmp, path);
+  state_ = std::make_unique<State>(h5::File::open(path, true));
+  state_->open_series();
+}
+
+std::optional<EvalRow> RunRecordWriter::last_eval() const {
+  const State& s = *state_;
+  const std::size_t n = std::min({s.eval[0].rows(), s.eval[1].rows(), s.eval[2].rows()});
+  if (n == 0) return std::nullopt;
+  return EvalRow{s.eval[0].read_int64()[n - 1], s.eval[1].read_int64()[n - 1], s.eval[2].read_double()[n - 1]};
 }
 
 void RunRecordWriter::append_train(const TrainRow& row) {
@@ -302,21 +390,38 @@ void RunRecordWriter::append_train(const TrainRow& row) {
     FINEMOE_CHECK(row.step > steps.back(),
                   path() << ": step " << row.step << " does not follow step " << steps.back());
   }
-  for (std::size_t i = 0; i < std::size(kTrainInt); ++i) s.train_int[i].append_one(row.*kTrainInt[i].member);
-  for (std::size_t i = 0; i < std::size(kTrainDouble); ++i) {
-    s.train_double[i].append_one(row.*kTrainDouble[i].member);
+  const auto append = [&row, &phases](State& t) {
+    for (std::size_t i = 0; i < std::size(kTrainInt); ++i) t.train_int[i].append_one(row.*kTrainInt[i].member);
+    for (std::size_t i = 0; i < std::size(kTrainDouble); ++i) {
+      t.train_double[i].append_one(row.*kTrainDouble[i].member);
+    }
+    for (std::size_t i = 0; i < phases.size(); ++i) t.phase_series[i].append_one(phases[i].second);
+    if (t.expert_load) t.expert_load->append(row.expert_load);
+  };
+  bool allocates = s.train_int[0].rows() % s.train_int[0].chunk_rows() == 0;
+  for (const auto& series : s.phase_series) allocates = allocates || series.rows() % series.chunk_rows() == 0;
+  if (s.expert_load) allocates = allocates || s.expert_load->rows() % s.expert_load->chunk_rows() == 0;
+  if (allocates) {
+    rewrite(append);
+  } else {
+    append(s);
+    s.file.flush();
   }
-  for (std::size_t i = 0; i < phases.size(); ++i) s.phase_series[i].append_one(phases[i].second);
-  if (s.expert_load) s.expert_load->append(row.expert_load);
-  s.file.flush();
 }
 
 void RunRecordWriter::append_eval(const EvalRow& row) {
+  const auto append = [&row](State& t) {
+    t.eval[0].append_one(row.step);
+    t.eval[1].append_one(row.tokens);
+    t.eval[2].append_one(row.loss);
+  };
   State& s = *state_;
-  s.eval[0].append_one(row.step);
-  s.eval[1].append_one(row.tokens);
-  s.eval[2].append_one(row.loss);
-  s.file.flush();
+  if (s.eval[0].rows() % s.eval[0].chunk_rows() == 0) {
+    rewrite(append);
+  } else {
+    append(s);
+    s.file.flush();
+  }
 }
 
 FinalInfo RunRecordWriter::complete(const RunResult& result) {
@@ -327,24 +432,26 @@ FinalInfo RunRecordWriter::complete(const RunResult& result) {
   fin.tokens = result.tokens;
   fin.flops = result.flops;
   fin.wall_time_s = result.wall_time_s;
-  s.file.remove_child(kFinalGroup);
-  h5::Group g = s.file.create_group(kFinalGroup);
-  for (const auto& field : kFinalDouble) g.set(field.name, fin.*field.member);
-  g.set(kTokensAttr, fin.tokens);
-  s.file.set(kEndTimeAttr, utc_now());
-  s.file.set(kStatusAttr, to_string(RunStatus::completed));
-  s.file.set(kStatusReasonAttr, "");
-  s.file.flush();
+  rewrite([&fin](State& t) {
+    t.file.remove_child(kFinalGroup);
+    h5::Group g = t.file.create_group(kFinalGroup);
+    for (const auto& field : kFinalDouble) g.set(field.name, fin.*field.member);
+    g.set(kTokensAttr, fin.tokens);
+    t.file.set(kEndTimeAttr, utc_now());
+    t.file.set(kStatusAttr, to_string(RunStatus::completed));
+    t.file.set(kStatusReasonAttr, "");
+  });
   return fin;
 }
 
 void RunRecordWriter::stop(RunStatus status, const std::string& reason) {
   FINEMOE_CHECK(status == RunStatus::interrupted || status == RunStatus::failed,
                 "stop() takes interrupted or failed, not " << to_string(status));
-  state_->file.set(kEndTimeAttr, utc_now());
-  state_->file.set(kStatusAttr, to_string(status));
-  state_->file.set(kStatusReasonAttr, reason);
-  state_->file.flush();
+  rewrite([&](State& t) {
+    t.file.set(kEndTimeAttr, utc_now());
+    t.file.set(kStatusAttr, to_string(status));
+    t.file.set(kStatusReasonAttr, reason);
+  });
 }
 
 // ---------------------------------------------------------------------------------- reader
@@ -392,6 +499,7 @@ RunInfo RunRecordReader::run() const {
   info.config_text = meta.read_text(kConfigTextDataset);
   info.rank_hosts = meta.read_strings(kRankHostsDataset);
   info.rank_devices = meta.read_strings(kRankDevicesDataset);
+  info.phase_names = f.open_group(kTrainGroup).open_group(kPhaseTimesGroup).child_names();
   return info;
 }
 

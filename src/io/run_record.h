@@ -3,6 +3,7 @@
 // RunRecordWriter is used by rank 0 of the trainer, RunRecordReader by the analysis; both take
 // their names from run_record_schema.h and the field tables in run_record.cpp.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +27,9 @@ struct RunInfo {
   bool moe_enabled = true;
   std::vector<std::string> rank_hosts;    // one per rank
   std::vector<std::string> rank_devices;  // one per rank
+  // Names of the per-phase times the rows will carry (/train/phase_times), created with the
+  // record so that the first row only appends; names not given here may still start with the first row.
+  std::vector<std::string> phase_names;
 };
 
 // /model attributes. N_total is the paper's N: non-embedding parameters, router excluded.
@@ -101,19 +105,23 @@ class File;
 
 class RunRecordWriter {
  public:
-  // Starts a new record (status running). An existing completed record is replaced only when
-  // overwrite is true; otherwise InputError names the file.
+  // Starts a new record (status running), built under <path>.tmp and renamed into place once
+  // flushed and fsynced (a stale <path>.tmp is removed first). An existing completed record is
+  // replaced only when overwrite is true; an existing file that is not a readable record of
+  // format 1 is never replaced. Both refusals are an InputError naming the file.
   static RunRecordWriter create(const std::string& path, const RunInfo& run, const ModelInfo& model,
                                 bool overwrite);
   // Reopens a record after a restart from the checkpoint at checkpoint_step: rows with a larger
   // step are dropped (so appending again is exact), /final is removed, status is running again.
+  // The changes are made on a copy that replaces the record in one rename.
   static RunRecordWriter resume(const std::string& path, int64_t checkpoint_step);
 
   RunRecordWriter(RunRecordWriter&&) noexcept;
   RunRecordWriter& operator=(RunRecordWriter&&) noexcept;
   ~RunRecordWriter();
 
-  // Each append is flushed to disk before it returns.
+  // Each append is flushed to disk before it returns. An append that allocates storage (the
+  // first row of a chunk) is made on a copy renamed into place, as are complete() and stop().
   void append_train(const TrainRow& row);
   void append_eval(const EvalRow& row);
   // Writes /final, end_time and status completed.
@@ -123,10 +131,14 @@ class RunRecordWriter {
 
   const std::string& path() const;
   std::size_t train_rows() const;
+  // The newest /eval row, if any.
+  std::optional<EvalRow> last_eval() const;
 
  private:
   struct State;
   explicit RunRecordWriter(std::unique_ptr<State> state);
+  // Applies `change` to a copy of the record and renames the copy into place.
+  void rewrite(const std::function<void(State&)>& change);
   std::unique_ptr<State> state_;
 };
 

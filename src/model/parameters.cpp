@@ -17,7 +17,7 @@ int64_t ParamSpec::numel() const {
 template <typename T>
 ParamHandle ParameterStore<T>::add(ParamSpec spec) {
   FINEMOE_CHECK(!allocated_, "parameter '" << spec.name << "' added after allocation");
-  for (const auto& s : specs_) FINEMOE_CHECK(s.name != spec.name, "duplicate parameter name " << spec.name);
+  FINEMOE_CHECK(names_.insert(spec.name).second, "duplicate parameter name " << spec.name);
   FINEMOE_CHECK(spec.group == ParamGroup::replicated || !spec.shape.empty(),
                 "expert parameter " << spec.name << " needs a leading expert dimension");
   specs_.push_back(std::move(spec));

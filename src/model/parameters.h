@@ -4,6 +4,7 @@
 // gradient reduction one call per block range and the optimizer one loop.
 #include <cstdint>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/compute.h"
@@ -69,6 +70,7 @@ class ParameterStore {
   int group_index(ParamHandle h) const { return static_cast<int>(specs_[h.index].group); }
 
   std::vector<ParamSpec> specs_;
+  std::unordered_set<std::string> names_;  // duplicate check in O(1): n_blocks may be large
   std::vector<int64_t> offsets_;
   DeviceBuffer<T> values_[2];
   DeviceBuffer<T> grads_[2];

@@ -1,23 +1,18 @@
 // --dry-run: the model's tensors are registered (not allocated), so the counts are those of the
-// real model; activation memory is an estimate from the shapes (documented below).
+// real model; the memory per rank is the closed-form prediction of train/memory_budget.h, the same
+// one finemoe-train checks at start-up.
 #include <cstdio>
 
 #include "model/memory_plan.h"
 #include "model/model.h"
 #include "train/engine.h"
 #include "train/exit_codes.h"
+#include "train/memory_budget.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
 namespace finemoe {
 namespace {
-
-std::string bytes(double b) {
-  char buf[32];
-  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-  else std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
-  return buf;
-}
 
 template <typename T>
 int dry_run_typed(const CommandLine& cli, int world) {
@@ -32,8 +27,10 @@ int dry_run_typed(const CommandLine& cli, int world) {
     if (store.spec(i).group == ParamGroup::expert) local_expert += store.spec(i).numel();
   }
   const ModelCounts c = model.counts();
-  const MemoryPlan plan = plan_memory(cfg, world, cfg.train.device == "cuda");
-
+  const MemoryBudget budget = predict_memory(cfg, world);
+  std::string where;
+  // As if every rank ran on this node (the dry run may size a layout for other machines).
+  const double available = host_memory_per_rank(world, &where);
   std::printf("dry run: %s\n", cfg.config_file.empty() ? "(command line only)" : cfg.config_file.c_str());
   std::printf("  layout            world %d = EP %d x DP %d, %s %s\n", world, cfg.parallel.expert_parallel, world / cfg.parallel.expert_parallel,
               cfg.train.device.c_str(), cfg.train.precision.c_str());
@@ -50,10 +47,14 @@ int dry_run_typed(const CommandLine& cli, int world) {
               c.flops_per_token() * double(cfg.total_steps() * cfg.tokens_per_step()));
   std::printf("  parameters/rank   %lld (of which experts %lld)\n", static_cast<long long>(local_params),
               static_cast<long long>(local_expert));
-  std::printf("  memory per rank   %s in all (micro-batch of %g tokens per rank); every kept tensor:\n",
-              bytes(plan.total()).c_str(), double(cfg.train.micro_batch_size()) / world * cfg.model.context);
-  for (const MemoryItem& item : plan.items)
-    std::printf("    %-13s %10s  %s\n", item.category.c_str(), bytes(item.bytes).c_str(), item.name.c_str());
+  std::printf("  memory per rank   %s\n", describe(budget).c_str());
+  if (cfg.train.device == "cpu" && available > 0)
+    std::printf("                    %s here: %s (%s)\n", budget.total() <= available ? "fits" : "DOES NOT FIT",
+                format_bytes(available).c_str(), where.c_str());
+  std::printf("  every kept tensor (micro-batch of %g tokens per rank):\n",
+              double(cfg.train.micro_batch_size()) / world * cfg.model.context);
+  for (const MemoryItem& item : plan_memory(cfg, world, cfg.train.device == "cuda").items)
+    std::printf("    %-13s %10s  %s\n", item.category.c_str(), format_bytes(item.bytes).c_str(), item.name.c_str());
   return kExitOk;
 }
 

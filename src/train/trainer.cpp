@@ -20,6 +20,7 @@
 #include "train/engine.h"
 #include "train/exit_codes.h"
 #include "train/lr_schedule.h"
+#include "train/memory_budget.h"
 #include "train/progress.h"
 #include "train/stop_signal.h"
 #include "train/train_state.h"
@@ -34,6 +35,9 @@ bool cuda_backend_available() { return cuda_backend_built(); }
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The /train/phase_times series of the record (docs/run-record.md).
+constexpr const char* kPhaseNames[] = {"router_time_s", "combine_time_s", "attention_time_s", "optimizer_time_s"};
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::vector<std::string> gather_strings(Communicator& world, const std::string& mine) {
@@ -134,13 +138,26 @@ bool Trainer<T>::start_or_resume() {
   const fs::path ckpt_dir = dir / "checkpoints";
 
   std::optional<TrainProgress> restored;
+  const CheckpointSettings settings = config_resume_items(cfg_);
   if (cfg_.train.resume == "auto") {
-    std::string report;
-    run_agreed(world_, [&] { restored = load_latest_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), grid_, &report); });
-    if (!report.empty()) printer_.message(report);
-    if (restored && restored->seed != cfg_.train.seed)
-      throw InputError("error: cannot resume " + cfg_.output.dir + ": its checkpoint was trained with train.seed = " +
-                       std::to_string(restored->seed) + ", not " + std::to_string(cfg_.train.seed));
+    std::string report, cleaned;
+    run_agreed(world_, [&] {
+      if (world_.rank() == 0) cleaned = clean_interrupted_saves(cfg_.output.dir);
+    });
+    if (!cleaned.empty()) printer_.message(cleaned.substr(0, cleaned.size() - 1));
+    run_agreed(world_, [&] {
+      restored = load_latest_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), grid_, &report,
+                                        settings);
+      // Manifests written before the settings were recorded still hold the seed.
+      if (restored && restored->seed != cfg_.train.seed)
+        throw InputError("error: cannot resume " + cfg_.output.dir + ": its checkpoint was trained with train.seed = " +
+                         std::to_string(restored->seed) + ", not " + std::to_string(cfg_.train.seed));
+      if (!restored && !list_checkpoint_steps(cfg_.output.dir).empty())
+        throw InputError("error: cannot resume " + cfg_.output.dir + ": none of its checkpoints is usable:\n" + report +
+                         "start over with output.overwrite = true (this removes them), or restore a checkpoint");
+    });
+    if (!report.empty()) printer_.message(report.substr(0, report.size() - 1));
+    if (!restored) printer_.message("no checkpoint in " + (ckpt_dir).string() + " to resume from; starting at step 0");
   }
 
   RunInfo info;
@@ -154,12 +171,19 @@ bool Trainer<T>::start_or_resume() {
   info.moe_enabled = cfg_.moe.enabled;
   info.rank_hosts = rank_hosts_ = gather_strings(world_, grid_.host());
   info.rank_devices = rank_devices_ = gather_strings(world_, device_label_);
+  info.phase_names.assign(std::begin(kPhaseNames), std::end(kPhaseNames));
   const ModelInfo minfo = model_info();
 
   int64_t finished = 0;  // the checkpoint is the end of a run whose record is completed
   run_agreed(world_, [&] {
     if (world_.rank() != 0) return;
-    fs::create_directories(dir);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+      throw InputError("error: output.dir = " + dir.string() + " is invalid: cannot create it (" + ec.message() + ")");
+    if (fs::exists(ckpt_dir) && !fs::is_directory(ckpt_dir))
+      throw InputError("error: " + ckpt_dir.string() + " is not a directory; finemoe-train keeps its checkpoints there "
+                       "(move the file away or choose another output.dir)");
     if (restored && restored->step >= cfg_.total_steps() && fs::exists(record_path) &&
         RunRecordReader::classify(record_path).state == RecordState::completed) {
       finished = 1;
@@ -172,14 +196,16 @@ bool Trainer<T>::start_or_resume() {
         record_ = std::make_unique<RunRecordWriter>(RunRecordWriter::create(record_path, info, minfo, false));
       return;
     }
-    if (fs::exists(ckpt_dir) && !fs::is_empty(ckpt_dir)) {
+    if (!list_checkpoint_steps(dir.string()).empty()) {
       if (!cfg_.output.overwrite)
         throw InputError("error: " + ckpt_dir.string() +
                          " holds checkpoints of an earlier run; continue it with --resume (train.resume = auto) "
                          "or start over with output.overwrite = true");
-      fs::remove_all(ckpt_dir);
     }
     record_ = std::make_unique<RunRecordWriter>(RunRecordWriter::create(record_path, info, minfo, cfg_.output.overwrite));
+    // Checkpoints of an earlier run (asked to be overwritten) or leftovers of a save killed before
+    // its first checkpoint went live.
+    fs::remove_all(ckpt_dir);
   });
   world_.broadcast(&finished, 1, DType::i64, 0);
   if (finished) {
@@ -206,10 +232,10 @@ void Trainer<T>::log_row(TrainRow& row) {
   row.alltoall_bytes = m.alltoall_bytes;
   row.alltoall_time_s = m.alltoall_time_s;
   row.expert_gemm_time_s = m.expert_gemm_time_s;
-  row.phase_times = {{"router_time_s", m.router_time_s},
-                     {"combine_time_s", m.combine_time_s},
-                     {"attention_time_s", m.attention_time_s},
-                     {"optimizer_time_s", m.optimizer_time_s}};
+  row.phase_times = {{kPhaseNames[0], m.router_time_s},
+                     {kPhaseNames[1], m.combine_time_s},
+                     {kPhaseNames[2], m.attention_time_s},
+                     {kPhaseNames[3], m.optimizer_time_s}};
   row.expert_load = m.expert_load;
   if (record_) record_->append_train(row);
 }
@@ -244,6 +270,15 @@ int Trainer<T>::run() {
   // Reports a phase of collectives that does not complete within parallel.watchdog_s.
   Watchdog watchdog(world_.handle(), cfg_.parallel.watchdog_s);
 
+  // Sizes that cannot fit are refused before any tensor exists: the memory plan against the host
+  // memory of the rank's share of the node, or on a GPU against the device's free memory shared by
+  // the ranks that use it (cudaMemGetInfo).
+  run_agreed(world_, [&] {
+    std::string where;
+    const double available = cfg_.train.device == "cpu" ? host_memory_per_rank(grid_.local_size(), &where)
+                                                         : device_memory_per_rank(grid_.local_size(), &where);
+    check_memory_fits(predict_memory(cfg_, world_.size()), available, where);
+  });
   // Input problems (data, checkpoints, an existing record) surface here, agreed by all ranks.
   run_agreed(world_, [&] { open_data(); });
   engine_ = std::make_unique<TrainingEngine<T>>(cfg_, grid_);
@@ -257,6 +292,7 @@ int Trainer<T>::run() {
 
   const int64_t total = cfg_.total_steps();
   const int64_t tokens_per_step = cfg_.tokens_per_step();
+  const CheckpointSettings settings = config_resume_items(cfg_);
   LrSchedule schedule(cfg_.train.lr, cfg_.train.final_lr, cfg_.train.warmup_fraction, total);
   const auto run_start = Clock::now();
   const double wall_before = progress_.wall_time_s;
@@ -265,6 +301,19 @@ int Trainer<T>::run() {
   double last_eval = std::nan("");
   // train.stop_after: this invocation's share of the run (the schedule stays that of `total`).
   const int64_t stop_at = cfg_.train.stop_after > 0 ? progress_.step + cfg_.train.stop_after : total;
+  if (progress_.step == total) {
+    // Resumed from the final checkpoint of a run killed before it completed: the record kept the
+    // final evaluation when it was logged before the checkpoint; otherwise evaluate again.
+    const std::optional<EvalRow> logged = record_ ? record_->last_eval() : std::nullopt;
+    double eval = logged && logged->step == total ? logged->loss : std::nan("");
+    world_.broadcast(&eval, 1, DType::f64, 0);
+    if (std::isnan(eval)) {
+      last_eval = engine_->evaluate(*eval_batches_);
+      if (record_) record_->append_eval(EvalRow{progress_.step, progress_.tokens, last_eval});
+    } else {
+      last_eval = eval;
+    }
+  }
   try {
     while (progress_.step < total) {
       const int64_t step = progress_.step;
@@ -317,7 +366,7 @@ int Trainer<T>::run() {
       if (last || stop || (cfg_.output.checkpoint_interval > 0 && progress_.step % cfg_.output.checkpoint_interval == 0)) {
         const auto p = phase("checkpoint");
         save_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), progress_, grid_,
-                        cfg_.output.keep_checkpoints);
+                        cfg_.output.keep_checkpoints, settings);
       }
       if (stop && !last) {
         const std::string why = signalled ? "signal received" : "train.stop_after = " + std::to_string(cfg_.train.stop_after) + " steps done";

@@ -10,7 +10,10 @@ namespace finemoe::moe {
 namespace {
 
 // ceil(x) that ignores the rounding error of the floating-point product (5.0000000001 -> 5).
-int ceil_count(double x) { return static_cast<int>(std::ceil(x - 1e-9)); }
+// ceil(x) within [1, upper], clamped before the cast (a huge or infinite x has no int value).
+int ceil_count(double x, int upper) {
+  return static_cast<int>(std::clamp(std::ceil(x - 1e-9), 1.0, double(std::max(upper, 1))));
+}
 
 }  // namespace
 
@@ -22,8 +25,7 @@ ExpertChoiceSelector<T>::ExpertChoiceSelector(int n_experts, int granularity, do
 
 template <typename T>
 int ExpertChoiceSelector<T>::capacity(int group_tokens) const {
-  const int c = ceil_count(double(group_tokens) * granularity_ / n_experts_ * capacity_factor_);
-  return std::clamp(c, 1, group_tokens);
+  return ceil_count(double(group_tokens) * granularity_ / n_experts_ * capacity_factor_, group_tokens);
 }
 
 template <typename T>
@@ -53,8 +55,7 @@ TokenChoiceSelector<T>::TokenChoiceSelector(int n_experts, int top_k, double cap
 template <typename T>
 int TokenChoiceSelector<T>::capacity(int group_tokens) const {
   if (capacity_factor_ == 0) return group_tokens;  // dropless: a token asks an expert at most once
-  const int c = ceil_count(capacity_factor_ * group_tokens * top_k_ / n_experts_);
-  return std::clamp(c, 1, group_tokens);
+  return ceil_count(capacity_factor_ * group_tokens * top_k_ / n_experts_, group_tokens);
 }
 
 template <typename T>

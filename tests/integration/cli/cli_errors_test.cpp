@@ -4,7 +4,11 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <sys/stat.h>
+
 #include <array>
+#include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,10 +23,16 @@ struct Result {
   std::string output;
 };
 
+// FINEMOE_TRAIN_BIN in the environment replaces the binary (e.g. a sanitizer build).
+std::string train_binary() {
+  const char* env = std::getenv("FINEMOE_TRAIN_BIN");
+  return env && *env ? env : FINEMOE_TRAIN_BIN;
+}
+
 Result run(const std::string& args, int ranks = 1) {
   std::string cmd = ranks > 0 ? std::string(FINEMOE_MPIEXEC) + " -np " + std::to_string(ranks) +
-                                    " --oversubscribe " + FINEMOE_TRAIN_BIN + " " + args
-                              : std::string(FINEMOE_TRAIN_BIN) + " " + args;
+                                    " --oversubscribe " + train_binary() + " " + args
+                              : train_binary() + " " + args;
   cmd = "timeout 120 " + cmd + " 2>&1";
   Result r;
   FILE* pipe = popen(cmd.c_str(), "r");
@@ -173,6 +183,62 @@ TEST_F(CliErrors, FourRanksPrintOnce) {
   const auto f = write("q.ini", "", "");
   expect_rejected(run(f + " --model.d_model=-8", 4),
                   {"on the command line: model.d_model = -8 is invalid: must be > 0"});
+}
+
+// Issue 19: sizes that cannot fit are refused before any tensor exists, naming the keys, within
+// a second or two (n_blocks = 1e7 used to run for minutes before std::bad_alloc).
+TEST_F(CliErrors, SizesThatCannotFitAreRefusedAtOnce) {
+  const auto f = write("mem.ini", "", "");
+  struct Case {
+    std::string args;
+    std::vector<std::string> fragments;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--model.n_blocks=10000000", {"per rank", "is available", "model.n_blocks"}},
+           {"--model.d_model=1048576 --model.n_heads=1", {"per rank", "is available", "model.d_model"}},
+           {"--train.batch_size=1048576 --train.eval_sequences=1048576", {"per rank", "train.batch_size"}},
+           {"--moe.expansion_rate=65536 --moe.granularity=65536 --model.d_model=65536",
+            {"moe.granularity = 65536 is invalid", "E * G = 4294967296"}}}) {
+    SCOPED_TRACE(c.args);
+    const auto start = std::chrono::steady_clock::now();
+    expect_rejected(run(f + " " + c.args, 2), c.fragments);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
+  }
+}
+
+TEST_F(CliErrors, NonFiniteNumbersAndNegativeSeed) {
+  const auto f = write("nf.ini", "", "");
+  for (const char* key : {"train.lr", "train.eps", "moe.capacity_factor", "train.weight_decay"})
+    expect_rejected(run(f + " --" + key + "=inf --moe.routing=token_choice"),
+                    {std::string(key) + " = inf is invalid", "finite"});
+  expect_rejected(run(f + " --train.seed=-1"), {"train.seed = '-1'", "non-negative integer"});
+}
+
+TEST_F(CliErrors, ParameterFileThatIsADirectory) {
+  fs::create_directories(dir_ / "params.d");
+  expect_rejected(run((dir_ / "params.d").string()), {(dir_ / "params.d").string(), "not a regular file"});
+}
+
+TEST_F(CliErrors, FifoAsDataFileIsRefusedNotWaitedOn) {
+  const auto f = write("fifo.ini", "", "");
+  const fs::path fifo = dir_ / "data" / "pipe.bin";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const auto start = std::chrono::steady_clock::now();
+  expect_rejected(run(f + " --data.train=" + fifo.string(), 2), {"data.train", fifo.string(), "not a regular file"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
+}
+
+TEST_F(CliErrors, OutputDirThatIsAFileOrUnderOne) {
+  const auto f = write("od.ini", "", "");
+  const fs::path file = dir_ / "a_file";
+  std::ofstream(file) << "keep me\n";
+  expect_rejected(run(f + " --output.dir=" + file.string()), {"output.dir", file.string(), "not a directory"});
+  expect_rejected(run(f + " --output.dir=" + (file / "run").string()),
+                  {"output.dir", file.string() + " is an existing file"});
+  std::ifstream in(file);
+  std::string text;
+  std::getline(in, text);
+  EXPECT_EQ(text, "keep me");
 }
 
 TEST(Cli, HelpAndPrintConfigRoundTrip) {

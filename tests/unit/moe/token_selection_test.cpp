@@ -149,5 +149,17 @@ TEST(MoeSelection, StridedGroupReadsTheRightRows) {
   EXPECT_EQ(of_zero, (std::vector<int>{2, 3}));
 }
 
+// Issue 19: a capacity factor too large for an int kept the capacity of factor 1 (an
+// out-of-range cast); any factor above E / top_k must mean "no drops": capacity = group size.
+TEST(MoeSelection, HugeCapacityFactorMeansNoDrops) {
+  const int gs = 64;
+  for (const double cf : {8.0, 1e9, 1e10, 1e300, HUGE_VAL}) {
+    SCOPED_TRACE(cf);
+    EXPECT_EQ(moe::TokenChoiceSelector<double>(8, 1, cf).capacity(gs), gs);
+  }
+  EXPECT_EQ(moe::TokenChoiceSelector<double>(8, 1, 1.0).capacity(gs), 8);
+  EXPECT_EQ(moe::ExpertChoiceSelector<double>(8, 2, 1e10).capacity(gs), gs);
+}
+
 }  // namespace
 }  // namespace finemoe
