@@ -26,7 +26,7 @@ using CheckpointSettings = std::vector<std::pair<std::string, std::string>>;
 // state), newest first; leftovers of interrupted saves (*.tmp) do not count.
 std::vector<int64_t> list_checkpoint_steps(const std::string& run_dir);
 
-// Not collective (rank 0 calls it before anyone loads). Finishes or undoes saves a kill
+// Not collective (rank 0 calls it before anyone counts or loads checkpoints). Finishes or undoes saves a kill
 // interrupted: a step_<N>.replaced.tmp whose step_<N> is missing (killed between the two renames
 // of a re-save) becomes step_<N> again; every other *.tmp goes. Returns one line per action.
 std::string clean_interrupted_saves(const std::string& run_dir);

@@ -139,12 +139,15 @@ bool Trainer<T>::start_or_resume() {
 
   std::optional<TrainProgress> restored;
   const CheckpointSettings settings = config_resume_items(cfg_);
+  // Before anything counts the checkpoints: a re-save killed between its renames leaves the only
+  // copy of a step as step_<N>.replaced.tmp, which a fresh start must not remove.
+  std::string cleaned;
+  run_agreed(world_, [&] {
+    if (world_.rank() == 0) cleaned = clean_interrupted_saves(cfg_.output.dir);
+  });
+  if (!cleaned.empty()) printer_.message(cleaned.substr(0, cleaned.size() - 1));
   if (cfg_.train.resume == "auto") {
-    std::string report, cleaned;
-    run_agreed(world_, [&] {
-      if (world_.rank() == 0) cleaned = clean_interrupted_saves(cfg_.output.dir);
-    });
-    if (!cleaned.empty()) printer_.message(cleaned.substr(0, cleaned.size() - 1));
+    std::string report;
     run_agreed(world_, [&] {
       restored = load_latest_checkpoint(cfg_.output.dir, engine_->store(), engine_->optimizer(), grid_, &report,
                                         settings);

@@ -5,8 +5,9 @@
 // renames, and the record's completion. After each kill the record (if any) must open as a record
 // without repair, and `--resume` (no shim) must complete the run bit-identical to an uninterrupted
 // one in every column but the timing ones (docs/run-record.md lists them).
-// Scenarios: 1 rank fresh; 1 rank resuming a stopped run (the record is cut on a copy); 2 ranks
-// where every rank counts (the first to reach k dies); 2 ranks where only rank 1 is killed.
+// Scenarios: 1 rank fresh; 1 rank resuming a stopped run (the record is cut on a copy); 1 rank
+// stopping after a step (the record marked interrupted); 2 ranks where every rank counts (the
+// first to reach k dies); 2 ranks where only rank 1 is killed.
 // Cost: about 300 kills, each a killed run and a resume; they run 6 at a time (mostly waiting on
 // MPI start-up).
 #include <gtest/gtest.h>
@@ -111,7 +112,8 @@ class KillInjection : public ::testing::Test {
 
   // `base_args` prepares the run directory each kill starts from ("" = empty); `args` is the
   // run that is killed. Returns the number of kills checked.
-  long enumerate(int ranks, const std::string& kill_rank, const std::string& base_args, const std::string& args) {
+  long enumerate(int ranks, const std::string& kill_rank, const std::string& base_args, const std::string& args,
+                 int clean_exit = 0) {
     const fs::path ref = dir_ / "reference", base = dir_ / "base";
     EXPECT_EQ(shell(command(ref, ranks, "") + " > /dev/null 2>&1"), 0);
     if (!base_args.empty()) {
@@ -122,7 +124,7 @@ class KillInjection : public ::testing::Test {
     if (!base_args.empty()) fs::copy(base, counted, fs::copy_options::recursive);
     EXPECT_EQ(shell("FINEMOE_KILL_REPORT=" + (dir_ / "calls").string() + " " + shim_env(counted, kill_rank, 0) +
                     command(counted, ranks, args) + " > /dev/null 2>&1"),
-              0);
+              clean_exit);
     long total = 0;
     for (const auto& f : fs::directory_iterator(dir_))
       if (f.path().filename().string().rfind("calls.", 0) == 0) total = std::max(total, std::stol(read_text(f.path())));
@@ -139,7 +141,7 @@ class KillInjection : public ::testing::Test {
         const int killed = shell(shim_env(out, kill_rank, k) + command(out, ranks, args) + " > " + log.string() + " 2>&1");
         std::string why;
         const fs::path record = out / "record.h5";
-        if (killed == 0) why = "not killed (exit 0)";
+        if (killed == clean_exit) why = "not killed (exit " + std::to_string(killed) + ")";
         if (why.empty() && fs::exists(record)) {
           // mpiexec may return while another rank is still being ended and holds the file's lock.
           RecordCheck c = RunRecordReader::classify(record.string());
@@ -175,6 +177,9 @@ class KillInjection : public ::testing::Test {
 TEST_F(KillInjection, OneRankFreshRun) { EXPECT_GT(enumerate(1, "0", "", ""), 100); }
 
 TEST_F(KillInjection, OneRankResumedRun) { EXPECT_GT(enumerate(1, "0", "--train.stop_after=1", "--resume"), 50); }
+
+// A run that stops after its first step (train.stop_after): the record is marked interrupted.
+TEST_F(KillInjection, OneRankStoppingRun) { EXPECT_GT(enumerate(1, "0", "", "--train.stop_after=1", 75), 20); }
 
 TEST_F(KillInjection, TwoRanksEveryRankCounts) { EXPECT_GT(enumerate(2, "any", "", ""), 100); }
 

@@ -108,6 +108,9 @@ TEST_F(ResumeRobustness, InterruptedResaveIsRestored) {
   // Killed between "step_4 -> step_4.replaced.tmp" and "step_4.tmp -> step_4".
   fs::rename(dir_ / "r" / "checkpoints" / "step_4", dir_ / "r" / "checkpoints" / "step_4.replaced.tmp");
   fs::create_directory(dir_ / "r" / "checkpoints" / "step_4.tmp");
+  // A fresh start must not take the only copy of step_4 for a leftover.
+  const Result fresh = run(tiny("r", "--quiet"));
+  expect_input_error(fresh, {"holds checkpoints of an earlier run"});
   const Result r = run(tiny("r", "--resume"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   RunRecordReader a((dir_ / "straight" / "record.h5").string()), b((dir_ / "r" / "record.h5").string());
