@@ -1,29 +1,13 @@
 #include "model/moe/routing_ops.h"
 
-#include <type_traits>
-
-#include "backend/ops.h"
+#include "backend/device_dispatch.h"
 #ifdef FINEMOE_WITH_CUDA
-#include "backend/ops_cuda.h"
 #include "kernels/moe_routing.h"
 #endif
 
 namespace finemoe::moe::routing {
-using ops::use_device;
-
 #ifdef FINEMOE_WITH_CUDA
-#define FINEMOE_ROUTING_ON_DEVICE(call)                     \
-  if constexpr (std::is_same_v<T, float>) {                 \
-    if (use_device<T>()) {                                  \
-      call;                                                 \
-      return;                                               \
-    }                                                       \
-  } else {                                                  \
-    use_device<T>();                                        \
-  }
 #define FINEMOE_STREAM ops::device::compute_stream()
-#else
-#define FINEMOE_ROUTING_ON_DEVICE(call)
 #endif
 
 size_t workspace_bytes(const RoutingShape& s) {
@@ -38,7 +22,7 @@ template <typename T>
 void route_tokens(const T* group_probs, const T* local_probs, const RoutingShape& s, int32_t* copy_row,
                   int32_t* copy_expert, T* copy_gate, int64_t* per_expert, int32_t* requested, void* workspace,
                   size_t workspace_bytes) {
-  FINEMOE_ROUTING_ON_DEVICE(cuda::route_tokens(group_probs, local_probs, s, copy_row, copy_expert, copy_gate,
+  FINEMOE_ON_DEVICE_RETURN(cuda::route_tokens(group_probs, local_probs, s, copy_row, copy_expert, copy_gate,
                                                per_expert, requested, workspace, workspace_bytes, FINEMOE_STREAM))
   (void)workspace;
   (void)workspace_bytes;
@@ -48,7 +32,7 @@ void route_tokens(const T* group_probs, const T* local_probs, const RoutingShape
 template <typename T>
 void balance_loss(const T* group_probs, const int32_t* requested, const RoutingShape& s, double coef,
                   int local_tokens_per_slot, T* grad, double* loss_sum) {
-  FINEMOE_ROUTING_ON_DEVICE(
+  FINEMOE_ON_DEVICE_RETURN(
       cuda::balance_loss(group_probs, requested, s, coef, local_tokens_per_slot, grad, loss_sum, FINEMOE_STREAM))
   cpu::balance_loss<T>(group_probs, requested, s, coef, local_tokens_per_slot, grad, loss_sum);
 }
@@ -56,7 +40,7 @@ void balance_loss(const T* group_probs, const int32_t* requested, const RoutingS
 template <typename T>
 void router_z_loss(const T* logits, const T* probs, int64_t rows, int n_experts, double scale, T* dlogits,
                    double* loss_sum) {
-  FINEMOE_ROUTING_ON_DEVICE(
+  FINEMOE_ON_DEVICE_RETURN(
       cuda::router_z_loss(logits, probs, rows, n_experts, scale, dlogits, loss_sum, FINEMOE_STREAM))
   cpu::router_z_loss<T>(logits, probs, rows, n_experts, scale, dlogits, loss_sum);
 }
@@ -64,14 +48,14 @@ void router_z_loss(const T* logits, const T* probs, int64_t rows, int n_experts,
 template <typename T>
 void routing_backward(const T* dgate, const int32_t* copy_row, const int32_t* copy_expert, int64_t copies,
                       const T* balance_grad, const RoutingShape& s, T* dprobs) {
-  FINEMOE_ROUTING_ON_DEVICE(
+  FINEMOE_ON_DEVICE_RETURN(
       cuda::routing_backward(dgate, copy_row, copy_expert, copies, balance_grad, s, dprobs, FINEMOE_STREAM))
   cpu::routing_backward<T>(dgate, copy_row, copy_expert, copies, balance_grad, s, dprobs);
 }
 
 template <typename T>
 void softmax_backward_accumulate(const T* probs, const T* dprobs, T* dlogits, int64_t rows, int n) {
-  FINEMOE_ROUTING_ON_DEVICE(cuda::softmax_backward_accumulate(probs, dprobs, dlogits, rows, n, FINEMOE_STREAM))
+  FINEMOE_ON_DEVICE_RETURN(cuda::softmax_backward_accumulate(probs, dprobs, dlogits, rows, n, FINEMOE_STREAM))
   cpu::softmax_backward_accumulate<T>(probs, dprobs, dlogits, rows, n);
 }
 
