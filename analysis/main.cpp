@@ -8,6 +8,9 @@
 #include <sstream>
 
 #include "fit.h"
+#include "joint_fit.h"
+#include "joint_optimal.h"
+#include "joint_results.h"
 #include "optimal.h"
 #include "results.h"
 #include "runs.h"
@@ -20,8 +23,10 @@ using namespace finemoe::analysis;
 namespace {
 
 const char* const kUsage =
-    "usage: finemoe-analyze fit RECORD|DIR|GLOB... [options]\n"
+    "usage: finemoe-analyze fit RECORD|DIR|GLOB... [--law joint] [options]\n"
     "       finemoe-analyze optimal [--coefficients table1|table8 | --fit FIT.h5] [options]\n"
+    "       finemoe-analyze optimal --law joint [--coefficients joint-secondary | --fit DIR/joint_fit.csv]\n"
+    "                               [--max-e 64] [--memory-per-gpu-gb M --gpus K --bytes-per-param 16]\n"
     "       finemoe-analyze compare [--coefficients table1|table8 | --fit FIT.h5] [options]\n";
 
 std::vector<double> parse_budgets(const std::string& text) {
@@ -114,7 +119,19 @@ int run(int argc, char** argv) {
                                                        "FLOPs per active parameter per token")(
       "c-r", po::value<double>()->default_value(14), "router FLOPs per router parameter per token")(
       "max-g", po::value<double>()->default_value(256), "largest granularity searched (powers of two)")(
-      "min-tokens", po::value<double>()->default_value(524288), "fewest training tokens a model may get");
+      "min-tokens", po::value<double>()->default_value(524288), "fewest training tokens a model may get")(
+      "law", po::value<std::string>()->default_value("fine-grained"),
+      "fine-grained (Eq. 9 per E, and the dense law) | joint (one law over several E, docs/analysis.md)")(
+      "joint-form", po::value<std::string>()->default_value("fine-grained"),
+      "joint: fine-grained ((a + g G^-kappa) Ê^delta N^...) | published (without the G term)")(
+      "e-start", po::value<double>()->default_value(1), "joint: Ê transform, Ê(1) = E_start")(
+      "e-max", po::value<double>()->default_value(INFINITY), "joint: Ê transform, Ê saturates at E_max (inf: Ê = E)")(
+      "max-e", po::value<double>()->default_value(64), "joint optimal: largest expansion rate searched (powers of two)")(
+      "memory-per-gpu-gb", po::value<double>()->default_value(0),
+      "joint optimal: cap total parameters at this memory per GPU (0: no cap)")(
+      "gpus", po::value<double>()->default_value(1), "joint optimal: GPUs holding the parameters (with --memory-per-gpu-gb)")(
+      "bytes-per-param", po::value<double>()->default_value(16),
+      "joint optimal: bytes per parameter (16: fp32 weights, grads, AdamW moments)");
   po::options_description hidden;
   hidden.add_options()("inputs", po::value<std::vector<std::string>>()->composing());
   po::options_description all;
@@ -134,6 +151,45 @@ int run(int argc, char** argv) {
   }
   const std::string out_dir = vm["out"].as<std::string>();
   const bool json = vm.count("json") > 0;
+
+  const std::string law_kind = vm["law"].as<std::string>();
+  if (law_kind != "fine-grained" && law_kind != "joint") {
+    throw InputError("--law: '" + law_kind + "' is not fine-grained or joint");
+  }
+  const bool joint = law_kind == "joint";
+  ExpertTransform transform{vm["e-start"].as<double>(), vm["e-max"].as<double>()};
+  if (!(transform.e_start >= 1 && transform.e_max > transform.e_start)) {
+    throw InputError("--e-start must be >= 1 and --e-max above it");
+  }
+  const std::string joint_form = vm["joint-form"].as<std::string>();
+  if (joint_form != "fine-grained" && joint_form != "published") {
+    throw InputError("--joint-form: '" + joint_form + "' is not fine-grained or published");
+  }
+
+  if (command == "fit" && joint) {
+    if (!vm.count("inputs")) throw InputError("fit: give run records, directories or globs\n" + std::string(kUsage));
+    JointFitOptions options;
+    options.preset = parse_fit_preset(vm["preset"].as<std::string>());
+    options.fine_grained = joint_form == "fine-grained";
+    options.transform = transform;
+    options.bootstrap = vm["bootstrap"].as<int>();
+    options.bootstrap_fraction = vm["bootstrap-fraction"].as<double>();
+    options.c_min = vm["c-min"].as<double>();
+    options.seed = vm["seed"].as<uint64_t>();
+    options.threads = vm["threads"].as<int>();
+    if (options.bootstrap < 0 || !(options.bootstrap_fraction > 0 && options.bootstrap_fraction <= 1)) {
+      throw InputError("--bootstrap must be >= 0 and --bootstrap-fraction in (0, 1]");
+    }
+    const std::vector<std::string> paths = expand_inputs(vm["inputs"].as<std::vector<std::string>>());
+    const RunSet set = load_runs(paths, parse_loss_source(vm["loss"].as<std::string>()));
+    for (const auto& s : set.skipped) std::cerr << "left out " << s.path << ": " << s.state << ": " << s.reason << "\n";
+    const std::vector<JointRun> runs = joint_runs(set);
+    const JointFitResult fit = fit_joint_law(runs, options);
+    write_joint_fit_files(out_dir, fit, runs);
+    print_joint_fit_table(std::cout, fit);
+    std::cout << "\nresults in " << out_dir << "/ (joint_fit.csv, joint_bootstrap.csv, joint_fit_runs.csv)\n";
+    return 0;
+  }
 
   if (command == "fit") {
     if (!vm.count("inputs")) throw InputError("fit: give run records, directories or globs\n" + std::string(kUsage));
@@ -207,6 +263,42 @@ int run(int argc, char** argv) {
   if (!(max_g >= 1)) throw InputError("--max-g must be at least 1");
   const std::vector<double> granularities = powers_of_two(max_g);
   const std::vector<double> budgets = parse_budgets(vm["budgets"].as<std::string>());
+
+  if (joint) {
+    if (command != "optimal") throw InputError("--law joint: only fit and optimal take the joint law");
+    JointOptimalReport report;
+    JointLaw law;
+    std::vector<JointLaw> bootstrap;
+    if (vm.count("fit")) {
+      if (!vm["coefficients"].defaulted()) throw InputError("give --coefficients or --fit, not both");
+      const StoredJointFit stored = read_joint_fit(vm["fit"].as<std::string>());
+      law = stored.law;
+      bootstrap = stored.bootstrap;
+      report.identified = stored.identified;
+      report.source = vm["fit"].as<std::string>();
+    } else {
+      const std::string name = vm["coefficients"].defaulted() ? "joint-secondary" : vm["coefficients"].as<std::string>();
+      const JointPreset preset = joint_preset(name);
+      law = preset.law;
+      report.source = "preset " + preset.name + ": " + preset.provenance;
+    }
+    JointSearch search;
+    search.flops = flops;
+    search.granularities = granularities;
+    const double max_e = vm["max-e"].as<double>();
+    if (!(max_e >= 1)) throw InputError("--max-e must be at least 1");
+    search.expansion_rates = powers_of_two(max_e);
+    const double mem = vm["memory-per-gpu-gb"].as<double>(), gpus = vm["gpus"].as<double>();
+    const double bytes = vm["bytes-per-param"].as<double>();
+    if (!(mem >= 0 && gpus >= 1 && bytes > 0)) {
+      throw InputError("--memory-per-gpu-gb must be >= 0, --gpus >= 1 and --bytes-per-param > 0");
+    }
+    if (mem > 0) search.max_total_params = report.max_total_params = mem * 1e9 * gpus / bytes;
+    for (double budget : budgets) report.rows.push_back(joint_optimal_row(law, budget, search, bootstrap));
+    write_joint_optimal_csv(out_dir, report);
+    print_joint_optimal_table(std::cout, report);
+    return 0;
+  }
   const Laws laws = laws_from(vm);
 
   if (command == "optimal") {

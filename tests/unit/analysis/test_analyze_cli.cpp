@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "joint_law.h"
 #include "synthetic_records.h"
 
 namespace finemoe::analysis {
@@ -86,6 +87,50 @@ TEST_F(AnalyzeCli, ALawWithTooFewRunsIsSkippedAndTheOtherFitted) {
   EXPECT_NE(fit.err.find("the MoE law is not fitted: 3 completed runs for 7 coefficients"), std::string::npos) << fit.err;
   EXPECT_NE(fit.out.find("\"law\": \"dense\""), std::string::npos) << fit.out;
   EXPECT_EQ(fit.out.find("\"law\": \"moe\""), std::string::npos) << fit.out;
+}
+
+// fit --law joint over records of several E (the per-E fit refuses them), then optimal from the
+// fit file; records at one E are refused with exit 2 (runtime ~2 s).
+TEST_F(AnalyzeCli, JointFitOverSeveralEThenOptimalOverE) {
+  const JointLaw truth =
+      JointLaw::from_values(true, {18.1, -0.05, -0.115, -0.004, 30.8, -0.1, -0.147, 0.003, 2.1, 0.58, 0.47});
+  int n = 0;
+  for (const auto& s : synthetic::paper_shapes()) {
+    for (int64_t E : {0, 4, 16, 64}) {
+      for (int64_t G : E > 0 ? std::vector<int64_t>{1, 4, 16} : std::vector<int64_t>{1}) {
+        for (double D : synthetic::wide_token_budgets()) {
+          const double n_active = 12.0 * double(s.d_model * s.d_model * s.n_blocks);
+          synthetic::write_record(dir_ + "/records", "r" + std::to_string(n++), s, E, G, D,
+                                  truth.predict(n_active, D, E > 0 ? double(E) : 1, double(G)));
+        }
+      }
+    }
+  }
+  Outcome mixed = analyze("fit " + dir_ + "/records --bootstrap 0 --kfold 0 --out " + dir_ + "/per_e");
+  EXPECT_EQ(mixed.exit_code, 2);
+  EXPECT_NE(mixed.err.find("different E"), std::string::npos) << mixed.err;
+  Outcome fit = analyze("fit " + dir_ + "/records --law joint --bootstrap 8 --out " + dir_ + "/fit");
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  EXPECT_NE(fit.out.find("4 values of E, 3 of G"), std::string::npos) << fit.out;
+  const std::string csv = slurp(dir_ + "/fit/joint_fit.csv");
+  const std::size_t at = csv.find("coefficient,kappa,");
+  ASSERT_NE(at, std::string::npos) << csv;
+  EXPECT_NEAR(std::stod(csv.substr(at + 18)), 0.58, 1e-9) << csv;  // recovered through the records
+  Outcome opt = analyze("optimal --law joint --fit " + dir_ + "/fit/joint_fit.csv --budgets 1e20 --max-e 64 "
+                        "--memory-per-gpu-gb 80 --gpus 8 --out " + dir_ + "/opt");
+  ASSERT_EQ(opt.exit_code, 0) << opt.err;
+  EXPECT_NE(opt.out.find("compute-optimal configurations over E and G"), std::string::npos) << opt.out;
+  EXPECT_NE(opt.out.find("at most 4e+10 total parameters"), std::string::npos) << opt.out;
+  EXPECT_TRUE(fs::exists(dir_ + "/opt/joint_optimal.csv"));
+  fs::remove_all(dir_ + "/records");
+  fs::create_directories(dir_ + "/records");
+  for (int i = 0; i < 12; ++i) {
+    synthetic::write_record(dir_ + "/records", "e64_" + std::to_string(i), synthetic::paper_shapes()[i % 6], 64,
+                            1 << (i % 3), 16e9 * (1 + i), 3.0 - 0.05 * i);
+  }
+  Outcome one_e = analyze("fit " + dir_ + "/records --law joint --bootstrap 0 --out " + dir_ + "/o");
+  EXPECT_EQ(one_e.exit_code, 2);
+  EXPECT_NE(one_e.err.find("at least two expansion rates"), std::string::npos) << one_e.err;
 }
 
 TEST_F(AnalyzeCli, BadInputExitsWithCodeTwoAndSaysWhy) {
