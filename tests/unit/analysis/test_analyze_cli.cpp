@@ -133,6 +133,59 @@ TEST_F(AnalyzeCli, JointFitOverSeveralEThenOptimalOverE) {
   EXPECT_NE(one_e.err.find("at least two expansion rates"), std::string::npos) << one_e.err;
 }
 
+// plan at the budget of Table 2's 64x1B row on the generic H100 node (issue 18): the FLOPs
+// optimum is the paper's row (G 16, N_active ~1B, D ~28.9B: Table 2 is the independent check),
+// the wall-clock optimum at the same GPU-hours predicts a loss no worse, the sweep it writes
+// expands, and an unidentified law is printed as an extrapolation (runtime < 1 s).
+TEST_F(AnalyzeCli, PlanPrintsBothOptimaAndWritesASweepThatExpands) {
+  const std::string alloc = std::string(FINEMOE_SOURCE_DIR) + "/inputs/allocations/generic-8xh100-ndr.ini";
+  const std::string base = std::string(FINEMOE_SOURCE_DIR) + "/inputs/paper/base.ini";
+  Outcome plan = analyze("plan --allocation " + alloc + " --flops 1.93e20 --base " + base + " --out " + dir_ + "/plan");
+  ASSERT_EQ(plan.exit_code, 0) << plan.err << plan.out;
+  const auto number_after = [&](const std::string& text, const std::string& key, std::size_t from) {
+    const std::size_t at = text.find(key, from);
+    EXPECT_NE(at, std::string::npos) << key << " in " << text;
+    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + key.size()));
+  };
+  const std::size_t wall = plan.out.find("wall-clock optimum"), flops = plan.out.find("FLOPs optimum at");
+  ASSERT_NE(wall, std::string::npos) << plan.out;
+  ASSERT_NE(flops, std::string::npos) << plan.out;
+  EXPECT_EQ(number_after(plan.out, "G ", flops), 16);
+  EXPECT_NEAR(number_after(plan.out, "N_active ", flops), 1e9, 0.05e9);
+  EXPECT_NEAR(number_after(plan.out, "D ", flops), 28.94e9, 0.05 * 28.94e9);
+  EXPECT_LE(number_after(plan.out, "; predicted loss ", wall), number_after(plan.out, "; predicted loss ", flops));
+  EXPECT_NE(plan.out.find("why they differ:"), std::string::npos);
+  EXPECT_NE(plan.out.find("glennklockwood.com/garden/processors/h100"), std::string::npos);  // provenance
+  EXPECT_NE(plan.out.find("documented default"), std::string::npos);
+  EXPECT_EQ(plan.out.find("EXTRAPOLATION"), std::string::npos);
+  const std::string sweep = dir_ + "/plan/plan-sweep.ini";
+  ASSERT_TRUE(fs::exists(sweep));
+  ASSERT_TRUE(fs::exists(dir_ + "/plan/plan.ini"));
+  const std::string cmd = std::string(FINEMOE_SWEEP) + " expand " + sweep + " --allocation " + alloc +
+                          " --no-data-check --check -q > /dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+
+  // An unidentified joint fit: the plan is marked as an extrapolation.
+  fs::create_directories(dir_ + "/fit");
+  std::ofstream(dir_ + "/fit/joint_fit.csv")
+      << "kind,name,value,p10,p90\nmeta,form,published,,\nmeta,e_start,1,,\nmeta,e_max,inf,,\nmeta,identified,0,,\n"
+         "coefficient,a,18.1,,\ncoefficient,delta,-0.05,,\ncoefficient,alpha,-0.115,,\ncoefficient,gamma,-0.004,,\n"
+         "coefficient,b,30.8,,\ncoefficient,omega,-0.1,,\ncoefficient,beta,-0.147,,\ncoefficient,zeta,0.003,,\n"
+         "coefficient,c,0.47,,\n";
+  Outcome joint = analyze("plan --law joint --fit " + dir_ + "/fit/joint_fit.csv --allocation " + alloc +
+                          " --nodes 2 --hours 24 --base " + base + " --out " + dir_ + "/plan2");
+  ASSERT_EQ(joint.exit_code, 0) << joint.err << joint.out;
+  EXPECT_NE(joint.out.find("EXTRAPOLATION"), std::string::npos) << joint.out;
+  EXPECT_NE(joint.out.find("384 GPU-hours on 2 node(s)"), std::string::npos) << joint.out;
+
+  Outcome two_budgets = analyze("plan --allocation " + alloc + " --flops 1e20 --gpu-hours 5 --out " + dir_ + "/x");
+  EXPECT_EQ(two_budgets.exit_code, 2);
+  EXPECT_NE(two_budgets.err.find("give one budget"), std::string::npos) << two_budgets.err;
+  Outcome no_alloc = analyze("plan --gpu-hours 5 --out " + dir_ + "/x");
+  EXPECT_EQ(no_alloc.exit_code, 2);
+  EXPECT_NE(no_alloc.err.find("--allocation FILE is required"), std::string::npos) << no_alloc.err;
+}
+
 TEST_F(AnalyzeCli, BadInputExitsWithCodeTwoAndSaysWhy) {
   for (int i = 0; i < 3; ++i) {
     synthetic::write_record(dir_ + "/records", "r" + std::to_string(i), {256, 4}, 64, 1 << i, 16e9, 3.5 + i);
