@@ -15,6 +15,7 @@
 #include "joint_optimal.h"
 #include "joint_results.h"
 #include "optimal.h"
+#include "next.h"
 #include "plan.h"
 #include "perf/calibration.h"
 #include "sweep/allocation.h"
@@ -37,7 +38,8 @@ const char* const kUsage =
     "                               [--max-e 64] [--memory-per-gpu-gb M --gpus K --bytes-per-param 16]\n"
     "       finemoe-analyze compare [--coefficients table1|table8 | --fit FIT.h5] [options]\n"
     "       finemoe-analyze plan --allocation ALLOC.ini (--gpu-hours H | --nodes N --hours T | --flops F)\n"
-    "                            [--law joint] [--coefficients ... | --fit ...] [--peak-json --gemm-json --alltoall-json]\n";
+    "                            [--law joint] [--coefficients ... | --fit ...] [--peak-json --gemm-json --alltoall-json]\n"
+    "       finemoe-analyze next RECORD|DIR|GLOB... --budget B --target F [--allocation ALLOC.ini] [--base P.ini --ranks R]\n";
 
 std::vector<double> parse_budgets(const std::string& text) {
   std::vector<double> out;
@@ -306,14 +308,138 @@ int run_plan_command(const po::variables_map& vm, bool joint, bool joint_fine_gr
   return 0;
 }
 
+std::vector<double> parse_positive_list(const std::string& text, const std::string& option) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || !(v > 0)) throw InputError(option + ": '" + item + "' is not a positive number");
+    out.push_back(v);
+  }
+  if (out.empty()) throw InputError(option + ": empty list");
+  return out;
+}
+
+// finemoe-analyze next (docs/analysis.md, "The next runs to make").
+int run_next_command(const po::variables_map& vm, const std::string& out_dir) {
+  if (!vm.count("inputs")) throw InputError("next: give the run records so far (files, directories or globs)");
+  if (!vm.count("budget") || !vm.count("target")) throw InputError("next: --budget and --target are required");
+  FitOptions fo;
+  fo.preset = parse_fit_preset(vm["preset"].as<std::string>());
+  fo.bootstrap = vm["bootstrap"].as<int>();
+  fo.kfold = 0;
+  fo.seed = vm["seed"].as<uint64_t>();
+  fo.threads = vm["threads"].as<int>();
+  fo.c_min = vm["c-min"].as<double>();
+  if (fo.bootstrap < 0) throw InputError("--bootstrap must be >= 0");
+  const std::vector<std::string> paths = expand_inputs(vm["inputs"].as<std::vector<std::string>>());
+  const RunSet set = load_runs(paths, parse_loss_source(vm["loss"].as<std::string>()));
+  for (const auto& s : set.skipped) std::cerr << "left out " << s.path << ": " << s.state << ": " << s.reason << "\n";
+  const FitResult fit = fit_law(set.moe, fo);
+  const double E = double(fit.E);
+
+  NextOptions o;
+  o.budget = vm["budget"].as<double>();
+  o.target = vm["target"].as<double>();
+  o.max_g = vm["max-g"].as<double>();
+  o.flops.c_f = vm["c-f"].as<double>();
+  o.flops.c_r = vm["c-r"].as<double>();
+  o.flops.min_tokens = vm["min-tokens"].as<double>();
+  o.n_blocks_grid = parse_positive_list(vm["blocks-grid"].as<std::string>(), "--blocks-grid");
+  const std::vector<double> tokens = parse_positive_list(vm["tokens-grid"].as<std::string>(), "--tokens-grid");
+  if (tokens.size() != 2 || !(tokens[1] >= tokens[0])) throw InputError("--tokens-grid: expected MIN,MAX with MIN <= MAX");
+  o.token_grid.clear();
+  for (double t = tokens[0]; t <= tokens[1] * (1 + 1e-9); t *= 2) o.token_grid.push_back(t);
+  const int ranks = vm["ranks"].as<int>();
+  if (ranks < 1) throw InputError("--ranks must be at least 1");
+  o.max_runs = vm["max-runs"].as<int>();
+  if (o.max_runs < 1) throw InputError("--max-runs must be at least 1");
+
+  std::string unit = "FLOPs (Eq. 10)";
+  std::function<double(const NextCandidate&)> cost = [&](const NextCandidate& c) { return candidate_flops(c, E, o.flops); };
+  std::optional<sweep::Allocation> alloc;
+  perf::Machine machine;
+  PlanSearch search;
+  if (vm.count("allocation")) {
+    alloc = sweep::read_allocation(vm["allocation"].as<std::string>());
+    perf::apply_allocation(machine, *alloc);
+    PlanLaw law;
+    law.loss = [](double, double, double, double, double) { return 0.0; };
+    unit = "GPU-hours on " + alloc->name + " (finemoe_perf)";
+    cost = [&machine, &search, E, law](const NextCandidate& c) {
+      const PlanChoice p = cost_on_machine(law, machine, search, E, c.G, c.n_blocks, c.D);
+      return p.feasible ? p.gpu_hours : -1.0;
+    };
+  }
+  const NextProposal prop = propose_next_runs(fit.coefficients, E, set.moe, fit.rmse, o, cost);
+
+  std::ostream& os = std::cout;
+  if (!fit.identified()) {
+    os << "the fit of the " << set.moe.size() << " runs raises " << fit.flags.size()
+       << " identifiability flag(s): the optimum below is an EXTRAPOLATION; the proposal targets what the runs do "
+          "not determine\n";
+  }
+  os << "target " << human(o.target) << " FLOPs: G* = " << human(std::exp2(prop.log2_G_star)) << " (log2 " << human(prop.log2_G_star)
+     << "), optimal loss " << human(prop.loss_star) << "\n";
+  os << "criterion: delta-method variance of log2 G* plus that of L* (each relative to its value now) per unit of "
+        "cost + a per-run overhead of budget / (4 max-runs); "
+        "sd(log2 G*) "
+     << human(prop.sd_log2_G_before) << " -> " << human(prop.sd_log2_G_after) << ", sd(L*) " << human(prop.sd_loss_before)
+     << " -> " << human(prop.sd_loss_after) << " (linearised prediction)\n";
+  os << prop.runs.size() << " runs, " << human(prop.spent) << " of " << human(o.budget) << " " << unit << ":\n";
+  char line[200];
+  for (const NextCandidate& c : prop.runs) {
+    std::snprintf(line, sizeof line, "  d_model %4.0f  n_blocks %3.0f  G %3.0f  D %10.4g  cost %10.4g  gain %.3g\n",
+                  64 * c.n_blocks, c.n_blocks, c.G, c.D, c.cost, c.gain);
+    os << line;
+  }
+  if (prop.runs.empty()) throw InputError("next: no candidate run fits the budget " + human(o.budget) + " " + unit);
+
+  namespace fs = std::filesystem;
+  fs::create_directories(out_dir);
+  const std::string sweep_path = out_dir + "/next-sweep.ini";
+  {
+    std::ofstream f(sweep_path);
+    f << "# Written by finemoe-analyze next: " << prop.runs.size() << " runs that most shrink the uncertainty of G* at "
+      << human(o.target) << " FLOPs per unit cost (" << unit << "), " << human(prop.spent) << " in all.\n";
+    f << "[sweep]\nname = next\ndescription = finemoe-analyze next, target " << human(o.target) << " FLOPs\n";
+    f << "base = " << fs::absolute(vm["base"].as<std::string>()).string() << "\n";
+    f << "output = " << fs::absolute(out_dir).string() << "/runs\nranks = " << ranks << "\n";
+    f << "set = moe.enabled=true\nset = moe.expansion_rate=" << int(E) << "\n\n[axis run]\n";
+    for (const NextCandidate& c : prop.runs) {
+      const long experts = std::lround(E * c.G);
+      int ep = 1;
+      while (ep * 2 <= ranks && ranks % (ep * 2) == 0 && experts % (ep * 2) == 0) ep *= 2;
+      char label[96];
+      std::snprintf(label, sizeof label, "b%.0f-G%.0f-D%.0fM", c.n_blocks, c.G, c.D / 1e6);
+      f << "point = " << label << ": model.d_model=" << int(64 * c.n_blocks) << " model.n_blocks=" << int(c.n_blocks)
+        << " model.n_heads=" << int(c.n_blocks) << " moe.granularity=" << int(c.G) << " train.tokens=" << std::llround(c.D)
+        << " parallel.expert_parallel=" << ep << "\n";
+    }
+  }
+  sweep::ExpandOptions eo;
+  eo.check_data_files = false;
+  if (alloc) eo.allocation = &*alloc;
+  sweep::expand_sweep(sweep::read_sweep(sweep_path), eo);  // validated as finemoe-sweep would
+  os << "wrote " << sweep_path << " (finemoe-sweep expand / slurm/submit.sh)\n";
+  return 0;
+}
+
 int run(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
-  if (command != "fit" && command != "optimal" && command != "compare" && command != "plan") {
-    throw InputError("'" + command + "' is not a command (fit, optimal, compare, plan)\n" + kUsage);
+  if (command != "fit" && command != "optimal" && command != "compare" && command != "plan" && command != "next") {
+    throw InputError("'" + command + "' is not a command (fit, optimal, compare, plan, next)\n" + kUsage);
   }
   po::options_description common("options");
   common.add_options()("help,h", "this help")("out", po::value<std::string>()->default_value("analysis_results"),
@@ -371,7 +497,15 @@ int run(int argc, char** argv) {
       "gemm-json", po::value<std::string>(), "plan: finemoe-bench gpu-expert-gemm JSON (expert GEMM efficiency)")(
       "alltoall-json", po::value<std::string>(), "plan: finemoe-bench gpu-alltoall JSON (NVLink tier)")(
       "base", po::value<std::string>()->default_value("inputs/paper/base.ini"),
-      "plan: parameter file the written sweep starts from");
+      "plan, next: parameter file the written sweep starts from")(
+      "budget", po::value<double>(), "next: budget of the proposed runs (FLOPs; GPU-hours with --allocation)")(
+      "target", po::value<double>(), "next: the FLOP budget whose optimal G (and loss) should be pinned down")(
+      "ranks", po::value<int>()->default_value(8), "next: MPI ranks per proposed run")(
+      "max-runs", po::value<int>()->default_value(12), "next: at most this many runs")(
+      "blocks-grid", po::value<std::string>()->default_value("2,3,4,6,8,11,16,23,32"),
+      "next: candidate n_blocks (d_model = 64 n_blocks)")(
+      "tokens-grid", po::value<std::string>()->default_value("1.25e8,1.28e11"),
+      "next: candidate token budgets: MIN,MAX in factors of 2");
   po::options_description hidden;
   hidden.add_options()("inputs", po::value<std::vector<std::string>>()->composing());
   po::options_description all;
@@ -491,6 +625,7 @@ int run(int argc, char** argv) {
     return 0;
   }
 
+  if (command == "next") return run_next_command(vm, out_dir);
   if (vm.count("inputs")) throw InputError(command + " takes no record files (use --fit FIT.h5)");
   FlopsModel flops;
   flops.c_f = vm["c-f"].as<double>();

@@ -186,6 +186,42 @@ TEST_F(AnalyzeCli, PlanPrintsBothOptimaAndWritesASweepThatExpands) {
   EXPECT_NE(no_alloc.err.find("--allocation FILE is required"), std::string::npos) << no_alloc.err;
 }
 
+// next on a deliberately poor grid (two small shapes, G in {1, 2}, four token budgets, 1% noise):
+// the proposal stays within the budget, picks each run once, predicts a smaller sd(log2 G*), and
+// writes a sweep that finemoe-sweep expand accepts (runtime ~3 s).
+TEST_F(AnalyzeCli, NextProposesRunsWithinTheBudgetAsASweepThatExpands) {
+  const LawCoefficients truth = law_preset("table1").moe;
+  int n = 0;
+  for (const auto& s : {synthetic::Shape{256, 4}, synthetic::Shape{384, 4}}) {
+    for (int64_t G : {1, 2}) {
+      for (double D : {4e9, 8e9, 16e9, 32e9}) {
+        const double loss = truth.predict(double(synthetic::total_params(s, 64)), D, double(G)) *
+                            (1 + 0.01 * synthetic::normal(7, uint64_t(n)));
+        synthetic::write_record(dir_ + "/records", "r" + std::to_string(n++), s, 64, G, D, loss);
+      }
+    }
+  }
+  const std::string base = std::string(FINEMOE_SOURCE_DIR) + "/inputs/paper/base.ini";
+  Outcome next = analyze("next " + dir_ + "/records --budget 2e19 --target 1.93e20 --bootstrap 10 --base " + base +
+                         " --out " + dir_ + "/next");
+  ASSERT_EQ(next.exit_code, 0) << next.err << next.out;
+  std::printf("%s", next.out.c_str());
+  const std::size_t spent = next.out.find(" runs, ");
+  ASSERT_NE(spent, std::string::npos) << next.out;
+  EXPECT_LE(std::stod(next.out.substr(spent + 7)), 2e19);
+  const std::size_t sd = next.out.find("sd(log2 G*) ");
+  ASSERT_NE(sd, std::string::npos) << next.out;
+  const double before = std::stod(next.out.substr(sd + 12));
+  const double after = std::stod(next.out.substr(next.out.find("-> ", sd) + 3));
+  EXPECT_LT(after, before);
+  const std::string sweep = dir_ + "/next/next-sweep.ini";
+  const std::string cmd = std::string(FINEMOE_SWEEP) + " expand " + sweep + " --no-data-check --check -q > /dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  Outcome no_budget = analyze("next " + dir_ + "/records --target 1e20 --out " + dir_ + "/x");
+  EXPECT_EQ(no_budget.exit_code, 2);
+  EXPECT_NE(no_budget.err.find("--budget and --target are required"), std::string::npos) << no_budget.err;
+}
+
 TEST_F(AnalyzeCli, BadInputExitsWithCodeTwoAndSaysWhy) {
   for (int i = 0; i < 3; ++i) {
     synthetic::write_record(dir_ + "/records", "r" + std::to_string(i), {256, 4}, 64, 1 << i, 16e9, 3.5 + i);
