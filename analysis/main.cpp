@@ -353,6 +353,9 @@ int run_next_command(const po::variables_map& vm, const std::string& out_dir) {
   o.flops.c_r = vm["c-r"].as<double>();
   o.flops.min_tokens = vm["min-tokens"].as<double>();
   o.n_blocks_grid = parse_positive_list(vm["blocks-grid"].as<std::string>(), "--blocks-grid");
+  o.d_per_block = vm["d-per-block"].as<double>();
+  const double head_dim = vm["head-dim"].as<double>();
+  if (!(o.d_per_block >= 1 && head_dim >= 1)) throw InputError("--d-per-block and --head-dim must be at least 1");
   const std::vector<double> tokens = parse_positive_list(vm["tokens-grid"].as<std::string>(), "--tokens-grid");
   if (tokens.size() != 2 || !(tokens[1] >= tokens[0])) throw InputError("--tokens-grid: expected MIN,MAX with MIN <= MAX");
   o.token_grid.clear();
@@ -397,7 +400,7 @@ int run_next_command(const po::variables_map& vm, const std::string& out_dir) {
   char line[200];
   for (const NextCandidate& c : prop.runs) {
     std::snprintf(line, sizeof line, "  d_model %4.0f  n_blocks %3.0f  G %3.0f  D %10.4g  cost %10.4g  gain %.3g\n",
-                  64 * c.n_blocks, c.n_blocks, c.G, c.D, c.cost, c.gain);
+                  c.d_model, c.n_blocks, c.G, c.D, c.cost, c.gain);
     os << line;
   }
   if (prop.runs.empty()) throw InputError("next: no candidate run fits the budget " + human(o.budget) + " " + unit);
@@ -412,15 +415,19 @@ int run_next_command(const po::variables_map& vm, const std::string& out_dir) {
     f << "[sweep]\nname = next\ndescription = finemoe-analyze next, target " << human(o.target) << " FLOPs\n";
     f << "base = " << fs::absolute(vm["base"].as<std::string>()).string() << "\n";
     f << "output = " << fs::absolute(out_dir).string() << "/runs\nranks = " << ranks << "\n";
+    if (vm.count("set"))
+      for (const std::string& kv : vm["set"].as<std::vector<std::string>>()) f << "set = " << kv << "\n";
     f << "set = moe.enabled=true\nset = moe.expansion_rate=" << int(E) << "\n\n[axis run]\n";
     for (const NextCandidate& c : prop.runs) {
       const long experts = std::lround(E * c.G);
       int ep = 1;
       while (ep * 2 <= ranks && ranks % (ep * 2) == 0 && experts % (ep * 2) == 0) ep *= 2;
       char label[96];
-      std::snprintf(label, sizeof label, "b%.0f-G%.0f-D%.0fM", c.n_blocks, c.G, c.D / 1e6);
-      f << "point = " << label << ": model.d_model=" << int(64 * c.n_blocks) << " model.n_blocks=" << int(c.n_blocks)
-        << " model.n_heads=" << int(c.n_blocks) << " moe.granularity=" << int(c.G) << " train.tokens=" << std::llround(c.D)
+      std::snprintf(label, sizeof label, "d%.0fx%.0f-G%.0f-D%.0fk", c.d_model, c.n_blocks, c.G, c.D / 1e3);
+      const int d = int(c.d_model);
+      const int heads = d % int(head_dim) == 0 ? std::max(1, d / int(head_dim)) : 1;
+      f << "point = " << label << ": model.d_model=" << d << " model.n_blocks=" << int(c.n_blocks)
+        << " model.n_heads=" << heads << " moe.granularity=" << int(c.G) << " train.tokens=" << std::llround(c.D)
         << " parallel.expert_parallel=" << ep << "\n";
     }
   }
@@ -501,9 +508,13 @@ int run(int argc, char** argv) {
       "budget", po::value<double>(), "next: budget of the proposed runs (FLOPs; GPU-hours with --allocation)")(
       "target", po::value<double>(), "next: the FLOP budget whose optimal G (and loss) should be pinned down")(
       "ranks", po::value<int>()->default_value(8), "next: MPI ranks per proposed run")(
-      "max-runs", po::value<int>()->default_value(12), "next: at most this many runs")(
+      "max-runs", po::value<int>()->default_value(24), "next: at most this many runs")(
+      "set", po::value<std::vector<std::string>>()->composing(),
+      "next: section.key=value for every proposed run (repeatable; written as the sweep's set lines)")(
       "blocks-grid", po::value<std::string>()->default_value("2,3,4,6,8,11,16,23,32"),
-      "next: candidate n_blocks (d_model = 64 n_blocks)")(
+      "next: candidate n_blocks (d_model = --d-per-block x n_blocks)")(
+      "d-per-block", po::value<double>()->default_value(64), "next: d_model per block of the candidates (the paper: 64)")(
+      "head-dim", po::value<double>()->default_value(64), "next: head width of the candidates (n_heads = d_model / head-dim)")(
       "tokens-grid", po::value<std::string>()->default_value("1.25e8,1.28e11"),
       "next: candidate token budgets: MIN,MAX in factors of 2");
   po::options_description hidden;

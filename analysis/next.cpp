@@ -11,12 +11,7 @@
 namespace finemoe::analysis {
 namespace {
 
-constexpr double kDModelPerBlock = 64;
-
-double total_params(double n_blocks, double E) {
-  const double d = kDModelPerBlock * n_blocks;
-  return d * d * (8 * E + 4) * n_blocks;
-}
+double total_params(double d, double n_blocks, double E) { return d * d * (8 * E + 4) * n_blocks; }
 
 Eigen::VectorXd to_eigen(const std::vector<double>& v) { return Eigen::Map<const Eigen::VectorXd>(v.data(), Eigen::Index(v.size())); }
 
@@ -50,7 +45,7 @@ double continuous_log2_optimal_G(const LawCoefficients& law, double E, double bu
 }
 
 double candidate_flops(const NextCandidate& c, double E, const FlopsModel& flops) {
-  return flops.flops_per_token(c.n_blocks, E, c.G) * c.D;
+  return (12 * c.d_model * c.d_model * flops.c_f + c.d_model * E * c.G * flops.c_r) * c.n_blocks * c.D;
 }
 
 std::vector<double> law_gradient_row(const LawCoefficients& law, double N, double D, double G) {
@@ -92,34 +87,36 @@ NextProposal propose_next_runs(const LawCoefficients& law, double E, const std::
   std::vector<NextCandidate> pool;
   std::vector<Eigen::VectorXd> rows;
   for (double nb : o.n_blocks_grid) {
+    const double d = o.d_per_block * nb;
     for (double G = 1; G <= o.max_g; G *= 2) {
-      if (4 * kDModelPerBlock * nb / G < 16) continue;  // experts narrower than 16
+      if (4 * d / G < 16 || std::fmod(4 * d, G) != 0) continue;  // experts narrower than 16, or not whole
       for (double D : tokens) {
-        NextCandidate c{nb, G, D, 0, 0};
+        NextCandidate c{nb, G, D, d, 0, 0};
         c.cost = cost(c);
         if (!(c.cost > 0) || c.cost > o.budget) continue;
         pool.push_back(c);
-        rows.push_back(to_eigen(law_gradient_row(law, total_params(nb, E), D, G)));
+        rows.push_back(to_eigen(law_gradient_row(law, total_params(d, nb, E), D, G)));
       }
     }
   }
   std::vector<bool> taken(pool.size(), false);
   double left = o.budget;
-  const double overhead = o.budget / (4.0 * std::max(1, o.max_runs));
+  const double overhead = o.overhead_fraction * o.budget / std::max(1, o.max_runs);
   while (int(out.runs.size()) < o.max_runs) {
     double best_rate = 0;
     std::size_t best = pool.size();
     for (std::size_t i = 0; i < pool.size(); ++i) {
       if (taken[i] || pool[i].cost > left) continue;
       const Eigen::VectorXd sj = sigma * rows[i];
-      const double gain = (std::pow(g.dot(sj), 2) / var_g0 + std::pow(h.dot(sj), 2) / var_h0) / (s2 + rows[i].dot(sj));
+      const double gain =
+          (std::pow(g.dot(sj), 2) / var_g0 + o.loss_weight * std::pow(h.dot(sj), 2) / var_h0) / (s2 + rows[i].dot(sj));
       const double rate = gain / (pool[i].cost + overhead);
       if (rate > best_rate) best_rate = rate, best = i;
     }
     if (best == pool.size()) break;
     const Eigen::VectorXd sj = sigma * rows[best];
     const double denom = s2 + rows[best].dot(sj);
-    pool[best].gain = (std::pow(g.dot(sj), 2) / var_g0 + std::pow(h.dot(sj), 2) / var_h0) / denom;
+    pool[best].gain = (std::pow(g.dot(sj), 2) / var_g0 + o.loss_weight * std::pow(h.dot(sj), 2) / var_h0) / denom;
     sigma -= sj * sj.transpose() / denom;
     taken[best] = true;
     left -= pool[best].cost;

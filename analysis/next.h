@@ -7,14 +7,14 @@
 //                                  predicted loss of each run so far, s the fit's RMSE, P a weak
 //                                  Gaussian prior (sd = prior_scale (|coef| + 0.1) per coefficient)
 //                                  so that coefficients the runs do not determine stay finite
-//   U = g^T Sigma g / U_g + h^T Sigma h / U_h
+//   U = g^T Sigma g / U_g + w h^T Sigma h / U_h      (w = loss_weight)
 //       g = grad log2 G* (G* the compute-optimal granularity at the target, continuous in log2 G),
 //       h = grad L* (the optimal loss there); U_g, U_h their variances before the proposal
 //   A candidate run with Jacobian row j and cost c lowers U by
-//       ((g^T Sigma j)^2 / U_g + (h^T Sigma j)^2 / U_h) / (s^2 + j^T Sigma j)   (Sherman-Morrison)
+//       ((g^T Sigma j)^2 / U_g + w (h^T Sigma j)^2 / U_h) / (s^2 + j^T Sigma j)   (Sherman-Morrison)
 //   Runs are picked greedily by that reduction per unit of cost + overhead, Sigma updated after
 //   each, until the budget is spent or max_runs are picked; a candidate is picked at most once.
-//   overhead = budget / (4 max_runs) stands for what every run costs besides its FLOPs (a job, a
+//   overhead = overhead_fraction x budget / max_runs stands for what every run costs besides its FLOPs (a job, a
 //   queue slot, its evaluation): without it the criterion fills the budget with hundreds of tiny runs.
 #include <functional>
 #include <string>
@@ -27,7 +27,8 @@
 namespace finemoe::analysis {
 
 struct NextCandidate {
-  double n_blocks = 0, G = 1, D = 0;  // d_model = 64 n_blocks
+  double n_blocks = 0, G = 1, D = 0;
+  double d_model = 0;  // d_per_block x n_blocks
   double cost = 0;
   double gain = 0;  // reduction of U when picked (in the order picked)
 };
@@ -37,9 +38,12 @@ struct NextOptions {
   double target = 0;  // FLOPs at which G* and L* are wanted
   double max_g = 64;
   std::vector<double> n_blocks_grid = {2, 3, 4, 6, 8, 11, 16, 23, 32};
+  double d_per_block = 64;  // candidates have d_model = d_per_block x n_blocks (the paper's rule: 64)
   std::vector<double> token_grid;  // default: 0.125B .. 128B in factors of 2
   double prior_scale = 10;
-  int max_runs = 12;
+  int max_runs = 24;
+  double overhead_fraction = 0.25;  // per-run overhead = overhead_fraction x budget / max_runs
+  double loss_weight = 1;           // weight of the L* term in U (0: G* alone)
   FlopsModel flops;
 };
 
@@ -54,7 +58,7 @@ struct NextProposal {
 double continuous_log2_optimal_G(const LawCoefficients& law, double E, double budget, double max_g,
                                  const FlopsModel& flops);
 
-// Eq. 10 FLOPs of a candidate: flops_per_token(n_blocks, E, G) x D.
+// Eq. 10 FLOPs of a candidate: (12 d^2 c_f + d E G c_r) n_blocks D.
 double candidate_flops(const NextCandidate& c, double E, const FlopsModel& flops);
 
 // The greedy proposal. `cost` gives each candidate's cost (FLOPs, GPU-hours, ...); `runs` are the

@@ -81,7 +81,8 @@ TEST(Next, GreedyUpdatesMatchADirectRecomputation) {
   }
   const double sd_before = std::sqrt(g.dot(info.inverse() * g));
   for (const auto& c : p.runs) {
-    const double d = 64 * c.n_blocks;
+    const double d = 64 * c.n_blocks;  // the paper's shape rule, the default of d_per_block
+    EXPECT_EQ(c.d_model, d);
     add(d * d * (8 * 64 + 4) * c.n_blocks, c.D, c.G);
   }
   const double sd_after = std::sqrt(g.dot(info.inverse() * g));
