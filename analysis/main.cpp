@@ -296,7 +296,7 @@ int run_plan_command(const po::variables_map& vm, bool joint, bool joint_fine_gr
       f << "set = moe.enabled=false\n";
     }
     f << "set = train.batch_size=" << std::lround(search.batch_tokens / search.context) << "\nset = train.micro_batch="
-      << micro << "\nset = train.tokens=" << std::llround(best.D) << "\n";
+      << micro << "\nset = train.steps=0\nset = train.tokens=" << std::llround(best.D) << "\n";
   }
   sweep::ExpandOptions eo;
   eo.check_data_files = false;
@@ -427,7 +427,7 @@ int run_next_command(const po::variables_map& vm, const std::string& out_dir) {
       const int d = int(c.d_model);
       const int heads = d % int(head_dim) == 0 ? std::max(1, d / int(head_dim)) : 1;
       f << "point = " << label << ": model.d_model=" << d << " model.n_blocks=" << int(c.n_blocks)
-        << " model.n_heads=" << heads << " moe.granularity=" << int(c.G) << " train.tokens=" << std::llround(c.D)
+        << " model.n_heads=" << heads << " moe.granularity=" << int(c.G) << " train.steps=0 train.tokens=" << std::llround(c.D)
         << " parallel.expert_parallel=" << ep << "\n";
     }
   }
