@@ -18,6 +18,7 @@
 #include "kernels/layernorm.h"
 #include "kernels/reduce.h"
 #include "kernels/routing.h"
+#include "kernels/swiglu.h"
 #include "util/check.h"
 
 namespace finemoe::ops::device {
@@ -179,6 +180,14 @@ void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation
 
 void activation_backward(float* dinp, const float* inp, const float* dout, int64_t n, cpu::Activation a) {
   cuda::activation_backward<float>(dinp, inp, dout, n, a, context().stream);
+}
+
+void swiglu_forward(float* out, const float* inp, int64_t rows, int hidden) {
+  cuda::swiglu_forward<float>(out, inp, rows, hidden, context().stream);
+}
+
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int64_t rows, int hidden) {
+  cuda::swiglu_backward<float>(dinp, inp, dout, rows, hidden, context().stream);
 }
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,

@@ -18,7 +18,7 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
     : d_model_(cfg.model.d_model),
       n_experts_(cfg.moe.expansion_rate * cfg.moe.granularity),
       n_local_(n_experts_ / ep_size),
-      granularity_(cfg.moe.granularity),
+      granularity_(cfg.moe.routed_granularity()),
       group_size_(cfg.moe.group_size),
       top_k_(cfg.moe.effective_top_k()),
       capacity_factor_(cfg.moe.capacity_factor),
@@ -42,14 +42,18 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
   const std::string prefix = "blocks." + std::to_string(block) + ".moe.";
   const double scale = cfg.model.init_scale;
   const int d = d_model_, de = cfg.d_expert();
+  const FfnActivation activation = parse_activation(cfg.model.activation);
   // Router: the same scaled truncated normal as every weight matrix, fan_in = d_model.
   router_ = store.add({prefix + "router", {d, n_experts_}, ParamGroup::replicated, fan_in_init(scale, d), block});
   const int64_t first = int64_t(ep_rank) * n_local_;
-  w1_ = store.add({prefix + "experts.w1", {n_local_, d, de}, ParamGroup::expert, fan_in_init(scale, d), block,
-                   first});
-  // The paper: the second matrix uses the dense FFN's fan_in d_ff = 4 d_model, independent of G.
-  w2_ = store.add({prefix + "experts.w2", {n_local_, de, d}, ParamGroup::expert, fan_in_init(scale, 4 * d),
+  w1_ = store.add({prefix + "experts.w1", {n_local_, d, activation.pre_width(de)}, ParamGroup::expert,
+                   fan_in_init(scale, d), block, first});
+  // The paper: the second matrix uses the dense FFN's fan_in d_ff (4 d_model), independent of G.
+  w2_ = store.add({prefix + "experts.w2", {n_local_, de, d}, ParamGroup::expert, fan_in_init(scale, cfg.d_ff()),
                    block, first});
+  if (cfg.moe.shared_experts > 0)
+    shared_ = std::make_unique<DenseFeedForward<T>>(store, prefix + "shared.", block, d, cfg.moe.shared_experts * de,
+                                                    activation, scale, cfg.d_ff());
   if (cfg.moe.output_layernorm) out_ln_ = std::make_unique<LayerNorm<T>>(store, prefix + "out_ln", block, d);
   FINEMOE_CHECK(cfg.moe.routing == "token_choice" || cfg.moe.routing == "expert_choice",
                 "moe.routing = '" << cfg.moe.routing << "'");
@@ -229,6 +233,14 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
     ops::fill_zero(combined, tokens_ * d);
     moe::combine_from_experts(*dispatcher_, y_expert, copy_row_.data(), copy_gate_.data(), d, y_staged, combined);
   });
+  if (shared_) {  // every token, weight 1, before the output LayerNorm
+    expert_watch_.start();
+    cpu::FlopScope flops(cpu::FlopCategory::ffn);
+    T* shared_out = ensure_size(scratch.shared_rows, size_t(tokens_) * d);
+    shared_->forward(x, shared_out, batch);
+    ops::add(combined, combined, shared_out, tokens_ * d);
+    expert_watch_.stop();
+  }
   if (out_ln_) out_ln_->forward(combined, y, tokens_);
 }
 
@@ -265,6 +277,14 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
     ops::fill_zero(dx, tokens_ * d);
     moe::scatter_add_from_experts(*dispatcher_, dx_expert, copy_row_.data(), d, dx_staged, dx);
   });
+  if (shared_) {
+    expert_watch_.start();
+    cpu::FlopScope flops(cpu::FlopCategory::ffn);
+    T* shared_dx = ensure_size(scratch.shared_rows, size_t(tokens_) * d);
+    shared_->backward(dcombined, shared_dx);
+    ops::add(dx, dx, shared_dx, tokens_ * d);
+    expert_watch_.stop();
+  }
 
   router_watch_.start();
   const size_t n_probs = size_t(tokens_) * n_experts_;

@@ -21,6 +21,7 @@
 #include "backend/compute.h"
 #include "backend/ops.h"
 #include "config/config.h"
+#include "model/dense_ffn.h"
 #include "model/feed_forward.h"
 #include "model/layer_norm.h"
 #include "model/moe/dispatcher.h"
@@ -39,6 +40,7 @@ struct MoeScratch {
   moe::ExpertScratch<T> experts;
   DeviceBuffer<T> dy_combined, dy_staged, dy_expert, dx_expert, dx_staged, dgate, dprobs, dlogits;
   DeviceBuffer<double> unused_sum;  // [1]: the z-loss recomputed in backward adds its value here
+  DeviceBuffer<T> shared_rows;      // [tokens, d_model]: the shared experts' output, then their dx
 };
 
 template <typename T>
@@ -46,7 +48,10 @@ class MoeLayer final : public FeedForwardLayer<T> {
  public:
   // Registers blocks.{block}.moe.router [d_model, n_experts] (replicated),
   // blocks.{block}.moe.experts.w1 [n_local, d_model, d_expert] and .w2 [n_local, d_expert, d_model]
-  // (experts ep_rank * n_local onwards) and, with moe.output_layernorm, blocks.{block}.moe.out_ln.
+  // (experts ep_rank * n_local onwards; swiglu: w1 [n_local, d_model, 2 d_expert]), with
+  // moe.shared_experts = S > 0 blocks.{block}.moe.shared.w1 [d_model, S d_expert (x2 swiglu)] and .w2
+  // [S d_expert, d_model] (replicated: every rank computes them on its own tokens) and, with
+  // moe.output_layernorm, blocks.{block}.moe.out_ln.
   // comms.expert_group must have ep_size ranks; it may be null with ep_size > 1 only to register
   // parameters (dry run): forward then fails.
   // scratch: shared with the model's other MoE layers; null gives the layer its own.
@@ -105,6 +110,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
   double aux_weight_, z_weight_;
   ParameterStore<T>& store_;
   ParamHandle router_, w1_, w2_;
+  std::unique_ptr<DenseFeedForward<T>> shared_;  // the S shared experts as one FFN of width S d_expert
   std::unique_ptr<LayerNorm<T>> out_ln_;
   MoeComms comms_;
   std::unique_ptr<moe::TokenDispatcher<T>> dispatcher_;

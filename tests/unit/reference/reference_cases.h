@@ -22,7 +22,8 @@ struct ReferenceCase {
 };
 
 // expert_choice (E = 2, G = 2, output LayerNorm), token_choice (top-2 with drops, balance and
-// z-loss, no output LayerNorm, GELU) and dense (GELU, untied head).
+// z-loss, no output LayerNorm, GELU) and dense (GELU, untied head); then issue 20's options:
+// shared experts (expert and token choice), swiglu experts and the swiglu dense FFN.
 std::vector<ReferenceCase> reference_cases();
 
 // The configuration keys the reference depends on (model.*, moe.*, train.seed) with their values
