@@ -10,6 +10,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cross_entropy.h"
+#include "backend/cpu/selection_bias.h"
 #include "backend/cpu/swiglu.h"
 #include "backend/cpu/embedding.h"
 #include "backend/cpu/layernorm.h"
@@ -174,6 +175,12 @@ void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, cpu::A
 }
 
 template <typename T>
+void add_selection_bias(T* scores, const T* probs, const T* bias, int64_t rows, int n_experts) {
+  FINEMOE_ON_DEVICE(add_selection_bias(scores, probs, bias, rows, n_experts))
+  cpu::add_selection_bias<T>(scores, probs, bias, rows, n_experts);
+}
+
+template <typename T>
 void swiglu_forward(T* out, const T* inp, int64_t rows, int hidden) {
   FINEMOE_ON_DEVICE(swiglu_forward(out, inp, rows, hidden))
   cpu::swiglu_forward<T>(out, inp, rows, hidden);
@@ -322,6 +329,7 @@ double Stopwatch::take_seconds() {
   template void scale<T>(T*, int64_t, T);                                                                        \
   template void activation_forward<T>(T*, const T*, int64_t, cpu::Activation);                                   \
   template void activation_backward<T>(T*, const T*, const T*, int64_t, cpu::Activation);                        \
+  template void add_selection_bias<T>(T*, const T*, const T*, int64_t, int);                                   \
   template void swiglu_forward<T>(T*, const T*, int64_t, int);                                                  \
   template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int);                                       \
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, T);                 \

@@ -32,7 +32,13 @@ struct MoeConfig {
   // S always-on experts of the routed experts' width (DeepSeekMoE): every token passes through
   // them; the routed activation drops by S (top-k = G - S, expert-choice capacity scaled by (G - S) / G).
   int shared_experts = 0;
+  // token_choice load balancing: aux_loss (the Switch balance loss, aux_loss_weight) or bias
+  // (loss-free: a per-expert bias on the selection scores, moved by bias_rate * sign(mean load -
+  // load) after every optimizer step; no balance loss term).
+  std::string balance = "aux_loss";
+  double bias_rate = 1e-3;
 
+  bool bias_balance() const { return routing == "token_choice" && balance == "bias"; }
   int n_experts(int) const { return expansion_rate * granularity; }
   // Routed experts a token uses on average: G - S.
   int routed_granularity() const { return granularity - shared_experts; }

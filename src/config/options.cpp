@@ -74,6 +74,10 @@ class OptionTable {
     add("moe.z_loss_weight", &Config::moe, &MoeConfig::z_loss_weight, "token_choice router z-loss weight");
     add("moe.shared_experts", &Config::moe, &MoeConfig::shared_experts,
         "S always-on experts of the routed width, replicated; routed activation G - S (0 <= S < G)");
+    add("moe.balance", &Config::moe, &MoeConfig::balance,
+        "token_choice load balancing: aux_loss (aux_loss_weight) | bias (loss-free, per-expert selection bias)");
+    add("moe.bias_rate", &Config::moe, &MoeConfig::bias_rate,
+        "moe.balance = bias: bias change per optimizer step, times sign(mean load - expert load)");
     add("train.device", &Config::train, &TrainConfig::device, "cpu | cuda");
     add("train.precision", &Config::train, &TrainConfig::precision,
         "fp64 | fp32 | bf16 (cpu: bf16 GEMM inputs emulated); fp32 | bf16 (cuda)");

@@ -139,6 +139,9 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
     c.positive("moe.group_size", moe.group_size);
     const int n_experts = moe.n_experts(0);
     if (moe.routing == "expert_choice") {
+      c.require(moe.balance == "aux_loss", "moe.balance", moe.balance,
+                "bias balancing is for token_choice only: expert choice is balanced by construction "
+                "(allowed with expert_choice: aux_loss, the default, which it ignores)");
       c.require(moe.group_size % moe.expansion_rate == 0, "moe.group_size", moe.group_size,
                 "expert_choice needs a multiple of moe.expansion_rate = " +
                     std::to_string(moe.expansion_rate) + " (each expert takes group_size / E tokens)");
@@ -157,6 +160,10 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
       c.require(moe.effective_top_k() <= n_experts, "moe.granularity", moe.granularity,
                 "top_k = G - moe.shared_experts exceeds n_experts");
       c.require(moe.aux_loss_weight >= 0, "moe.aux_loss_weight", moe.aux_loss_weight, "must be >= 0");
+      c.one_of("moe.balance", moe.balance, {"aux_loss", "bias"});
+      if (moe.balance == "bias")
+        c.require(std::isfinite(moe.bias_rate) && moe.bias_rate > 0, "moe.bias_rate", moe.bias_rate,
+                  "must be a finite number > 0 with moe.balance = bias");
       c.require(moe.z_loss_weight >= 0, "moe.z_loss_weight", moe.z_loss_weight, "must be >= 0");
     }
   }

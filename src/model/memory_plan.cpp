@@ -64,7 +64,8 @@ double stored_parameters(const Config& cfg) {
   if (cfg.moe.enabled) {
     const double E = cfg.n_experts(), n_local = E / cfg.parallel.expert_parallel, de = cfg.d_expert();
     const double shared = cfg.moe.shared_experts * de;
-    per_block += d * E + (cfg.moe.output_layernorm ? 2 * d : 0) + (gate + 1) * (n_local * d * de + d * shared);
+    per_block += d * E + (cfg.moe.output_layernorm ? 2 * d : 0) + (gate + 1) * (n_local * d * de + d * shared) +
+                 (cfg.moe.bias_balance() ? E : 0);  // router_bias
   } else {
     per_block += (gate + 1) * d * cfg.d_ff();
   }
@@ -132,6 +133,11 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
     add("scratch", "moe (shared): combined-output gradient, gate, probability and logit gradients",
         ((m.output_layernorm ? td : 0) + r.copies + 2 * t * E) * S + (token_choice && m.z_loss_weight > 0 ? 8 : 0));
     add("communication", "moe (shared): staged send rows (input, output gradient, input gradient)", 3 * staged);
+    if (m.bias_balance()) {
+      const double buffer_rows = (seqs < m.group_size ? m.group_size : seqs) * ctx;
+      add("scratch", "moe (shared): selection scores (probabilities + bias) and the bias step",
+          (buffer_rows * E + E) * S);
+    }
   }
   if (gpu) {  // device-only buffers of the CUDA backend, then the stated allowances
     add("scratch", "per-row cross-entropy (CUDA)", t * 4);

@@ -127,11 +127,15 @@ TEST(MemoryPlan, ParameterCountEqualsTheRegistry) {
     for (const bool tied : {false, true})
       for (const bool out_ln : {false, true})
         for (const int ep : {1, 2})
-          for (const int variant : {0, 1}) {  // 1: issue 20's shared expert and swiglu
+          for (const int variant : {0, 1, 2}) {  // 1: issue 20's shared expert and swiglu; 2: bias balance
           Case c;
           if (variant == 1) {
             c.shared_experts = moe ? 1 : 0;
             c.activation = "swiglu";
+          }
+          if (variant == 2) {
+            c.routing = "token_choice";
+            c.balance = "bias";
           }
           Config cfg = make_config(c, "fp64");
           cfg.moe.enabled = moe;

@@ -45,6 +45,8 @@ struct Case {
   int shared_experts = 0;
   std::string activation = "relu";
   double router_skew = 0;  // skew_router(): > 0 sends most tokens to expert 0
+  std::string balance = "aux_loss";
+  double bias_rate = 1e-3;
   bool expect_drops = false;
   bool expect_idle_expert = false;
   int steps = kSteps;
@@ -97,6 +99,8 @@ inline Config make_config(const Case& c, const std::string& precision) {
   cfg.model.init_scale = c.init_scale;
   cfg.model.activation = c.activation;
   cfg.moe.shared_experts = c.shared_experts;
+  cfg.moe.balance = c.balance;
+  cfg.moe.bias_rate = c.bias_rate;
   cfg.moe.routing = c.routing;
   cfg.moe.expansion_rate = c.E;
   cfg.moe.granularity = c.G;
