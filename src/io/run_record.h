@@ -71,6 +71,9 @@ struct TrainRow {
   std::vector<std::pair<std::string, double>> phase_times;
   // Tokens per (block, expert), row-major n_blocks x n_experts; empty for dense records.
   std::vector<int64_t> expert_load;
+  // Per block: max / mean of its expert_load (1 = balanced); MoE only. Empty when read from a
+  // record written before it existed.
+  std::vector<double> load_imbalance;
 };
 
 struct EvalRow {

@@ -11,6 +11,9 @@
 //     that stalls is reported by the watchdog (parallel.watchdog_s), naming the missing rank, and
 //     the job ends within bounded time.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -295,6 +298,15 @@ TEST_F(TrainSystem, ResumeWithSharedExpertSwigluAndBiasBalancingIsBitExact) {
     EXPECT_GT(moved, 0.0) << bias << " never moved";
   }
   EXPECT_TRUE(params.count("blocks.0.moe.shared.w1")) << "the shared expert is in the checkpoint";
+  // The record's per-block load imbalance: max / mean of that row's expert_load.
+  for (const TrainRow& row : b.train()) {
+    ASSERT_EQ(row.load_imbalance.size(), 2u) << "step " << row.step;
+    for (int blk = 0; blk < 2; ++blk) {
+      const auto block_load = row.expert_load.begin() + blk * 8;
+      const double total = double(std::accumulate(block_load, block_load + 8, int64_t(0)));
+      EXPECT_DOUBLE_EQ(row.load_imbalance[size_t(blk)], double(*std::max_element(block_load, block_load + 8)) * 8 / total);
+    }
+  }
 }
 
 TEST_F(TrainSystem, SigkillLeavesReadableRecordAndResumeCompletes) {
