@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -390,23 +391,22 @@ void RunRecordWriter::append_train(const TrainRow& row) {
   } else {
     FINEMOE_CHECK(row.expert_load.empty(), path() << ": expert_load given for a dense record");
   }
-  if (s.load_imbalance)
-    FINEMOE_CHECK(row.load_imbalance.size() == s.load_imbalance->row_size(),
-                  path() << ": load_imbalance has " << row.load_imbalance.size() << " values, expected "
-                         << s.load_imbalance->row_size() << " (n_blocks)");
+  // Derived here from expert_load, so every writer logs it the same way (row.load_imbalance is ignored).
+  const std::vector<double> imbalance =
+      s.load_imbalance ? load_imbalance(row.expert_load, s.load_imbalance->row_size()) : std::vector<double>{};
   if (train_rows() > 0) {
     const std::vector<int64_t> steps = s.train_int[0].read_int64();
     FINEMOE_CHECK(row.step > steps.back(),
                   path() << ": step " << row.step << " does not follow step " << steps.back());
   }
-  const auto append = [&row, &phases](State& t) {
+  const auto append = [&row, &phases, &imbalance](State& t) {
     for (std::size_t i = 0; i < std::size(kTrainInt); ++i) t.train_int[i].append_one(row.*kTrainInt[i].member);
     for (std::size_t i = 0; i < std::size(kTrainDouble); ++i) {
       t.train_double[i].append_one(row.*kTrainDouble[i].member);
     }
     for (std::size_t i = 0; i < phases.size(); ++i) t.phase_series[i].append_one(phases[i].second);
     if (t.expert_load) t.expert_load->append(row.expert_load);
-    if (t.load_imbalance) t.load_imbalance->append(row.load_imbalance);
+    if (t.load_imbalance) t.load_imbalance->append(imbalance);
   };
   bool allocates = s.train_int[0].rows() % s.train_int[0].chunk_rows() == 0;
   for (const auto& series : s.phase_series) allocates = allocates || series.rows() % series.chunk_rows() == 0;
@@ -512,6 +512,19 @@ RunInfo RunRecordReader::run() const {
   info.rank_devices = meta.read_strings(kRankDevicesDataset);
   info.phase_names = f.open_group(kTrainGroup).open_group(kPhaseTimesGroup).child_names();
   return info;
+}
+
+std::vector<double> load_imbalance(const std::vector<int64_t>& expert_load, std::size_t n_blocks) {
+  std::vector<double> out;
+  if (n_blocks == 0 || expert_load.size() % n_blocks != 0) return out;
+  const std::size_t n_experts = expert_load.size() / n_blocks;
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    const auto first = expert_load.begin() + std::ptrdiff_t(b * n_experts);
+    const int64_t total = std::accumulate(first, first + std::ptrdiff_t(n_experts), int64_t(0));
+    const int64_t most = n_experts > 0 ? *std::max_element(first, first + std::ptrdiff_t(n_experts)) : 0;
+    out.push_back(total > 0 ? double(most) * double(n_experts) / double(total) : 0.0);
+  }
+  return out;
 }
 
 ModelInfo RunRecordReader::model() const {

@@ -55,6 +55,12 @@ double MemoryPlan::category_total(const std::string& category) const {
   return t;
 }
 
+double max_expert_rows(const Config& cfg, int world) {
+  if (!cfg.moe.enabled) return 0;
+  const double seqs = double(cfg.train.micro_batch_size()) / world;
+  return moe_rows(cfg, seqs, seqs * cfg.model.context, cfg.parallel.expert_parallel).received;
+}
+
 double stored_parameters(const Config& cfg) {
   const ModelConfig& mc = cfg.model;
   const double d = mc.d_model, nb = mc.n_blocks, V = mc.vocab, ctx = mc.context;

@@ -227,21 +227,6 @@ bool Trainer<T>::start_or_resume() {
 }
 
 // MoE metrics reduced over the world; rank 0 appends the row to the record.
-// Per block: max / mean of the step's tokens per expert (1 = balanced; 0 for a block with none).
-static std::vector<double> load_imbalance(const std::vector<int64_t>& expert_load, int n_experts) {
-  std::vector<double> out;
-  if (n_experts <= 0) return out;
-  for (size_t first = 0; first + size_t(n_experts) <= expert_load.size(); first += size_t(n_experts)) {
-    int64_t total = 0, most = 0;
-    for (int e = 0; e < n_experts; ++e) {
-      total += expert_load[first + size_t(e)];
-      most = std::max(most, expert_load[first + size_t(e)]);
-    }
-    out.push_back(total > 0 ? double(most) * n_experts / double(total) : 0.0);
-  }
-  return out;
-}
-
 template <typename T>
 void Trainer<T>::log_row(TrainRow& row) {
   const StepMetrics m = engine_->metrics();
@@ -255,7 +240,6 @@ void Trainer<T>::log_row(TrainRow& row) {
                      {kPhaseNames[2], m.attention_time_s},
                      {kPhaseNames[3], m.optimizer_time_s}};
   row.expert_load = m.expert_load;
-  row.load_imbalance = load_imbalance(m.expert_load, cfg_.n_experts());
   if (record_) record_->append_train(row);
 }
 
