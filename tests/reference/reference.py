@@ -48,6 +48,7 @@ class Config:
         self.capacity_factor = Fraction(a["moe.capacity_factor"])  # exact: ceil() of an exact product
         # Keys added after the first cases were written default to the model before them.
         self.shared = int(a.get("moe.shared_experts", "0"))
+        self.balance = a.get("moe.balance", "aux_loss")
         top_k = int(a["moe.top_k"])
         self.top_k = top_k if top_k > 0 else self.G - self.shared  # DeepSeekMoE: routed activation G - S
         self.output_layernorm = a["moe.output_layernorm"] == "true"
@@ -127,7 +128,8 @@ def select_expert_choice(group, cfg, routing):
 
 
 def select_token_choice(group, cfg, routing):
-    """group [gs, n_experts] -> 0/1 mask of the kept requests and the requests per expert (f)."""
+    """group [gs, n_experts] selection scores (the probabilities, plus the routing bias with
+    moe.balance = bias) -> 0/1 mask of the kept requests and the requests per expert (f)."""
     gs, n = group.shape
     k = cfg.top_k
     if cfg.capacity_factor == 0:
@@ -161,6 +163,9 @@ def moe(x, p, b, cfg, loss_scale, routing):
     aux = torch.zeros(())
     select = select_expert_choice if cfg.routing == "expert_choice" else select_token_choice
     probs_np = probs.detach().numpy()
+    if cfg.routing == "token_choice" and cfg.balance == "bias":
+        # Loss-free balancing: select on p + bias; the gates below stay p; no balance loss.
+        probs_np = probs_np + p[pre + "router_bias"].detach().numpy()
     mask = np.zeros((S, T, n))
     # A routing group: the tokens at one position of sequences [g gs, (g+1) gs), in sequence order.
     for g in range(S // gs):
@@ -168,7 +173,7 @@ def moe(x, p, b, cfg, loss_scale, routing):
         for t in range(T):
             m, requested = select(probs_np[rows, t, :], cfg, routing)
             mask[rows, t, :] = m
-            if cfg.routing == "token_choice" and cfg.aux_weight > 0:
+            if cfg.routing == "token_choice" and cfg.aux_weight > 0 and cfg.balance == "aux_loss":
                 f = torch.tensor(requested / (gs * cfg.top_k))  # a count: no gradient
                 P = probs[rows, t, :].mean(dim=0)
                 balance = n * (f * P).sum()
@@ -244,7 +249,9 @@ def run_case(src, dst):
     weights, grads = dst.create_group("weights"), dst.create_group("grads")
     for n in names:
         weights.create_dataset(n, data=src["weights"][n][()])
-        grads.create_dataset(n, data=p[n].grad.numpy())
+        # A tensor outside autograd's graph (the routing bias: selection only) has gradient 0.
+        grad = p[n].grad if p[n].grad is not None else torch.zeros_like(p[n])
+        grads.create_dataset(n, data=grad.numpy())
     dst.create_dataset("logits", data=logits.detach().numpy())
     dst.attrs["loss"] = ce.item()  # mean cross-entropy over the tokens
     dst.attrs["aux_loss"] = aux.item()  # sum over layers of the weighted auxiliary losses

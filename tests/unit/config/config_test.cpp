@@ -129,6 +129,26 @@ TEST(Config, SharedExpertsOutsideZeroToGMinusOneAreRefused) {
   EXPECT_NO_THROW(validate_config(ok.config, ctx));
 }
 
+TEST(Config, BiasBalancingWithExpertChoiceIsRefused) {
+  ValidationContext ctx;
+  ctx.check_data_files = false;
+  auto bad = parse({"--train.steps=1", "--moe.routing=expert_choice", "--moe.balance=bias"});
+  try {
+    validate_config(bad.config, ctx);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("moe.balance = bias"), std::string::npos) << m;
+    EXPECT_NE(m.find("token_choice only"), std::string::npos) << m;
+  }
+  auto rate = parse({"--train.steps=1", "--moe.routing=token_choice", "--moe.balance=bias", "--moe.bias_rate=0"});
+  EXPECT_THROW(validate_config(rate.config, ctx), InputError);
+  auto unknown = parse({"--train.steps=1", "--moe.routing=token_choice", "--moe.balance=sinkhorn"});
+  EXPECT_THROW(validate_config(unknown.config, ctx), InputError);
+  auto ok = parse({"--train.steps=1", "--moe.routing=token_choice", "--moe.balance=bias"});
+  EXPECT_NO_THROW(validate_config(ok.config, ctx));
+}
+
 TEST(Config, DefaultsAreValidApartFromData) {
   auto cli = parse({"--train.steps=1"});
   ValidationContext ctx;

@@ -95,6 +95,16 @@ std::vector<ReferenceCase> reference_cases() {
   dense_swiglu.train.seed = 17;
   cases.push_back({"dense_swiglu", dense_swiglu, 4});
 
+  // Loss-free balancing: token choice top-2 of 4 experts with drops; selection on p + bias (a
+  // non-zero bias, ReferenceCase::router_bias_scale), gates p, no balance loss, z-loss 0.01.
+  Config bias_tc = tiny_model();
+  bias_tc.moe.routing = "token_choice";
+  bias_tc.moe.balance = "bias";
+  bias_tc.moe.capacity_factor = 0.75;
+  bias_tc.moe.z_loss_weight = 0.01;
+  bias_tc.train.seed = 18;
+  cases.push_back({"bias_token_choice", bias_tc, 8, 0.02});
+
   for (ReferenceCase& c : cases) {
     c.config.train.batch_size = c.n_seq;
     c.config.train.micro_batch = c.n_seq;
@@ -126,6 +136,20 @@ std::vector<int32_t> reference_tokens(const ReferenceCase& c, const std::string&
   for (size_t i = 0; i < tokens.size(); ++i)
     tokens[i] = std::min(vocab - 1, static_cast<int>(uniform_open(key, i) * vocab));
   return tokens;
+}
+
+void allocate_reference_weights(const ReferenceCase& c, ParameterStore<double>& store) {
+  store.allocate(c.config.train.seed);
+  if (c.router_bias_scale == 0) return;
+  const std::string suffix = ".moe.router_bias";
+  for (int i = 0; i < store.count(); ++i) {
+    const ParamSpec& s = store.spec(i);
+    if (s.name.size() < suffix.size() || s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    std::vector<double> bias(size_t(s.numel()));
+    for (size_t e = 0; e < bias.size(); ++e) bias[e] = c.router_bias_scale * double(int(7 * e % 5) - 2) / 2;
+    copy_to_device(store.values(s.group).data() + store.offset(i), bias.data(), bias.size());
+  }
 }
 
 std::unique_ptr<Model<double>> make_reference_model(const Config& cfg, ParameterStore<double>& store) {

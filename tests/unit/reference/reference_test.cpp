@@ -96,7 +96,7 @@ TEST_P(ReferenceState, StoredWeightsAreFinemoeInitialisation) {
   const ReferenceCase& c = GetParam();
   ParameterStore<double> store;
   const auto model = make_reference_model(c.config, store);
-  store.allocate(c.config.train.seed);
+  allocate_reference_weights(c, store);
   std::vector<std::string> names;
   const h5::Group weights = group_->open_group("weights");
   for (int i = 0; i < store.count(); ++i) {
@@ -106,6 +106,9 @@ TEST_P(ReferenceState, StoredWeightsAreFinemoeInitialisation) {
     const double* init = store.values(spec.group).data() + store.offset(i);
     EXPECT_LE(relative_difference(init, read_tensor(weights, spec.name, spec.shape)), kInitTolerance)
         << spec.name << ": the initialisation changed; regenerate deliberately (tests/reference/README.md)";
+    if (spec.name.find(".moe.router_bias") != std::string::npos) {
+      EXPECT_NE(c.router_bias_scale, 0.0) << spec.name << ": a zero bias would not test the selection";
+    }
   }
   EXPECT_EQ(group_->read_strings("parameter_names"), names);
 }
@@ -115,7 +118,7 @@ TEST_P(ReferenceState, ForwardBackwardMatchesReference) {
   const TokenBatch batch = reference_batch(c);
   ParameterStore<double> store;
   const auto model = make_reference_model(c.config, store);
-  store.allocate(c.config.train.seed);
+  allocate_reference_weights(c, store);
   // Run on exactly the reference's weights (the previous test checks they are finemoe's init).
   const h5::Group weights = group_->open_group("weights");
   for (int i = 0; i < store.count(); ++i) {
