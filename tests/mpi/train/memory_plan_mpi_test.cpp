@@ -122,6 +122,32 @@ TEST(MemoryPlan, SharedExpertsAndSwigluPredictionIsATightUpperBound) {
   }
 }
 
+// Issue 20: dropless token choice with loss-free balancing, a shared expert and swiglu (the
+// selection-score scratch and the router bias in the plan; rows at their worst case).
+TEST(MemoryPlan, DroplessBiasBalancedPredictionBoundsTheMeasuredPeak) {
+  if (world_size() != 1) GTEST_SKIP() << "runs on one rank";
+  Corpus corpus;
+  Case c;
+  c.routing = "token_choice";
+  c.E = 4;
+  c.G = 4;
+  c.shared_experts = 1;
+  c.activation = "swiglu";
+  c.capacity_factor = 0;
+  c.balance = "bias";
+  c.group_size = 2;
+  c.batch = 4;
+  Config cfg = make_config(c, "fp32");
+  cfg.model.d_model = 256;
+  cfg.model.n_heads = 4;
+  cfg.model.context = 256;
+  cfg.model.vocab = kVocab;
+  const Measured m = run_one_step(cfg, corpus);
+  EXPECT_LE(m.peak, m.predicted);
+  std::printf("[memory] dropless token choice, bias, G 4 S 1 swiglu: measured peak %.1f MiB, predicted bound %.1f MiB\n",
+              m.peak / (1 << 20), m.predicted / (1 << 20));
+}
+
 TEST(MemoryPlan, ParameterCountEqualsTheRegistry) {
   for (const bool moe : {false, true})
     for (const bool tied : {false, true})
