@@ -456,6 +456,9 @@ int run(int argc, char** argv) {
       "preset", po::value<std::string>()->default_value("paper"),
       "fit: paper (Huber 0.1 on the loss) | chinchilla (log-sum-exp, Huber 1e-3 on log-loss)")(
       "loss", po::value<std::string>()->default_value("eval"), "fit: eval | smoothed_train")(
+      "mix-variants",
+      "fit: fit runs that differ in moe.shared_experts, a gated FFN (swiglu) or moe.balance under one law "
+      "(refused otherwise)")(
       "bootstrap", po::value<int>()->default_value(100), "fit: bootstrap resamples")(
       "bootstrap-fraction", po::value<double>()->default_value(0.8),
       "fit: runs drawn (with replacement) per resample, as a fraction of the runs (the paper: 0.8)")(
@@ -609,6 +612,10 @@ int run(int argc, char** argv) {
     if (set.moe.empty() && set.dense.empty()) {
       throw InputError("none of the " + std::to_string(paths.size()) + " record(s) is a completed run");
     }
+    // Issue 20: shared experts, swiglu and the balancing method change the model; one law per variant.
+    const bool mix = vm.count("mix-variants") > 0;
+    check_one_variant(set.moe, "MoE", mix);
+    check_one_variant(set.dense, "dense", mix);
     report.moe_runs = set.moe;
     report.dense_runs = set.dense;
     // A law with fewer runs than coefficients is skipped with a warning; the other is fitted.

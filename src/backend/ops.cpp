@@ -10,6 +10,8 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cross_entropy.h"
+#include "backend/cpu/selection_bias.h"
+#include "backend/cpu/swiglu.h"
 #include "backend/cpu/embedding.h"
 #include "backend/cpu/layernorm.h"
 #include "util/check.h"
@@ -173,6 +175,24 @@ void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, cpu::A
 }
 
 template <typename T>
+void add_selection_bias(T* scores, const T* probs, const T* bias, int64_t rows, int n_experts) {
+  FINEMOE_ON_DEVICE(add_selection_bias(scores, probs, bias, rows, n_experts))
+  cpu::add_selection_bias<T>(scores, probs, bias, rows, n_experts);
+}
+
+template <typename T>
+void swiglu_forward(T* out, const T* inp, int64_t rows, int hidden) {
+  FINEMOE_ON_DEVICE(swiglu_forward(out, inp, rows, hidden))
+  cpu::swiglu_forward<T>(out, inp, rows, hidden);
+}
+
+template <typename T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int64_t rows, int hidden) {
+  FINEMOE_ON_DEVICE(swiglu_backward(dinp, inp, dout, rows, hidden))
+  cpu::swiglu_backward<T>(dinp, inp, dout, rows, hidden);
+}
+
+template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t rows,
                        int cols, T eps) {
   FINEMOE_ON_DEVICE(layernorm_forward(out, mean, rstd, inp, weight, bias, rows, cols, eps))
@@ -309,6 +329,9 @@ double Stopwatch::take_seconds() {
   template void scale<T>(T*, int64_t, T);                                                                        \
   template void activation_forward<T>(T*, const T*, int64_t, cpu::Activation);                                   \
   template void activation_backward<T>(T*, const T*, const T*, int64_t, cpu::Activation);                        \
+  template void add_selection_bias<T>(T*, const T*, const T*, int64_t, int);                                   \
+  template void swiglu_forward<T>(T*, const T*, int64_t, int);                                                  \
+  template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int);                                       \
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, T);                 \
   template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int); \
   template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                                      \

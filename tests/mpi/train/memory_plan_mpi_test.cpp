@@ -93,12 +93,76 @@ TEST(MemoryPlan, ExpertParallelPredictionIsATightUpperBound) {
   EXPECT_LE(m.predicted, 1.05 * m.peak);
 }
 
+// Issue 20: a shared expert and swiglu experts (and the swiglu dense FFN) on a mid-sized shape
+// (d_model 256, context 256, 4 sequences in groups of 2, E 4, G 4 with S 1): the shared experts'
+// kept activations and the gated pre-activations are in the plan.
+TEST(MemoryPlan, SharedExpertsAndSwigluPredictionIsATightUpperBound) {
+  if (world_size() != 1) GTEST_SKIP() << "runs on one rank";
+  Corpus corpus;
+  for (const bool moe : {true, false}) {
+    Case c;
+    c.E = 4;
+    c.G = 4;
+    c.group_size = 2;
+    c.batch = 4;
+    c.shared_experts = moe ? 1 : 0;
+    c.activation = "swiglu";
+    Config cfg = make_config(c, "fp32");
+    cfg.moe.enabled = moe;
+    cfg.model.d_model = 256;
+    cfg.model.n_heads = 4;
+    cfg.model.context = 256;
+    cfg.model.vocab = kVocab;
+    const Measured m = run_one_step(cfg, corpus);
+    EXPECT_LE(m.peak, m.predicted) << (moe ? "moe" : "dense");
+    EXPECT_LE(m.predicted, 1.05 * m.peak) << (moe ? "moe" : "dense");
+    std::printf("[memory] %s swiglu: measured peak %.1f MiB, predicted %.1f MiB (%.4f)\n",
+                moe ? "expert choice G 4 S 1" : "dense", m.peak / (1 << 20), m.predicted / (1 << 20),
+                m.predicted / m.peak);
+  }
+}
+
+// Issue 20: dropless token choice with loss-free balancing, a shared expert and swiglu (the
+// selection-score scratch and the router bias in the plan; rows at their worst case).
+TEST(MemoryPlan, DroplessBiasBalancedPredictionBoundsTheMeasuredPeak) {
+  if (world_size() != 1) GTEST_SKIP() << "runs on one rank";
+  Corpus corpus;
+  Case c;
+  c.routing = "token_choice";
+  c.E = 4;
+  c.G = 4;
+  c.shared_experts = 1;
+  c.activation = "swiglu";
+  c.capacity_factor = 0;
+  c.balance = "bias";
+  c.group_size = 2;
+  c.batch = 4;
+  Config cfg = make_config(c, "fp32");
+  cfg.model.d_model = 256;
+  cfg.model.n_heads = 4;
+  cfg.model.context = 256;
+  cfg.model.vocab = kVocab;
+  const Measured m = run_one_step(cfg, corpus);
+  EXPECT_LE(m.peak, m.predicted);
+  std::printf("[memory] dropless token choice, bias, G 4 S 1 swiglu: measured peak %.1f MiB, predicted bound %.1f MiB\n",
+              m.peak / (1 << 20), m.predicted / (1 << 20));
+}
+
 TEST(MemoryPlan, ParameterCountEqualsTheRegistry) {
   for (const bool moe : {false, true})
     for (const bool tied : {false, true})
       for (const bool out_ln : {false, true})
-        for (const int ep : {1, 2}) {
+        for (const int ep : {1, 2})
+          for (const int variant : {0, 1, 2}) {  // 1: issue 20's shared expert and swiglu; 2: bias balance
           Case c;
+          if (variant == 1) {
+            c.shared_experts = moe ? 1 : 0;
+            c.activation = "swiglu";
+          }
+          if (variant == 2) {
+            c.routing = "token_choice";
+            c.balance = "bias";
+          }
           Config cfg = make_config(c, "fp64");
           cfg.moe.enabled = moe;
           cfg.model.tied_embeddings = tied;
@@ -109,7 +173,7 @@ TEST(MemoryPlan, ParameterCountEqualsTheRegistry) {
           Model<double> model(cfg, store, ffn_factory<double>(cfg, no_comms, 0, ep));
           double registered = 0;
           for (int i = 0; i < store.count(); ++i) registered += double(store.spec(i).numel());
-          EXPECT_EQ(stored_parameters(cfg), registered) << moe << tied << out_ln << ep;
+          EXPECT_EQ(stored_parameters(cfg), registered) << moe << tied << out_ln << ep << variant;
         }
 }
 

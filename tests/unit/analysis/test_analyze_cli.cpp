@@ -222,6 +222,35 @@ TEST_F(AnalyzeCli, NextProposesRunsWithinTheBudgetAsASweepThatExpands) {
   EXPECT_NE(no_budget.err.find("--budget and --target are required"), std::string::npos) << no_budget.err;
 }
 
+// Issue 20: runs that differ in shared experts, a gated FFN or the balancing method are not fitted
+// under one law unless --mix-variants (runtime ~2 s).
+TEST_F(AnalyzeCli, RunsOfDifferentVariantsAreNotMixedUnlessTold) {
+  for (int i = 0; i < 8; ++i) {
+    std::vector<std::pair<std::string, std::string>> config;
+    if (i % 2) config = {{"moe.shared_experts", "1"}, {"model.activation", "swiglu"}};
+    synthetic::write_record(dir_ + "/records", "moe" + std::to_string(i), {256 + 64 * i, 4}, 64, 1 << (i % 4),
+                            16e9 * (1 + i), 3.5 - 0.1 * i, config);
+  }
+  Outcome refused = analyze("fit " + dir_ + "/records --bootstrap 0 --kfold 0 --out " + dir_ + "/fit");
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("the MoE runs differ in options that change the model (2 variants)"), std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("moe.shared_experts=0 ffn=ungated  (e.g. "), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("moe.shared_experts=1 ffn=swiglu  (e.g. "), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("--mix-variants"), std::string::npos) << refused.err;
+  Outcome mixed = analyze("fit " + dir_ + "/records --mix-variants --bootstrap 0 --kfold 0 --out " + dir_ + "/fit");
+  EXPECT_EQ(mixed.err.find("differ in options"), std::string::npos) << mixed.err;
+  EXPECT_EQ(mixed.exit_code, 0) << mixed.err;
+}
+
+TEST(RunVariant, RecordsWithoutTheNewKeysHaveTheirDefaults) {
+  EXPECT_EQ(run_variant({}, true), "moe.shared_experts=0 ffn=ungated");
+  EXPECT_EQ(run_variant({{"model.activation", "gelu"}}, false), "ffn=ungated");
+  EXPECT_EQ(run_variant({{"moe.routing", "token_choice"}}, true), "moe.shared_experts=0 ffn=ungated moe.balance=aux_loss");
+  EXPECT_EQ(run_variant({{"moe.routing", "token_choice"}, {"moe.balance", "bias"}, {"moe.shared_experts", "2"}}, true),
+            "moe.shared_experts=2 ffn=ungated moe.balance=bias");
+}
+
 TEST_F(AnalyzeCli, BadInputExitsWithCodeTwoAndSaysWhy) {
   for (int i = 0; i < 3; ++i) {
     synthetic::write_record(dir_ + "/records", "r" + std::to_string(i), {256, 4}, 64, 1 << i, 16e9, 3.5 + i);
