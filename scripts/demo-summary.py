@@ -6,14 +6,19 @@ row, the held-out error beside the size of the granularity effect, and, when opt
 whether the compute-optimal N_active grows with the budget; then the three criteria of an
 identified law (docs/analysis.md) and whether these runs meet them.
 
-    scripts/demo-summary.py ANALYSIS_DIR    (holds fit.csv, fit_runs.csv of finemoe-analyze fit and
-                                             optionally optimal.csv of finemoe-analyze optimal)
+    scripts/demo-summary.py ANALYSIS_DIR [--loss eval|smoothed_train] [--also OTHER_FIT_DIR]
+
+ANALYSIS_DIR holds fit.csv, fit_flags.csv, fit_runs.csv of finemoe-analyze fit and optionally
+optimal.csv of finemoe-analyze optimal; --loss names the loss that fit used (for the labels);
+--also names a second fit of the same runs (e.g. to the other loss), whose identifiability is
+reported in one paragraph beside the first.
 """
+import argparse
 import collections
 import csv
 import os
-import sys
 
+LOSS_LABEL = "Eval loss"
 PAPER_TABLE1 = {"a": 18.1, "alpha": 0.115, "b": 30.8, "beta": 0.147, "g": 2.1, "gamma": 0.58, "c": 0.47}
 
 
@@ -58,7 +63,7 @@ def granularity(path, analysis):
         column = "dense" if r["law"] == "dense" else "G" + r["G"]
         table[(shape, int(float(r["D"])))][column] = float(r["loss"])
     columns = sorted({c for row in table.values() for c in row}, key=lambda c: (c != "dense", len(c), c))
-    print("\nEval loss (nats/byte) per shape and token budget; the best MoE granularity of each row:")
+    print(f"\n{LOSS_LABEL} (nats/byte) per shape and token budget; the best MoE granularity of each row:")
     print(f"  {'shape':>6} {'D':>8} " + " ".join(f"{c:>7}" for c in columns) + "   best")
     wins = collections.Counter()
     for key in sorted(table, key=lambda k: (int(k[0].lstrip("d")), k[1])):
@@ -158,13 +163,35 @@ def verdict(analysis, grows):
         print("  Not all are met: read the coefficients as a description of these runs, not as a law.")
 
 
+def second_fit(other):
+    """One paragraph on the same runs fitted to the other loss: identified or not, and by which flags."""
+    metrics = {(r["law"], r["quantity"]): r["value"] for r in csv.DictReader(open(os.path.join(other, "fit.csv")))}
+    if ("moe", "identified") not in metrics:
+        return
+    flags = [f for f in csv.DictReader(open(os.path.join(other, "fit_flags.csv"))) if f["law"] == "moe"]
+    held = float(metrics.get(("moe", "holdout_rel_rmse"), "nan") or "nan")
+    print(f"\nThe same runs fitted to the other loss ({other}): held-out relative RMSE {100 * held:.2f}%;", end=" ")
+    if not flags:
+        print("no flag (identified by the coefficient criteria).")
+    else:
+        print("flagged: " + "; ".join(f"{f['subject']} ({f['kind']}): {f['detail']}" for f in flags) + ".")
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    coefficients(os.path.join(sys.argv[1], "fit.csv"))
-    identifiability(sys.argv[1])
-    granularity(os.path.join(sys.argv[1], "fit_runs.csv"), sys.argv[1])
-    verdict(sys.argv[1], optimum_growth(sys.argv[1]))
+    global LOSS_LABEL
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("analysis")
+    parser.add_argument("--loss", choices=["eval", "smoothed_train"], default="eval")
+    parser.add_argument("--also", help="a second fit's folder (the same runs, another loss)")
+    args = parser.parse_args()
+    LOSS_LABEL = "Eval loss" if args.loss == "eval" else "Smoothed final training loss"
+    print(f"\nFitted loss: {LOSS_LABEL.lower()}.")
+    coefficients(os.path.join(args.analysis, "fit.csv"))
+    identifiability(args.analysis)
+    granularity(os.path.join(args.analysis, "fit_runs.csv"), args.analysis)
+    verdict(args.analysis, optimum_growth(args.analysis))
+    if args.also:
+        second_fit(args.also)
 
 
 if __name__ == "__main__":
