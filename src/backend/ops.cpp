@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "backend/bf16.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cross_entropy.h"
@@ -19,17 +20,6 @@
 
 namespace finemoe::ops {
 namespace {
-
-// Round to the nearest bfloat16, ties to even (what a conversion to __nv_bfloat16 does); NaN stays NaN.
-float round_to_bf16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7f800000u) == 0x7f800000u) return x;
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  bits &= 0xffff0000u;
-  std::memcpy(&x, &bits, sizeof bits);
-  return x;
-}
 
 // op(M) is rows x cols of a row-major matrix with leading dimension ld: a bf16-rounded dense copy.
 template <typename T>
@@ -158,6 +148,20 @@ void scale(T* x, int64_t n, T s) {
   FINEMOE_ON_DEVICE(scale(x, n, s))
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+template <typename T>
+void pack_bf16(Bfloat16* dst, const T* src, int64_t n) {
+  FINEMOE_ON_DEVICE(pack_bf16(dst, src, n))
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16(static_cast<float>(src[i]));
+}
+
+template <typename T>
+void unpack_bf16(T* dst, const Bfloat16* src, int64_t n) {
+  FINEMOE_ON_DEVICE(unpack_bf16(dst, src, n))
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(to_float(src[i]));
 }
 
 template <typename T>
@@ -307,6 +311,8 @@ double Stopwatch::take_seconds() {
   template void fill_zero<T>(T*, int64_t);                                                                       \
   template void copy<T>(T*, const T*, int64_t);                                                                  \
   template void scale<T>(T*, int64_t, T);                                                                        \
+  template void pack_bf16<T>(Bfloat16*, const T*, int64_t);                                                      \
+  template void unpack_bf16<T>(T*, const Bfloat16*, int64_t);                                                    \
   template void activation_forward<T>(T*, const T*, int64_t, cpu::Activation);                                   \
   template void activation_backward<T>(T*, const T*, const T*, int64_t, cpu::Activation);                        \
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, T);                 \

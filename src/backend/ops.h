@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/bf16.h"
 #include "backend/compute.h"
 #include "backend/cpu/activation.h"
 #include "backend/cpu/adamw.h"
@@ -57,6 +58,12 @@ template <typename T>
 void fill_zero(T* x, int64_t n);
 template <typename T>
 void copy(T* dst, const T* src, int64_t n);
+
+// dst[i] = src[i] rounded to bfloat16 (to_bf16: nearest, ties to even), and back (exact).
+template <typename T>
+void pack_bf16(Bfloat16* dst, const T* src, int64_t n);
+template <typename T>
+void unpack_bf16(T* dst, const Bfloat16* src, int64_t n);
 
 template <typename T>
 void activation_forward(T* out, const T* inp, int64_t n, cpu::Activation a);

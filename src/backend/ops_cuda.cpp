@@ -12,6 +12,7 @@
 #include "backend/cuda/gemm.h"
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
+#include "kernels/bf16_storage.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_check.h"
 #include "kernels/embedding.h"
@@ -171,6 +172,14 @@ void copy(void* dst, const void* src, size_t bytes) {
 void scale(float* x, int64_t n, float s) {
   FINEMOE_CHECK(n <= INT32_MAX, "scaling " << n << " elements");
   CUBLAS_CHECK(cublasSscal(context().cublas->get(), static_cast<int>(n), &s, x, 1));
+}
+
+void pack_bf16(Bfloat16* dst, const float* src, int64_t n) {
+  cuda::pack_bf16(reinterpret_cast<__nv_bfloat16*>(dst), src, n, context().stream);
+}
+
+void unpack_bf16(float* dst, const Bfloat16* src, int64_t n) {
+  cuda::unpack_bf16(dst, reinterpret_cast<const __nv_bfloat16*>(src), n, context().stream);
 }
 
 void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation a) {

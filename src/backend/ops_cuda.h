@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/bf16.h"
 #include "backend/compute.h"
 #include "backend/cpu/activation.h"
 #include "backend/cpu/adamw.h"
@@ -45,6 +46,8 @@ void add(float* out, const float* a, const float* b, int64_t n);
 void fill_zero(void* x, size_t bytes);
 void copy(void* dst, const void* src, size_t bytes);
 void scale(float* x, int64_t n, float s);
+void pack_bf16(Bfloat16* dst, const float* src, int64_t n);
+void unpack_bf16(float* dst, const Bfloat16* src, int64_t n);
 
 void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation a);
 void activation_backward(float* dinp, const float* inp, const float* dout, int64_t n, cpu::Activation a);

@@ -14,6 +14,7 @@ namespace finemoe {
 std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
   ComputeSettings s;
   s.gemm_inputs = cfg.train.precision == "bf16" ? GemmInputs::bf16 : GemmInputs::full;
+  s.activation_storage = cfg.train.precision == "bf16" ? ActivationStorage::bf16 : ActivationStorage::full;
   std::string label = "cpu";
   if (cfg.train.device == "cuda") {
 #ifdef FINEMOE_WITH_CUDA

@@ -18,7 +18,7 @@ void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std:
   FINEMOE_CHECK(counts.size() == size_t(n_local_), "expected " << n_local_ << " expert counts");
   for (int j = 0; j < n_local_; ++j) offsets_[j + 1] = offsets_[j] + counts[j];
   const int64_t rows = offsets_[n_local_];
-  T* h = ensure_size(hidden_, size_t(rows) * d_expert_);
+  T* h = hidden_.forward_buffer(size_t(rows) * d_expert_, scratch.hidden_work);
   T* a = ensure_size(scratch.activated, size_t(rows) * d_expert_);
   const int64_t w_size = int64_t(d_model_) * d_expert_;
   const int dm = d_model_, de = d_expert_;
@@ -28,6 +28,7 @@ void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std:
     return ops::GemmProblem<T>{m, de, dm, x + r0 * dm, dm, w1 + j * w_size, de, h + r0 * de, de};
   }), T(0));
   ops::activation_forward<T>(a, h, rows * de, activation_);
+  hidden_.keep();
   ops::grouped_gemm<T>(false, false, T(1), per_expert([&](int j, int64_t r0, int m) {
     return ops::GemmProblem<T>{m, dm, de, a + r0 * de, de, w2 + j * w_size, dm, y + r0 * dm, dm};
   }), T(0));
@@ -40,7 +41,7 @@ void GroupedExperts<T>::backward(const T* w1, const T* w2, const T* x, const T* 
   T* da = ensure_size(scratch.dactivated, size_t(rows) * d_expert_);
   T* dh = ensure_size(scratch.dhidden, size_t(rows) * d_expert_);
   T* a = ensure_size(scratch.activated, size_t(rows) * d_expert_);
-  const T* h = hidden_.data();
+  const T* h = hidden_.restore(scratch.hidden_work);
   const int64_t w_size = int64_t(d_model_) * d_expert_;
   const int dm = d_model_, de = d_expert_;
   ops::activation_forward<T>(a, h, rows * d_expert_, activation_);  // recomputed: cheaper than kept

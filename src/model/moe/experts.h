@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/compute.h"
+#include "backend/kept_activation.h"
 #include "backend/cpu/activation.h"
 #include "backend/ops.h"
 
@@ -17,6 +18,7 @@ namespace finemoe::moe {
 template <typename T>
 struct ExpertScratch {
   DeviceBuffer<T> activated, dactivated, dhidden;  // [rows, d_expert]
+  DeviceBuffer<T> hidden_work;  // bf16 activation storage: the pre-activations in fp32
 };
 
 template <typename T>
@@ -41,7 +43,7 @@ class GroupedExperts {
   cpu::Activation activation_;
   std::vector<int64_t> offsets_;  // first row of each local expert; offsets_[n_local_] = rows
   std::vector<ops::GemmProblem<T>> problems_;
-  DeviceBuffer<T> hidden_;  // [rows, d_expert], kept for backward
+  KeptActivation<T> hidden_;  // [rows, d_expert], kept for backward
 };
 
 }  // namespace finemoe::moe

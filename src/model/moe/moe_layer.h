@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/compute.h"
+#include "backend/kept_activation.h"
 #include "backend/ops.h"
 #include "config/config.h"
 #include "model/feed_forward.h"
@@ -39,6 +40,8 @@ struct MoeScratch {
   moe::ExpertScratch<T> experts;
   DeviceBuffer<T> dy_combined, dy_staged, dy_expert, dx_expert, dx_staged, dgate, dprobs, dlogits;
   DeviceBuffer<double> unused_sum;  // [1]: the z-loss recomputed in backward adds its value here
+  // bf16 activation storage: fp32 working copies of the kept tensors (backend/kept_activation.h).
+  DeviceBuffer<T> x_work, y_expert_work, y_combined_work;
 };
 
 template <typename T>
@@ -111,7 +114,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
   moe::GroupedExperts<T> experts_;
 
   // State of the last forward.
-  DeviceBuffer<T> x_;  // the layer input, for the router gradient
+  KeptActivation<T> x_;  // the layer input, for the router gradient and the re-gather
   int64_t tokens_ = 0;
   int context_ = 0;
   double loss_scale_ = 0;
@@ -131,7 +134,8 @@ class MoeLayer final : public FeedForwardLayer<T> {
   DeviceBuffer<T> balance_grad_;  // [slot][expert]: d balance term / d p
   // Kept for backward: the experts' output in expert order, the rows other ranks sent back
   // (staged, send order) and the combined output (the output LayerNorm's input).
-  DeviceBuffer<T> y_expert_, y_staged_, y_combined_;
+  KeptActivation<T> y_expert_, y_combined_;
+  DeviceBuffer<T> y_staged_;
   std::shared_ptr<MoeScratch<T>> scratch_;
   FeedForwardStats stats_;
   double exchange_in_combine_s_ = 0;  // host-timed exchanges inside the combine stopwatch
