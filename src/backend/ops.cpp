@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -197,10 +198,31 @@ void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int
 }
 
 template <typename T>
-void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int n_seq, int context,
-                        int n_heads, int d) {
-  FINEMOE_ON_DEVICE(attention_backward(dqkv, datt, dout, qkv, att, n_seq, context, n_heads, d))
+void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, const T* out, int n_seq,
+                        int context, int n_heads, int d) {
+  FINEMOE_ON_DEVICE(attention_backward(dqkv, datt, dout, qkv, att, out, n_seq, context, n_heads, d))
+  (void)out;
   cpu::attention_backward<T>(dqkv, datt, dout, qkv, att, n_seq, context, n_heads, d);
+}
+
+template <typename T>
+int64_t attention_kept_size(int n_seq, int context, int n_heads) {
+  const int64_t rows = int64_t(n_seq) * n_heads * context;
+#ifdef FINEMOE_WITH_CUDA
+  if (std::is_same_v<T, float> && on_device() && device::fused_attention(n_seq)) return rows;
+#endif
+  return rows * context;
+}
+
+std::string select_attention(int n_seq, int context, int n_heads, int d) {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) {
+    if (compute_settings().gemm_inputs != GemmInputs::bf16) return "cublas (fp32 run: the fused path is bf16)";
+    return device::select_attention(n_seq, context, n_heads, d);
+  }
+#endif
+  (void)n_seq, (void)context, (void)n_heads, (void)d;
+  return "cpu";
 }
 
 template <typename T>
@@ -318,7 +340,8 @@ double Stopwatch::take_seconds() {
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, T);                 \
   template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int); \
   template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                                      \
-  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int);                 \
+  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int, int, int, int);      \
+  template int64_t attention_kept_size<T>(int, int, int);                                                        \
   template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);                     \
   template void embedding_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);                          \
   template void softmax_cross_entropy<T>(T*, const T*, const int32_t*, int64_t, int, T, double*);               \

@@ -6,6 +6,7 @@
 // the host needs (losses, norms) are written to device scalars and read with one counted
 // copy_to_host where the caller chooses. The CUDA backend takes T = float only.
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -77,11 +78,22 @@ template <typename T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                         const T* mean, const T* rstd, int64_t rows, int cols);
 
+// Causal self-attention (cpu::attention_*). att is what the forward keeps for the backward:
+// the probabilities [n_seq, heads, T, T], or on cuDNN's fused path (CUDA bf16 runs, see
+// select_attention) the fp32 softmax statistics [n_seq, heads, T]; attention_kept_size says which.
+// out is the forward's output (the fused backward needs it; the other paths ignore it).
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int n_heads, int d);
 template <typename T>
-void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int n_seq, int context,
-                        int n_heads, int d);
+void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, const T* out, int n_seq,
+                        int context, int n_heads, int d);
+// Elements of att for n_seq sequences (and of the backward's datt: 0 on the fused path).
+template <typename T>
+int64_t attention_kept_size(int n_seq, int context, int n_heads);
+// CUDA bf16 runs: tries cuDNN's fused attention for this shape (check_support) and returns
+// "cudnn-sdpa (<cuDNN and frontend versions, library path>)" or "cublas (<why not>)"; the cuBLAS
+// path is kept where it is not usable. Elsewhere: "cpu" or "cublas (fp32 run)".
+std::string select_attention(int n_seq, int context, int n_heads, int d);
 
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int n_seq, int context, int d);

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "backend/bf16.h"
@@ -55,9 +56,16 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
                        const float* bias, int64_t rows, int cols, float eps);
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t rows, int cols);
+// Tries cuDNN's fused attention for n_seq x context x n_heads (bf16 runs): "cudnn-sdpa (<versions>)"
+// when it is usable, else "cublas (<why not>)" and the cuBLAS path.
+std::string select_attention(int n_seq, int context, int n_heads, int d);
+// Back to the cuBLAS path (tests compare the two).
+void use_cublas_attention();
+// Whether attention on n_seq sequences takes the fused path (att then holds [n_seq, heads, T] statistics).
+bool fused_attention(int n_seq);
 void attention_forward(float* out, float* att, const float* qkv, int n_seq, int context, int n_heads, int d);
-void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int n_seq,
-                        int context, int n_heads, int d);
+void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att,
+                        const float* out, int n_seq, int context, int n_heads, int d);
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int n_seq,
                        int context, int d);
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int n_seq, int context,

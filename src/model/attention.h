@@ -38,7 +38,9 @@ class CausalSelfAttention {
   const T* x_ = nullptr;      // full storage: the model's buffer
   KeptActivation<T> kept_x_;  // bf16 storage: its copy
   int n_seq_ = 0, seq_len_ = 0;
-  KeptActivation<T> qkv_, att_, heads_;  // kept for backward
+  KeptActivation<T> qkv_, att_, heads_;  // kept for backward (att_: the probabilities)
+  bool fused_ = false;      // cuDNN's fused path (ops::attention_kept_size): att holds statistics
+  DeviceBuffer<T> stats_;   // its fp32 softmax statistics [n_seq, heads, T], never rounded
   AttentionScratch<T>& scratch_;
 };
 

@@ -142,6 +142,9 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
       add("scratch", "blocks.*.moe: routing workspace (CUDA)",
           nb * (slots * E * 4 + (cfg.moe.routing == "token_choice" ? buffer_rows * 8 : 0) + 1024 * E * 8 + 512));
     }
+    if (bf16)  // the fused path's operands; its att buffers then hold statistics only (an upper bound)
+      add("scratch", "attention (shared): bf16 qkv, output and their gradients for cuDNN, its fp32 dQ workspace (CUDA)",
+          16 * td + 4 * td);
     add("allowance", "sum-of-squares partials (cudaMalloc)", 256 * 8);
     add("allowance", "CUDA context, kernel images (stated allowance)", 512.0 * 1024 * 1024);
     add("allowance", "cuBLAS workspace and grouped-GEMM pointer arrays (stated allowance)", 64.0 * 1024 * 1024);

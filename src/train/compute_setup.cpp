@@ -1,6 +1,9 @@
 #include "train/compute_setup.h"
 
+#include <algorithm>
+
 #include "backend/compute.h"
+#include "backend/ops.h"
 #include "util/check.h"
 #ifdef FINEMOE_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -29,6 +32,11 @@ std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
 #endif
   }
   configure_compute(s);
+  if (s.device == ComputeDevice::cuda) {
+    // The attention path for the training micro-batch (evaluation batches are checked when met).
+    const int n_seq = std::max(1, cfg.train.micro_batch_size() / grid.world_size());
+    label += ", attention " + ops::select_attention(n_seq, cfg.model.context, cfg.model.n_heads, cfg.model.d_model);
+  }
   return label;
 }
 

@@ -5,6 +5,9 @@
 //                         with NCCL communicators (world 1) the same as with MPI.
 //   Bf16FollowsFp32:      200 steps with bf16 GEMM inputs and bf16 activation storage follow the fp32
 //                         loss curve within 1% (20-step moving averages).
+//   FusedAttentionStepMatchesCublas: a bf16 step with cuDNN's fused attention against the same step
+//                         through the cuBLAS attention: loss within 1e-3, gradients within 2e-2
+//                         norm-wise (skipped with a message where cuDNN is unavailable).
 //   Bf16StorageMatchesCpu: one step with bf16 activation storage against the CPU's (its reference):
 //                         the same routing, loss and every gradient within 1e-3 norm-wise.
 //   SharedGpuLayouts:     2 or 4 ranks sharing the GPU through the host-staged MPI path (EP = world,
@@ -141,6 +144,33 @@ TEST_F(GpuModel, Bf16StorageMatchesCpu) {
     std::printf("  %-14s GPU vs CPU, bf16 storage: worst gradient %s rel %.1e\n", c.name.c_str(), worst.c_str(),
                 grad_diff);
   }
+}
+
+TEST_F(GpuModel, FusedAttentionStepMatchesCublas) {
+  Case c;
+  c.name = "fused";
+  Config cfg = make_config(c, "bf16");
+  cfg.model.d_model = 128;  // head size 64, as h100-100m's
+  cfg.model.n_heads = 2;
+  BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+  use(ComputeDevice::cuda, GemmInputs::bf16, ActivationStorage::bf16);
+  const Trained<float> cublas = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+  const std::string path =
+      ops::select_attention(cfg.train.micro_batch_size(), cfg.model.context, cfg.model.n_heads, cfg.model.d_model);
+  if (path.rfind("cudnn-sdpa", 0) != 0) {
+    use(ComputeDevice::cpu);
+    GTEST_SKIP() << "cuDNN unavailable: skipped (" << path << ")";
+  }
+  const Trained<float> fused = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+  ops::device::use_cublas_attention();
+  use(ComputeDevice::cpu);
+  ASSERT_EQ(fused.routed, cublas.routed) << "routing decisions of step 1 differ";
+  std::string worst;
+  const double grad_diff = tensor_diff(fused, fused.grads, cublas, cublas.grads, rel_norm<float>, &worst);
+  EXPECT_LE(rel_scalar(fused.loss[0], cublas.loss[0]), 1e-3);
+  EXPECT_LE(grad_diff, 2e-2) << "gradient of " << worst;
+  std::printf("  %s: fused vs cuBLAS attention step: loss %.6f vs %.6f, worst gradient %s rel %.1e\n", path.c_str(),
+              fused.loss[0], cublas.loss[0], worst.c_str(), grad_diff);
 }
 
 TEST_F(GpuModel, DeviceResidency) {
