@@ -281,6 +281,75 @@ void sum_of_squares(const T* x, int64_t n, double* out) {
 #undef FINEMOE_ON_DEVICE
 
 namespace {
+// The constants of kernels/adamw.h's AdamWConstants, in its field order.
+void adamw_constants(double lr, double t, double scale, const cpu::AdamWStep& f, double weight_decay, float* c) {
+  const double bc1 = 1.0 - std::pow(f.beta1, t), bc2 = 1.0 - std::pow(f.beta2, t);
+  const float values[7] = {float(f.beta1),  float(f.beta2),             float(1.0 - lr * weight_decay),
+                           float(lr / bc1), float(1.0 / std::sqrt(bc2)), float(f.eps), float(scale)};
+  std::copy(values, values + 7, c);
+}
+}  // namespace
+
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants) {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) return device::adamw_prepare(inputs, squares, fixed, clip, constants);
+#endif
+  const double norm = std::sqrt(squares[0] + squares[1]);
+  const double scale = clip > 0 && norm > clip ? clip / norm : 1.0;
+  adamw_constants(inputs[0], inputs[1], scale, fixed, fixed.weight_decay, constants);
+  adamw_constants(inputs[0], inputs[1], scale, fixed, 0.0, constants + 7);
+}
+
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay) {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) return device::adamw_update_prepared(param, grad, m, v, n, constants, decay);
+#endif
+  const float* c = constants + (decay ? 0 : 7);
+  const float b1 = c[0], b2 = c[1], keep = c[2], step = c[3], inv_sqrt_bc2 = c[4], eps = c[5], scale = c[6];
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i] * scale;
+    const float mi = b1 * m[i] + (1.0f - b1) * g;
+    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = param[i] * keep - step * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+  }
+}
+
+StepGraph::~StepGraph() { reset(); }
+
+void StepGraph::reset() {
+#ifdef FINEMOE_WITH_CUDA
+  if (graph_) device::destroy_graph(graph_);
+#endif
+  graph_ = nullptr;
+}
+
+void StepGraph::begin_capture() {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) return device::begin_capture();
+#endif
+  throw RuntimeFailure("a CUDA graph needs the CUDA backend (train.device = cuda)");
+}
+
+void StepGraph::end_capture() {
+  reset();
+#ifdef FINEMOE_WITH_CUDA
+  graph_ = device::end_capture();
+#endif
+}
+
+void StepGraph::replay() {
+  FINEMOE_CHECK(graph_, "StepGraph::replay() before a capture");
+#ifdef FINEMOE_WITH_CUDA
+  device::replay_graph(graph_);
+#endif
+}
+
+namespace {
 double host_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }

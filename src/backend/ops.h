@@ -114,6 +114,36 @@ void row_softmax(const T* logits, T* probs, int64_t rows, int n);
 
 template <typename T>
 void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const cpu::AdamWStep& s);
+// The update with its constants formed on the compute backend, for a step captured as a CUDA graph
+// (kernels/adamw.h): adamw_prepare turns inputs [lr, t] and the gradient norm's sums of squares
+// [replicated, expert] into constants (kAdamWConstants floats: with weight decay, then without;
+// beta1, beta2, eps and weight_decay from `fixed`, clipping to `clip` when > 0);
+// adamw_update_prepared applies them. On the CPU the same formulas run on the host.
+constexpr int kAdamWConstants = 14;
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants);
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay);
+
+// A stretch of compute-stream work captured once as a CUDA graph and replayed (CUDA backend only):
+// begin_capture() .. end_capture() records (nothing runs), replay() launches it without a host wait.
+// Capture is global-mode: a host synchronisation, blocking copy, cudaMalloc or cudaFree inside fails.
+class StepGraph {
+ public:
+  StepGraph() = default;
+  ~StepGraph();
+  StepGraph(const StepGraph&) = delete;
+  StepGraph& operator=(const StepGraph&) = delete;
+  void begin_capture();
+  void end_capture();
+  void replay();
+  bool captured() const { return graph_ != nullptr; }
+  void reset();  // forgets the capture
+
+ private:
+  void* graph_ = nullptr;  // CUDA: the instantiated graph and its template
+};
+
 // *out (one device double) = sum of x[i]^2, in double.
 template <typename T>
 void sum_of_squares(const T* x, int64_t n, double* out);

@@ -294,6 +294,45 @@ void sum_of_squares(const float* x, int64_t n, double* out) {
   cuda::sum_of_squares<float>(x, n, out, c.sum_partials.data(), c.stream);
 }
 
+static_assert(sizeof(cuda::AdamWConstants) == 7 * sizeof(float), "ops::kAdamWConstants: 2 x 7 floats");
+
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants) {
+  cuda::adamw_prepare(inputs, squares, fixed.beta1, fixed.beta2, fixed.eps, fixed.weight_decay, clip,
+                      reinterpret_cast<cuda::AdamWConstants*>(constants), context().stream);
+}
+
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay) {
+  cuda::adamw_update_prepared(param, grad, m, v, n, reinterpret_cast<const cuda::AdamWConstants*>(constants), decay,
+                              context().stream);
+}
+
+namespace {
+struct Graph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+};
+}  // namespace
+
+void begin_capture() { CUDA_CHECK(cudaStreamBeginCapture(context().stream, cudaStreamCaptureModeGlobal)); }
+
+void* end_capture() {
+  auto g = std::make_unique<Graph>();
+  CUDA_CHECK(cudaStreamEndCapture(context().stream, &g->graph));
+  CUDA_CHECK(cudaGraphInstantiate(&g->exec, g->graph, 0));
+  return g.release();
+}
+
+void replay_graph(void* graph) { CUDA_CHECK(cudaGraphLaunch(static_cast<Graph*>(graph)->exec, context().stream)); }
+
+void destroy_graph(void* graph) noexcept {
+  auto* g = static_cast<Graph*>(graph);
+  if (g->exec) cudaGraphExecDestroy(g->exec);
+  if (g->graph) cudaGraphDestroy(g->graph);
+  delete g;
+}
+
 namespace {
 // A Stopwatch's intervals: event pairs recorded on the compute stream; `used` of them this take.
 struct Intervals {

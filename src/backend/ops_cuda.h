@@ -76,6 +76,15 @@ void accumulate(double* dst, const double* src, int n);
 void row_softmax(const float* logits, float* probs, int64_t rows, int n);
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const cpu::AdamWStep& s);
 void sum_of_squares(const float* x, int64_t n, double* out);
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants);
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay);
+// ops::StepGraph: capture on the compute stream (global mode), instantiate, launch.
+void begin_capture();
+void* end_capture();
+void replay_graph(void* graph);
+void destroy_graph(void* graph) noexcept;
 
 // A Stopwatch's event pairs on the compute stream, read once per take.
 void* create_intervals();

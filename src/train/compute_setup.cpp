@@ -4,6 +4,7 @@
 
 #include "backend/compute.h"
 #include "backend/ops.h"
+#include "train/engine.h"
 #include "util/check.h"
 #ifdef FINEMOE_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -36,6 +37,7 @@ std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
     // The attention path for the training micro-batch (evaluation batches are checked when met).
     const int n_seq = std::max(1, cfg.train.micro_batch_size() / grid.world_size());
     label += ", attention " + ops::select_attention(n_seq, cfg.model.context, cfg.model.n_heads, cfg.model.d_model);
+    label += ", cuda graph " + cuda_graph_status(cfg, grid.world_size());
   }
   return label;
 }
