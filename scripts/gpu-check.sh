@@ -82,6 +82,13 @@ if [ "${1:-}" = "--bundle" ]; then
       -DCMAKE_CUDA_ARCHITECTURES="${FINEMOE_CUDA_ARCHS:-90}" > /dev/null
   mapfile -t targets < <(cmake --build "$build" --target help | grep -oE 'finemoe_gpu_[A-Za-z0-9_]+' | sort -u)
   targets+=(finemoe-bench finemoe-train)
+  # cuDNN's attention is compiled in where cudnn-frontend's headers are (scripts/install-deps.sh);
+  # libcudnn itself is never carried: the GPU image's is loaded at run time.
+  frontend=$(sed -n 's/^FINEMOE_CUDNN_FRONTEND_INCLUDE:[A-Z]*=//p' "$build/CMakeCache.txt")
+  case "$frontend" in
+    ""|*NOTFOUND) log "cuDNN attention: NOT built (no cudnn-frontend headers: pip install nvidia-cudnn-frontend)" ;;
+    *) log "cuDNN attention: built with cudnn-frontend from $frontend" ;;
+  esac
   log "building ${targets[*]} for sm_${FINEMOE_CUDA_ARCHS:-90}"
   cmake --build "$build" -j "${FINEMOE_BUILD_JOBS:-$(nproc)}" --target "${targets[@]}"
   rm -rf "${dir:?}/bin" "${dir:?}/tests"

@@ -33,8 +33,10 @@ std::string cuda_graph_status(const Config& cfg, int world_size) {
 }
 
 template <typename T>
-TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid)
+TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid,
+                                  const std::function<void(StepCommunicators&)>& wrap)
     : cfg_(cfg), grid_(grid), comms_(make_step_communicators(cfg, grid)) {
+  if (wrap) wrap(comms_);
   MoeComms comms;
   if (cfg.moe.enabled) {
     routing_group_ = moe::make_routing_group(grid.world(), cfg.moe.group_size,

@@ -3,6 +3,7 @@
 // over the global batch (micro-batches, overlapped gradient reduction, clipping, update). The
 // Trainer adds data files, records, checkpoints and progress around it; layout tests drive it
 // directly on sub-worlds of different sizes.
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -49,7 +50,10 @@ template <typename T>
 class TrainingEngine {
  public:
   // Collective over grid.world(): registers and initialises the parameters from train.seed.
-  TrainingEngine(const Config& cfg, ProcessGrid& grid);
+  // wrap (tests) may replace the step's communicators before the model takes them (e.g. with
+  // recorders of the order collectives are issued in), keeping the originals alive in `owned`.
+  TrainingEngine(const Config& cfg, ProcessGrid& grid,
+                 const std::function<void(StepCommunicators&)>& wrap = {});
 
   // Forward + backward of every micro-batch of `step` and the gradient reduction; the store then
   // holds the gradient of the global mean loss. Returns loss and aux loss (global).
