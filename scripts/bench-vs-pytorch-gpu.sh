@@ -44,7 +44,7 @@ for g in (1, 8):
         p = statistics.median(x["tokens_per_s"] for x in pt)
         per = ", ".join(f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}" for a, b in zip(fm, pt))
         label = "eager" if kind == "torch" else "torch.compile"
-        print(f"G {g}: finemoe {f:.0f} tokens/s (MFU {fm[0]['model_vs_dense']:.3f}, cuda graph "
+        print(f"G {g}: finemoe {f:.0f} tokens/s (MFU {statistics.median(x['mfu'] for x in fm):.3f}, cuda graph "
               f"{fm[0].get('cuda_graph', '?')}), pytorch {label} {p:.0f} tokens/s (torch {pt[0]['torch']}, bf16): "
               f"ratio {f / p:.2f}x (target >= 1.5x; rounds {per})")
 PY

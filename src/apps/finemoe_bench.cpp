@@ -450,6 +450,11 @@ int step(const Common& c, const Options& o) {
   // plus the output projection's 6 d V, which every MFU convention counts.
   const double paper_per_token = counts.flops_per_token();
   const double model_per_token = paper_per_token + 6 * head_params;
+  // MFU's FLOPs (the throughput issue's definition, docs/performance.md): the model's plus causal
+  // attention's score and value products, 2 x 2 T d per token per block forward, halved by the
+  // mask, times 3 for forward and backward: 6 T d per token per block.
+  const double mfu_per_token =
+      model_per_token + 6.0 * cfg.model.n_blocks * double(cfg.model.context) * cfg.model.d_model;
   const int dn = o.integer("dense-n", 4096);
   DenseGemm dense(dn, dn, std::max(1, dn / 4));
   std::vector<double> dense_times;
@@ -475,6 +480,7 @@ int step(const Common& c, const Options& o) {
   const double tokens = double(cfg.tokens_per_step());
   const double tps = tokens / t_step;
   const double model_rate = model_per_token * tps / c.ranks;      // per rank
+  const double mfu = mfu_per_token * tps / c.ranks / dense_rate;
   const double paper_rate = paper_per_token * tps / c.ranks;
   const double counted_rate = counted_per_token * tps / c.ranks;   // per rank (every rank's tokens alike)
   std::filesystem::remove(corpus);
@@ -497,6 +503,9 @@ int step(const Common& c, const Options& o) {
                 model_rate * 1e-9, paper_rate * 1e-9, counted_rate * 1e-9, gpu ? "card peak" : "dense SGEMM",
                 dense_rate * 1e-9,
                 model_rate / dense_rate, counted_rate / dense_rate);
+    if (gpu)
+      std::printf("MFU %.3f: (Eq.10 + 6dV + causal attention 6 T d n_blocks = %.4g FLOPs/token) x tokens/s / "
+                  "%.0f TFLOP/s per GPU\n", mfu, mfu_per_token, dense_rate * 1e-12);
     std::printf("memory peak: %.2f GiB measured, %.2f GiB planned (%.3f; plan with allowances %.2f GiB)\n",
                 peak / double(1 << 30), planned / double(1 << 30), peak / planned, plan.total() / double(1 << 30));
     std::printf("last step, slowest rank: all-to-all %.3f s, expert GEMMs %.3f s, router %.3f s\n", m.alltoall_time_s,
@@ -518,7 +527,8 @@ int step(const Common& c, const Options& o) {
         .num("model_vs_dense", model_rate / dense_rate).num("counted_vs_dense", counted_rate / dense_rate)
         .num("alltoall_s", m.alltoall_time_s).num("expert_gemm_s", m.expert_gemm_time_s).num("router_s", m.router_time_s)
         .num("loss", losses.back()).str("device", device).str("precision", cfg.train.precision)
-        .str("cuda_graph", graph).num("peak_bytes", peak).num("planned_bytes", planned);
+        .str("cuda_graph", graph).num("peak_bytes", peak).num("planned_bytes", planned)
+        .num("mfu_flops_per_token", mfu_per_token).num("mfu", mfu);
     j.end_object();
     emit_json(c, j);
   }
