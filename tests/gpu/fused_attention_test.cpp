@@ -4,6 +4,8 @@
 // both; the fused output and gradients must be within bf16 tolerance of the fp32 reference.
 // Skipped with "no CUDA device: skipped" without a GPU and "cuDNN unavailable: skipped (<why>)" where
 // the build has no cuDNN path or libcudnn cannot be loaded (ctest reports both as skipped).
+// FusedAttentionFallback runs everywhere: without a device it loads libcudnn where it is found
+// (dynamic loading), reads its version and reports why the fused path is unusable.
 #include <cuda_runtime_api.h>
 
 #include "backend/cuda/attention.h"
@@ -61,6 +63,20 @@ TEST_F(FusedAttentionTest, ForwardAndBackwardMatchCublasWithinBf16) {
   EXPECT_LE(out_err, 1e-2);
   EXPECT_LE(dqkv_err, 2e-2);
   std::printf("  fused vs cuBLAS: output %.2e, qkv gradient %.2e (relative, norm-wise)\n", out_err, dqkv_err);
+}
+
+// Runs without a GPU too (the fallback path CI can exercise): constructing the fused attention never
+// throws, and where it is unusable it says why, naming the cuDNN library and version when one
+// loaded (so the run's record can say which attention ran and why).
+TEST(FusedAttentionFallback, SaysWhyItIsUnusable) {
+  cuda::FusedAttention fused(nullptr, 2, 64, 2, 128);
+  const std::string& why = fused.description();
+  std::printf("  fused attention here: %s: %s\n", fused.usable() ? "usable" : "not usable", why.c_str());
+  EXPECT_FALSE(why.empty());
+  if (cuda::cuda_device_count() == 0) {
+    EXPECT_FALSE(fused.usable()) << "no device, yet usable";
+    EXPECT_NE(why.find("cuDNN"), std::string::npos) << why;
+  }
 }
 
 }  // namespace

@@ -157,8 +157,8 @@ FusedAttention::FusedAttention(cudaStream_t stream, int n_seq, int context, int 
                                 "), cudnn-frontend " + std::to_string(CUDNN_FRONTEND_MAJOR_VERSION) + "." +
                                 std::to_string(CUDNN_FRONTEND_MINOR_VERSION) + "." +
                                 std::to_string(CUDNN_FRONTEND_PATCH_VERSION);
-    if (fe::detail::create_handle(&m.handle) != CUDNN_STATUS_SUCCESS) {
-      m.description = version + ": cudnnCreate failed";
+    if (const cudnnStatus_t st = fe::detail::create_handle(&m.handle); st != CUDNN_STATUS_SUCCESS) {
+      m.description = version + ": cudnnCreate failed (status " + std::to_string(int(st)) + ")";
       m.handle = nullptr;
       return;
     }
