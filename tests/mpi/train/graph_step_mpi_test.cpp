@@ -51,7 +51,9 @@ TEST(GraphStep, GraphStepFollowsTheOrdinaryStep) {
     for (int g = 0; g < 2; ++g) {
       const auto pa = to_host(ordinary.store().values(ParamGroup(g)));
       const auto pb = to_host(graph.store().values(ParamGroup(g)));
-      if (!pa.empty()) EXPECT_LE(rel_norm(pb.data(), pa.data(), int64_t(pa.size())), 1e-5) << "group " << g;
+      if (!pa.empty()) {
+        EXPECT_LE(rel_norm(pb.data(), pa.data(), int64_t(pa.size())), 1e-5) << "group " << g;
+      }
     }
   }
 }
