@@ -257,6 +257,39 @@ Solution refit(const std::vector<const Run*>& runs, bool moe, const FitOptions& 
   return best;
 }
 
+// The one-sided upper limit of c when c sits on its bound in the resamples (their percentile band
+// is then [c_min, c_min]): the largest v whose profile cost, min over the other coefficients with
+// c >= v, exceeds the bounded optimum's by at most z^2 s^2 / 2, z = 1.2816 (the 90th percentile,
+// the band's upper end) and s^2 = 2 cost / (n - p) the residual variance (cost = sum r^2 / 2 while
+// the residuals are inside the Huber delta). A likelihood-ratio bound: docs/analysis.md.
+double profile_upper_limit_of_c(const std::vector<const Run*>& runs, bool moe, const FitOptions& o,
+                                const Solution& bounded_best, std::size_t n_coefficients) {
+  const double dof = double(runs.size()) - double(n_coefficients);
+  if (!(dof > 0) || !std::isfinite(bounded_best.cost)) return o.c_min;
+  const double threshold = 0.5 * 1.2816 * 1.2816 * (2 * bounded_best.cost / dof);
+  const auto excess_at = [&](double v) {
+    FitOptions at = o;
+    at.c_min = v;
+    Params start = bounded_best.p;
+    start[kC] = v;
+    return solve(runs, moe, at, start).cost - bounded_best.cost;
+  };
+  double lowest_loss = INFINITY;
+  for (const Run* r : runs) lowest_loss = std::min(lowest_loss, r->loss);
+  double lo = o.c_min, step = 0.01 * std::max(1e-3, lowest_loss - o.c_min), hi = lo + step;
+  while (hi < lowest_loss && !(excess_at(hi) > threshold)) {
+    lo = hi;
+    step *= 2;
+    hi = std::min(lowest_loss, lo + step);
+  }
+  if (hi >= lowest_loss && !(excess_at(hi) > threshold)) return lowest_loss;  // no upper limit below every loss
+  for (int i = 0; i < 40 && hi - lo > 1e-6 * (1 + std::abs(hi)); ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (excess_at(mid) > threshold ? hi : lo) = mid;
+  }
+  return lo;
+}
+
 double rmse_of(const std::vector<double>& predicted, const std::vector<double>& observed) {
   double sum = 0;
   for (std::size_t i = 0; i < predicted.size(); ++i) sum += std::pow(predicted[i] - observed[i], 2);
@@ -521,6 +554,13 @@ FitResult fit_law(const std::vector<Run>& runs, const FitOptions& o) {
         std::vector<double> values;
         for (const auto& k : result.bootstrap) values.push_back(k.values()[c]);
         result.bands.push_back({percentile(values, 0.1), percentile(values, 0.9)});
+      }
+      // c on its bound in at least 90% of the resamples: the percentile band has no width, and
+      // the profile of the cost gives its upper end instead.
+      Band& c_band = result.bands.back();
+      if (result.c_at_bound && c_band.p90 <= o.c_min + 1e-9 * (1 + std::abs(o.c_min)) && result.rmse > 1e-9) {
+        c_band = {o.c_min, profile_upper_limit_of_c(all, moe, o, best, n_coef)};
+        result.c_band_from_profile = true;
       }
     }
   }

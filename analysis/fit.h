@@ -90,6 +90,9 @@ struct FitResult {
   // c ended on its lower bound c_min: the data do not pin c down (the unbounded fit would go
   // lower), and the bands of the other coefficients are conditional on c = c_min.
   bool c_at_bound = false;
+  // c sat on its bound in at least 90% of the resamples, so its band is [c_min, the profile
+  // cost's one-sided 90% upper limit] instead of the percentiles (docs/analysis.md).
+  bool c_band_from_profile = false;
   std::vector<IdentifiabilityFlag> flags;  // empty: every coefficient determined by these runs
   bool identified() const { return flags.empty(); }
 };

@@ -142,6 +142,7 @@ void write_fit_group(h5::File& file, const FitPart& part) {
   g.set("n_runs", int64_t(f.n_runs));
   g.set("holdout_runs", int64_t(f.holdout_runs));
   g.set("c_at_bound", int64_t(f.c_at_bound));
+  g.set("c_band_from_profile", int64_t(f.c_band_from_profile));
   g.set("identified", int64_t(f.identified()));
   {
     std::vector<std::string> kind, subject, detail, remedy;
@@ -388,6 +389,9 @@ void print_fit_table(std::ostream& os, const FitReport& report) {
            << flag.remedy << "\n";
       }
       if (f.c_at_bound) os << "  the bands of the other coefficients are conditional on c = c_min\n";
+      if (f.c_band_from_profile) {
+        os << "  c's band is [c_min, the profile cost's one-sided 90% upper limit]: c sat on c_min in the resamples\n";
+      }
     }
   }
   if (!report.skipped.empty()) {
@@ -416,6 +420,7 @@ void print_fit_json(std::ostream& os, const FitReport& report) {
     os << "}";
     for (const auto& [name, value] : metrics(f)) os << ", " << quoted(name) << ": " << num(value);
     os << ", \"c_at_bound\": " << (f.c_at_bound ? "true" : "false");
+    os << ", \"c_band_from_profile\": " << (f.c_band_from_profile ? "true" : "false");
     os << ", \"identified\": " << (f.identified() ? "true" : "false") << ", \"flags\": [";
     for (std::size_t i = 0; i < f.flags.size(); ++i) {
       const auto& flag = f.flags[i];

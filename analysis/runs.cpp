@@ -51,6 +51,33 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
   return paths;
 }
 
+std::string run_variant(const std::vector<std::pair<std::string, std::string>>& config, bool moe) {
+  auto value = [&](const std::string& key, const std::string& absent) {
+    for (const auto& [k, v] : config)
+      if (k == key) return v;
+    return absent;  // written before the key existed: the model then had its default
+  };
+  std::string v = value("model.activation", "relu") == "swiglu" ? "ffn=swiglu" : "ffn=ungated";
+  if (!moe) return v;
+  v = "moe.shared_experts=" + value("moe.shared_experts", "0") + " " + v;
+  if (value("moe.routing", "expert_choice") == "token_choice") v += " moe.balance=" + value("moe.balance", "aux_loss");
+  return v;
+}
+
+void check_one_variant(const std::vector<Run>& runs, const std::string& law, bool allow_mixed) {
+  std::vector<std::pair<std::string, std::string>> seen;  // variant, first record
+  for (const Run& r : runs)
+    if (std::none_of(seen.begin(), seen.end(), [&](const auto& s) { return s.first == r.variant; }))
+      seen.emplace_back(r.variant, r.path);
+  if (seen.size() <= 1 || allow_mixed) return;
+  std::ostringstream os;
+  os << "the " << law << " runs differ in options that change the model (" << seen.size()
+     << " variants), so one scaling law would mix different models:";
+  for (const auto& [variant, path] : seen) os << "\n  " << variant << "  (e.g. " << path << ")";
+  os << "\nfit each variant on its own (give only its records), or pass --mix-variants to fit them under one law";
+  throw InputError(os.str());
+}
+
 RunSet load_runs(const std::vector<std::string>& paths, LossSource source) {
   RunSet set;
   for (const auto& path : paths) {
@@ -71,6 +98,7 @@ RunSet load_runs(const std::vector<std::string>& paths, LossSource source) {
     run.E = run.moe ? model.E : 0;
     run.d_model = model.d_model;
     run.n_blocks = model.n_blocks;
+    run.variant = run_variant(reader.run().config, run.moe);
     run.loss = source == LossSource::eval ? fin.eval_loss : fin.smoothed_train_loss;
     const char* loss_name = source == LossSource::eval ? "/final eval_loss" : "/final smoothed_train_loss";
     if (!std::isfinite(run.loss) || run.loss <= 0) {

@@ -22,7 +22,20 @@ struct Run {
   int64_t d_model = 0;
   int64_t n_blocks = 0;
   double loss = 0;
+  // The FFN options one scaling law must not mix (issue 20), from the record's config.* attributes
+  // (records written before an option existed have its default): e.g.
+  // "moe.shared_experts=1 ffn=swiglu moe.balance=bias". See run_variant().
+  std::string variant;
 };
+
+// The variant of a run from its record's config items: moe.shared_experts, whether the FFN is
+// gated (model.activation = swiglu; relu and gelu are not told apart, as before) and, for token
+// choice, moe.balance.
+std::string run_variant(const std::vector<std::pair<std::string, std::string>>& config, bool moe);
+
+// InputError when `runs` (the runs of one law) hold more than one variant, naming each with a
+// record, unless `allow_mixed`.
+void check_one_variant(const std::vector<Run>& runs, const std::string& law, bool allow_mixed);
 
 struct SkippedRecord {
   std::string path;

@@ -29,13 +29,13 @@ echo "[demo] step 3/5: corpus"
 echo "[demo] step 4/5: sweep (inputs/sweeps/demo.ini)"
 sweep_start=$(date +%s)
 build/bin/finemoe-sweep expand inputs/sweeps/demo.ini --allocation inputs/allocations/local-cpu.ini
-"$root/scripts/run-sweep.sh" "$out/manifest.txt"
+"$root/scripts/run-sweep.sh" "$out/manifest.txt" --jobs 2
 
 echo "[demo] step 5/5: analysis"
 build/bin/finemoe-analyze fit "$out"/*/record.h5 --out "$analysis"
-python3 "$root/scripts/demo-summary.py" "$analysis"
 build/bin/finemoe-analyze optimal --fit "$analysis/fit.h5" --budgets 1e12,1e13,1e14 --min-tokens 10000 \
   --out "$analysis"
+python3 "$root/scripts/demo-summary.py" "$analysis"
 
 echo
 echo "[demo] sweep and analysis took $(( $(date +%s) - sweep_start )) s; everything $(( $(date +%s) - start )) s"

@@ -12,6 +12,8 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cross_entropy.h"
+#include "backend/cpu/selection_bias.h"
+#include "backend/cpu/swiglu.h"
 #include "backend/cpu/embedding.h"
 #include "backend/cpu/layernorm.h"
 #include "util/check.h"
@@ -175,6 +177,24 @@ template <typename T>
 void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, cpu::Activation a) {
   FINEMOE_ON_DEVICE(activation_backward(dinp, inp, dout, n, a))
   cpu::activation_backward<T>(dinp, inp, dout, n, a);
+}
+
+template <typename T>
+void add_selection_bias(T* scores, const T* probs, const T* bias, int64_t rows, int n_experts) {
+  FINEMOE_ON_DEVICE(add_selection_bias(scores, probs, bias, rows, n_experts))
+  cpu::add_selection_bias<T>(scores, probs, bias, rows, n_experts);
+}
+
+template <typename T>
+void swiglu_forward(T* out, const T* inp, int64_t rows, int hidden) {
+  FINEMOE_ON_DEVICE(swiglu_forward(out, inp, rows, hidden))
+  cpu::swiglu_forward<T>(out, inp, rows, hidden);
+}
+
+template <typename T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int64_t rows, int hidden) {
+  FINEMOE_ON_DEVICE(swiglu_backward(dinp, inp, dout, rows, hidden))
+  cpu::swiglu_backward<T>(dinp, inp, dout, rows, hidden);
 }
 
 template <typename T>
@@ -406,6 +426,9 @@ double Stopwatch::take_seconds() {
   template void unpack_bf16<T>(T*, const Bfloat16*, int64_t);                                                    \
   template void activation_forward<T>(T*, const T*, int64_t, cpu::Activation);                                   \
   template void activation_backward<T>(T*, const T*, const T*, int64_t, cpu::Activation);                        \
+  template void add_selection_bias<T>(T*, const T*, const T*, int64_t, int);                                   \
+  template void swiglu_forward<T>(T*, const T*, int64_t, int);                                                  \
+  template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int);                                       \
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, T);                 \
   template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int); \
   template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                                      \

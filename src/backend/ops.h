@@ -71,6 +71,16 @@ void activation_forward(T* out, const T* inp, int64_t n, cpu::Activation a);
 template <typename T>
 void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, cpu::Activation a);
 
+// Token choice's selection scores under loss-free balancing (cpu::add_selection_bias).
+template <typename T>
+void add_selection_bias(T* scores, const T* probs, const T* bias, int64_t rows, int n_experts);
+
+// The gated activation (cpu::swiglu_forward): inp [rows, 2 hidden] = [gate | up], out [rows, hidden].
+template <typename T>
+void swiglu_forward(T* out, const T* inp, int64_t rows, int hidden);
+template <typename T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int64_t rows, int hidden);
+
 template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t rows,
                        int cols, T eps);

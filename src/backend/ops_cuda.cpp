@@ -20,6 +20,8 @@
 #include "kernels/layernorm.h"
 #include "kernels/reduce.h"
 #include "kernels/routing.h"
+#include "kernels/selection_bias.h"
+#include "kernels/swiglu.h"
 #include "util/check.h"
 
 namespace finemoe::ops::device {
@@ -194,6 +196,18 @@ void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation
 
 void activation_backward(float* dinp, const float* inp, const float* dout, int64_t n, cpu::Activation a) {
   cuda::activation_backward<float>(dinp, inp, dout, n, a, context().stream);
+}
+
+void add_selection_bias(float* scores, const float* probs, const float* bias, int64_t rows, int n_experts) {
+  cuda::add_selection_bias(scores, probs, bias, rows, n_experts, context().stream);
+}
+
+void swiglu_forward(float* out, const float* inp, int64_t rows, int hidden) {
+  cuda::swiglu_forward<float>(out, inp, rows, hidden, context().stream);
+}
+
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int64_t rows, int hidden) {
+  cuda::swiglu_backward<float>(dinp, inp, dout, rows, hidden, context().stream);
 }
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,

@@ -52,6 +52,9 @@ void unpack_bf16(float* dst, const Bfloat16* src, int64_t n);
 
 void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation a);
 void activation_backward(float* dinp, const float* inp, const float* dout, int64_t n, cpu::Activation a);
+void add_selection_bias(float* scores, const float* probs, const float* bias, int64_t rows, int n_experts);
+void swiglu_forward(float* out, const float* inp, int64_t rows, int hidden);
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int64_t rows, int hidden);
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int64_t rows, int cols, float eps);
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

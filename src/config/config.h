@@ -13,7 +13,7 @@ struct ModelConfig {
   int n_heads = 4;
   int context = 64;
   int vocab = 256;
-  std::string activation = "relu";  // relu | gelu
+  std::string activation = "relu";  // relu | gelu | swiglu (gated: ffn_hidden_width)
   bool tied_embeddings = true;
   double init_scale = 0.1;  // truncated normal, std = sqrt(init_scale / fan_in)
 };
@@ -29,11 +29,28 @@ struct MoeConfig {
   bool output_layernorm = true;
   double aux_loss_weight = 0.01;  // token_choice load balancing
   double z_loss_weight = 0.001;   // token_choice router z-loss
+  // S always-on experts of the routed experts' width (DeepSeekMoE): every token passes through
+  // them; the routed activation drops by S (top-k = G - S, expert-choice capacity scaled by (G - S) / G).
+  int shared_experts = 0;
+  // token_choice load balancing: aux_loss (the Switch balance loss, aux_loss_weight) or bias
+  // (loss-free: a per-expert bias on the selection scores, moved by bias_rate * sign(mean load -
+  // load) after every optimizer step; no balance loss term).
+  std::string balance = "aux_loss";
+  double bias_rate = 1e-3;
 
+  bool bias_balance() const { return routing == "token_choice" && balance == "bias"; }
   int n_experts(int) const { return expansion_rate * granularity; }
-  int d_expert(int d_model) const { return 4 * d_model / granularity; }
-  int effective_top_k() const { return top_k > 0 ? top_k : granularity; }
+  // Routed experts a token uses on average: G - S.
+  int routed_granularity() const { return granularity - shared_experts; }
+  int effective_top_k() const { return top_k > 0 ? top_k : routed_granularity(); }
 };
+
+// Hidden width of an FFN of granularity G (G = 1: the dense FFN): 4 d_model / G, or for the gated
+// swiglu (three matrices instead of two) 8 d_model / (3 G) rounded to the nearest multiple of 8
+// (halves up), at least 8, so that its parameters are within rounding of the ungated FFN's.
+int ffn_hidden_width(int d_model, int granularity, const std::string& activation);
+// Whether the activation is gated: the first matrix then has 2 * hidden columns, [gate | up].
+inline bool is_gated(const std::string& activation) { return activation == "swiglu"; }
 
 struct TrainConfig {
   std::string device = "cpu";     // cpu | cuda
@@ -99,7 +116,9 @@ struct Config {
   std::string origin_of(const std::string& key) const;
 
   int n_experts() const { return moe.enabled ? moe.expansion_rate * moe.granularity : 0; }
-  int d_expert() const { return moe.d_expert(model.d_model); }
+  int d_expert() const { return ffn_hidden_width(model.d_model, moe.granularity, model.activation); }
+  // The dense FFN's hidden width (d_ff = 4 d_model, or the swiglu width at G = 1).
+  int d_ff() const { return ffn_hidden_width(model.d_model, 1, model.activation); }
   // Steps actually run: train.steps, or train.tokens / tokens per step.
   int64_t total_steps() const;
   int64_t tokens_per_step() const { return int64_t(train.batch_size) * model.context; }

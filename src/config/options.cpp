@@ -51,7 +51,7 @@ class OptionTable {
     add("model.n_heads", &Config::model, &ModelConfig::n_heads, "attention heads (divides d_model)");
     add("model.context", &Config::model, &ModelConfig::context, "sequence length in tokens");
     add("model.vocab", &Config::model, &ModelConfig::vocab, "vocabulary size (256 for byte-level text)");
-    add("model.activation", &Config::model, &ModelConfig::activation, "FFN activation: relu | gelu");
+    add("model.activation", &Config::model, &ModelConfig::activation, "FFN activation: relu | gelu | swiglu (gated; hidden width 8 d_model / (3 G) to a multiple of 8)");
     add("model.tied_embeddings", &Config::model, &ModelConfig::tied_embeddings,
         "output projection shares the token embedding");
     add("model.init_scale", &Config::model, &ModelConfig::init_scale,
@@ -66,12 +66,18 @@ class OptionTable {
         "sequences per routing group; tokens are grouped by position across them");
     add("moe.capacity_factor", &Config::moe, &MoeConfig::capacity_factor,
         "expert capacity multiplier (token_choice: 0 = dropless)");
-    add("moe.top_k", &Config::moe, &MoeConfig::top_k, "token_choice experts per token (0 = G)");
+    add("moe.top_k", &Config::moe, &MoeConfig::top_k, "token_choice experts per token (0 = G - moe.shared_experts)");
     add("moe.output_layernorm", &Config::moe, &MoeConfig::output_layernorm,
         "LayerNorm on the MoE output (the paper's choice for G > 1)");
     add("moe.aux_loss_weight", &Config::moe, &MoeConfig::aux_loss_weight,
         "token_choice load-balancing loss weight");
     add("moe.z_loss_weight", &Config::moe, &MoeConfig::z_loss_weight, "token_choice router z-loss weight");
+    add("moe.shared_experts", &Config::moe, &MoeConfig::shared_experts,
+        "S always-on experts of the routed width, replicated; routed activation G - S (0 <= S < G)");
+    add("moe.balance", &Config::moe, &MoeConfig::balance,
+        "token_choice load balancing: aux_loss (aux_loss_weight) | bias (loss-free, per-expert selection bias)");
+    add("moe.bias_rate", &Config::moe, &MoeConfig::bias_rate,
+        "moe.balance = bias: bias change per optimizer step, times sign(mean load - expert load)");
     add("train.device", &Config::train, &TrainConfig::device, "cpu | cuda");
     add("train.precision", &Config::train, &TrainConfig::precision,
         "fp64 | fp32 | bf16 (cpu: bf16 GEMM inputs emulated); fp32 | bf16 (cuda)");
@@ -244,6 +250,13 @@ void finish(po::variables_map& vm) {
 }
 
 }  // namespace
+
+int ffn_hidden_width(int d_model, int granularity, const std::string& activation) {
+  if (!is_gated(activation)) return 4 * d_model / granularity;
+  // Nearest integer to (8 d / (3 G)) / 8 = d / (3 G), halves up, in integers.
+  const int64_t eighths = (2 * int64_t(d_model) + 3 * int64_t(granularity)) / (6 * int64_t(granularity));
+  return 8 * int(std::max<int64_t>(1, eighths));
+}
 
 std::string Config::origin_of(const std::string& key) const {
   auto it = key_origin.find(key);

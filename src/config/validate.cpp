@@ -116,9 +116,11 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
             "must be in [2, 65536] (tokens are stored as uint16)");
   c.require(m.d_model % m.n_heads == 0, "model.d_model", m.d_model,
             "must be divisible by model.n_heads = " + std::to_string(m.n_heads));
-  c.one_of("model.activation", m.activation, {"relu", "gelu"});
+  c.one_of("model.activation", m.activation, {"relu", "gelu", "swiglu"});
   c.positive("model.init_scale", m.init_scale);
 
+  c.require(moe.enabled || moe.shared_experts == 0, "moe.shared_experts", moe.shared_experts,
+            "needs moe.enabled = true (a dense model has no experts)");
   if (moe.enabled) {
     c.positive("moe.expansion_rate", moe.expansion_rate);
     c.positive("moe.granularity", moe.granularity);
@@ -126,28 +128,42 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
     c.require(experts_wide <= std::numeric_limits<int>::max(), "moe.granularity", moe.granularity,
               "n_experts = E * G = " + std::to_string(experts_wide) + " must be <= " +
                   std::to_string(std::numeric_limits<int>::max()));
-    c.require((4 * m.d_model) % moe.granularity == 0, "moe.granularity", moe.granularity,
-              "must divide d_ff = 4 * model.d_model = " + std::to_string(4 * m.d_model));
+    if (!is_gated(m.activation))  // swiglu widths are rounded (ffn_hidden_width), not divided
+      c.require((4 * m.d_model) % moe.granularity == 0, "moe.granularity", moe.granularity,
+                "must divide d_ff = 4 * model.d_model = " + std::to_string(4 * m.d_model));
+    c.require(moe.shared_experts >= 0 && moe.shared_experts < moe.granularity, "moe.shared_experts",
+              moe.shared_experts,
+              "must be in [0, moe.granularity - 1 = " + std::to_string(moe.granularity - 1) +
+                  "] (the routed experts keep G - S > 0 of a token's activation)");
     c.one_of("moe.routing", moe.routing, {"expert_choice", "token_choice"});
     c.positive("moe.group_size", moe.group_size);
     const int n_experts = moe.n_experts(0);
     if (moe.routing == "expert_choice") {
+      c.require(moe.balance == "aux_loss", "moe.balance", moe.balance,
+                "bias balancing is for token_choice only: expert choice is balanced by construction "
+                "(allowed with expert_choice: aux_loss, the default, which it ignores)");
       c.require(moe.group_size % moe.expansion_rate == 0, "moe.group_size", moe.group_size,
                 "expert_choice needs a multiple of moe.expansion_rate = " +
                     std::to_string(moe.expansion_rate) + " (each expert takes group_size / E tokens)");
       c.require(moe.capacity_factor > 0, "moe.capacity_factor", moe.capacity_factor,
                 "expert_choice needs a capacity factor > 0");
-      const double capacity = moe.capacity_factor * moe.group_size / moe.expansion_rate;
+      const double capacity = moe.capacity_factor * moe.group_size / moe.expansion_rate *
+                              moe.routed_granularity() / moe.granularity;
       c.require(capacity <= moe.group_size && capacity >= 1, "moe.capacity_factor", moe.capacity_factor,
-                "expert capacity capacity_factor * group_size / E must be in [1, group_size]");
+                "expert capacity capacity_factor * group_size / E * (G - moe.shared_experts) / G must be in "
+                "[1, group_size]");
     } else {
       c.require(moe.capacity_factor >= 0, "moe.capacity_factor", moe.capacity_factor,
                 "must be >= 0 (0 = dropless)");
       c.require(moe.top_k >= 0 && moe.top_k <= n_experts, "moe.top_k", moe.top_k,
                 "must be in [0, n_experts = " + std::to_string(n_experts) + "] (0 = G)");
       c.require(moe.effective_top_k() <= n_experts, "moe.granularity", moe.granularity,
-                "top_k = G exceeds n_experts");
+                "top_k = G - moe.shared_experts exceeds n_experts");
       c.require(moe.aux_loss_weight >= 0, "moe.aux_loss_weight", moe.aux_loss_weight, "must be >= 0");
+      c.one_of("moe.balance", moe.balance, {"aux_loss", "bias"});
+      if (moe.balance == "bias")
+        c.require(std::isfinite(moe.bias_rate) && moe.bias_rate > 0, "moe.bias_rate", moe.bias_rate,
+                  "must be a finite number > 0 with moe.balance = bias");
       c.require(moe.z_loss_weight >= 0, "moe.z_loss_weight", moe.z_loss_weight, "must be >= 0");
     }
   }

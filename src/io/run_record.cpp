@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -173,6 +174,7 @@ struct RunRecordWriter::State {
   std::vector<std::string> phase_names;  // sorted
   std::vector<h5::Series> phase_series;  // phase_names order
   std::optional<h5::Series> expert_load;
+  std::optional<h5::Series> load_imbalance;  // absent in records written before issue 20
   std::vector<h5::Series> eval;  // step, tokens, loss
 
   explicit State(h5::File f) : file(std::move(f)) {}
@@ -187,6 +189,7 @@ struct RunRecordWriter::State {
       phase_series.push_back(phases.open_series(name));
     }
     if (train.has_child(kExpertLoadDataset)) expert_load = train.open_series(kExpertLoadDataset);
+    if (train.has_child(kLoadImbalanceDataset)) load_imbalance = train.open_series(kLoadImbalanceDataset);
     const h5::Group ev = file.open_group(kEvalGroup);
     for (const char* name : {kEvalStep, kEvalTokens, kEvalLoss}) eval.push_back(ev.open_series(name));
   }
@@ -264,6 +267,7 @@ RunRecordWriter RunRecordWriter::create(const std::string& path, const RunInfo& 
     if (moe) {
       train.create_series(kExpertLoadDataset, h5::Type::int64,
                           {hsize_t(model.n_blocks), hsize_t(model.n_experts)}, 16);
+      train.create_series(kLoadImbalanceDataset, h5::Type::float64, {hsize_t(model.n_blocks)}, 16);
     }
     h5::Group ev = f.create_group(kEvalGroup);
     ev.create_series(kEvalStep, h5::Type::int64);
@@ -306,9 +310,11 @@ RunRecordWriter RunRecordWriter::resume(const std::string& path, int64_t checkpo
     for (auto* group : {&state.train_int, &state.train_double, &state.phase_series})
       for (auto& s : *group) train_keep = std::min(train_keep, s.rows());
     if (state.expert_load) train_keep = std::min(train_keep, state.expert_load->rows());
+    if (state.load_imbalance) train_keep = std::min(train_keep, state.load_imbalance->rows());
     for (auto* group : {&state.train_int, &state.train_double, &state.phase_series})
       for (auto& s : *group) s.resize(train_keep);
     if (state.expert_load) state.expert_load->resize(train_keep);
+    if (state.load_imbalance) state.load_imbalance->resize(train_keep);
     std::size_t eval_keep = keep_prefix(state.eval[0].read_int64());
     for (auto& s : state.eval) eval_keep = std::min(eval_keep, s.rows());
     for (auto& s : state.eval) s.resize(eval_keep);
@@ -385,22 +391,27 @@ void RunRecordWriter::append_train(const TrainRow& row) {
   } else {
     FINEMOE_CHECK(row.expert_load.empty(), path() << ": expert_load given for a dense record");
   }
+  // Derived here from expert_load, so every writer logs it the same way (row.load_imbalance is ignored).
+  const std::vector<double> imbalance =
+      s.load_imbalance ? load_imbalance(row.expert_load, s.load_imbalance->row_size()) : std::vector<double>{};
   if (train_rows() > 0) {
     const std::vector<int64_t> steps = s.train_int[0].read_int64();
     FINEMOE_CHECK(row.step > steps.back(),
                   path() << ": step " << row.step << " does not follow step " << steps.back());
   }
-  const auto append = [&row, &phases](State& t) {
+  const auto append = [&row, &phases, &imbalance](State& t) {
     for (std::size_t i = 0; i < std::size(kTrainInt); ++i) t.train_int[i].append_one(row.*kTrainInt[i].member);
     for (std::size_t i = 0; i < std::size(kTrainDouble); ++i) {
       t.train_double[i].append_one(row.*kTrainDouble[i].member);
     }
     for (std::size_t i = 0; i < phases.size(); ++i) t.phase_series[i].append_one(phases[i].second);
     if (t.expert_load) t.expert_load->append(row.expert_load);
+    if (t.load_imbalance) t.load_imbalance->append(imbalance);
   };
   bool allocates = s.train_int[0].rows() % s.train_int[0].chunk_rows() == 0;
   for (const auto& series : s.phase_series) allocates = allocates || series.rows() % series.chunk_rows() == 0;
   if (s.expert_load) allocates = allocates || s.expert_load->rows() % s.expert_load->chunk_rows() == 0;
+  if (s.load_imbalance) allocates = allocates || s.load_imbalance->rows() % s.load_imbalance->chunk_rows() == 0;
   if (allocates) {
     rewrite(append);
   } else {
@@ -503,6 +514,19 @@ RunInfo RunRecordReader::run() const {
   return info;
 }
 
+std::vector<double> load_imbalance(const std::vector<int64_t>& expert_load, std::size_t n_blocks) {
+  std::vector<double> out;
+  if (n_blocks == 0 || expert_load.size() % n_blocks != 0) return out;
+  const std::size_t n_experts = expert_load.size() / n_blocks;
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    const auto first = expert_load.begin() + std::ptrdiff_t(b * n_experts);
+    const int64_t total = std::accumulate(first, first + std::ptrdiff_t(n_experts), int64_t(0));
+    const int64_t most = n_experts > 0 ? *std::max_element(first, first + std::ptrdiff_t(n_experts)) : 0;
+    out.push_back(total > 0 ? double(most) * double(n_experts) / double(total) : 0.0);
+  }
+  return out;
+}
+
 ModelInfo RunRecordReader::model() const {
   const h5::Group g = file_->open_group(kModelGroup);
   ModelInfo m;
@@ -529,6 +553,13 @@ std::vector<TrainRow> RunRecordReader::train() const {
     load = s.read_int64();
     load_row = s.row_size();
   }
+  std::vector<double> imbalance;
+  std::size_t imbalance_row = 0;
+  if (g.has_child(kLoadImbalanceDataset)) {
+    const h5::Series s = g.open_series(kLoadImbalanceDataset);
+    imbalance = s.read_double();
+    imbalance_row = s.row_size();
+  }
   // A record killed between two datasets' appends may hold one more value in some of them:
   // the rows are those complete in every dataset.
   std::size_t n = ints[0].size();
@@ -536,6 +567,7 @@ std::vector<TrainRow> RunRecordReader::train() const {
   for (const auto& v : doubles) n = std::min(n, v.size());
   for (const auto& v : phases) n = std::min(n, v.size());
   if (load_row > 0) n = std::min(n, load.size() / load_row);
+  if (imbalance_row > 0) n = std::min(n, imbalance.size() / imbalance_row);
 
   std::vector<TrainRow> rows(n);
   for (std::size_t r = 0; r < n; ++r) {
@@ -544,6 +576,9 @@ std::vector<TrainRow> RunRecordReader::train() const {
     for (std::size_t i = 0; i < phases.size(); ++i) rows[r].phase_times.emplace_back(phase_names[i], phases[i][r]);
     if (load_row > 0) {
       rows[r].expert_load.assign(load.begin() + r * load_row, load.begin() + (r + 1) * load_row);
+    }
+    if (imbalance_row > 0) {
+      rows[r].load_imbalance.assign(imbalance.begin() + r * imbalance_row, imbalance.begin() + (r + 1) * imbalance_row);
     }
   }
   return rows;

@@ -71,6 +71,10 @@ struct TrainRow {
   std::vector<std::pair<std::string, double>> phase_times;
   // Tokens per (block, expert), row-major n_blocks x n_experts; empty for dense records.
   std::vector<int64_t> expert_load;
+  // Per block: max / mean of its expert_load (1 = balanced; 0 for a block without tokens); MoE
+  // only. Filled when read (empty from a record written before it existed); the writer derives it
+  // from expert_load and ignores this field.
+  std::vector<double> load_imbalance;
 };
 
 struct EvalRow {
@@ -181,5 +185,9 @@ class RunRecordReader {
  private:
   std::unique_ptr<h5::File> file_;
 };
+
+// Per block, max / mean of the block's row of `expert_load` ([n_blocks x n_experts]); 0 for a
+// block that received no token. Empty when the sizes do not divide.
+std::vector<double> load_imbalance(const std::vector<int64_t>& expert_load, std::size_t n_blocks);
 
 }  // namespace finemoe

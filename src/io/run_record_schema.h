@@ -39,6 +39,8 @@ inline constexpr const char* kModelGroup = "model";
 inline constexpr const char* kTrainGroup = "train";
 inline constexpr const char* kPhaseTimesGroup = "phase_times";
 inline constexpr const char* kExpertLoadDataset = "expert_load";
+// (rows, n_blocks) float64: max / mean of each block's expert_load row (MoE records since issue 20).
+inline constexpr const char* kLoadImbalanceDataset = "load_imbalance";
 
 // /eval: step, tokens, loss, one row per evaluation.
 inline constexpr const char* kEvalGroup = "eval";

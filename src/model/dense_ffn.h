@@ -1,12 +1,14 @@
 #pragma once
-// The dense FFN: y = act(x W1) W2, W1 [d, d_ff], W2 [d_ff, d], no biases.
+// The dense FFN: y = act(x W1) W2, W1 [d, d_ff] ([d, 2 d_ff] = [gate | up] for swiglu), W2 [d_ff, d],
+// no biases. Also the MoE layer's shared experts (S experts of width d_expert as one FFN of width
+// S d_expert: with weight 1 on every token their sum is exactly that).
 #include <memory>
 #include <vector>
 
 #include "backend/compute.h"
-#include "backend/cpu/activation.h"
 #include "config/config.h"
 #include "model/feed_forward.h"
+#include "model/layer_support.h"
 
 namespace finemoe {
 
@@ -15,8 +17,12 @@ class DenseFeedForward final : public FeedForwardLayer<T> {
  public:
   // Registers `blocks.{block}.ffn.w1` [d, d_ff] and `blocks.{block}.ffn.w2` [d_ff, d], each with
   // std sqrt(init_scale / fan_in) (fan_in = d and d_ff).
-  DenseFeedForward(ParameterStore<T>& store, int block, int d, int d_ff, cpu::Activation activation,
+  DenseFeedForward(ParameterStore<T>& store, int block, int d, int d_ff, FfnActivation activation,
                    double init_scale);
+  // `prefix`w1, `prefix`w2 with W2's fan_in w2_fan_in (the shared experts: the dense FFN's d_ff, as
+  // the routed experts').
+  DenseFeedForward(ParameterStore<T>& store, const std::string& prefix, int block, int d, int d_ff,
+                   FfnActivation activation, double init_scale, int64_t w2_fan_in);
   // Copies x (so the caller may reuse its buffer before backward).
   void forward(const T* x, T* y, const TokenBatch& batch) override;
   void backward(const T* dy, T* dx) override;
@@ -27,14 +33,14 @@ class DenseFeedForward final : public FeedForwardLayer<T> {
   ParameterStore<T>& store_;
   ParamHandle w1_, w2_;
   int d_, d_ff_;
-  cpu::Activation activation_;
+  FfnActivation activation_;
   int64_t rows_ = 0;
   DeviceBuffer<T> x_, pre_, act_;  // kept for backward
-  DeviceBuffer<T> dact_;           // backward scratch
+  DeviceBuffer<T> dact_, dpre_;    // backward scratch (dpre_: gated only; else dact_ in place)
   FeedForwardStats stats_;
 };
 
-// The dense FFN of block `block` for cfg (d_ff = 4 d_model, model.activation, model.init_scale).
+// The dense FFN of block `block` for cfg (d_ff = cfg.d_ff(), model.activation, model.init_scale).
 template <typename T>
 std::unique_ptr<FeedForwardLayer<T>> make_dense_ffn(const Config& cfg, int block, ParameterStore<T>& store);
 

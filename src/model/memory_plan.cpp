@@ -32,7 +32,7 @@ MoeRows moe_rows(const Config& cfg, double seqs, double tokens, int ep) {
     r.received = ep * std::min(r.max_copies, tokens * std::min(k, E / ep));
     return r;
   }
-  const double cap = std::clamp(std::ceil(gs * m.granularity / E * m.capacity_factor - 1e-9), 1.0, gs);
+  const double cap = std::clamp(std::ceil(gs * m.routed_granularity() / E * m.capacity_factor - 1e-9), 1.0, gs);
   r.max_copies = std::min(r.slots * E * cap, tokens * E);
   r.copies = spans ? r.max_copies : r.slots * E * cap;
   // Inside the rank every rank sends the same counts, so a rank receives what it sends.
@@ -55,16 +55,25 @@ double MemoryPlan::category_total(const std::string& category) const {
   return t;
 }
 
+double max_expert_rows(const Config& cfg, int world) {
+  if (!cfg.moe.enabled) return 0;
+  const double seqs = double(cfg.train.micro_batch_size()) / world;
+  return moe_rows(cfg, seqs, seqs * cfg.model.context, cfg.parallel.expert_parallel).received;
+}
+
 double stored_parameters(const Config& cfg) {
   const ModelConfig& mc = cfg.model;
   const double d = mc.d_model, nb = mc.n_blocks, V = mc.vocab, ctx = mc.context;
   double n = V * d + ctx * d + (mc.tied_embeddings ? 0 : d * V) + 2 * d;  // embeddings, head, ln_f
   double per_block = 2 * d + 2 * d + 4 * d * d;                              // ln1, ln2, attention
+  const double gate = is_gated(mc.activation) ? 2 : 1;  // W1 columns per hidden column
   if (cfg.moe.enabled) {
     const double E = cfg.n_experts(), n_local = E / cfg.parallel.expert_parallel, de = cfg.d_expert();
-    per_block += d * E + (cfg.moe.output_layernorm ? 2 * d : 0) + 2 * n_local * d * de;
+    const double shared = cfg.moe.shared_experts * de;
+    per_block += d * E + (cfg.moe.output_layernorm ? 2 * d : 0) + (gate + 1) * (n_local * d * de + d * shared) +
+                 (cfg.moe.bias_balance() ? E : 0);  // router_bias
   } else {
-    per_block += 8 * d * d;
+    per_block += (gate + 1) * d * cfg.d_ff();
   }
   return n + nb * per_block;
 }
@@ -104,9 +113,12 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
   add("scratch", "model: ln2 output, branch, residual gradient, block gradient", 4 * td * S);
   add("scratch", "attention backward: dqkv, d scores, d heads (shared)", (4 * td + scores) * S);
 
+  const double gate = is_gated(mc.activation) ? 2 : 1;  // pre-activation columns per hidden column
   if (!cfg.moe.enabled) {
-    add("activations", "blocks.*.ffn: input, pre-activation, activation", nb * (td + 8 * td) * S);
-    add("scratch", "blocks.*.ffn: activation gradient", nb * 4 * td * S);
+    const double dff = cfg.d_ff();
+    add("activations", "blocks.*.ffn: input, pre-activation, activation", nb * (td + (gate + 1) * t * dff) * S);
+    add("scratch", "blocks.*.ffn: activation gradient (swiglu: and pre-activation gradient)",
+        nb * (1 + (gate > 1 ? gate : 0)) * t * dff * S);
   } else {
     const MoeConfig& m = cfg.moe;
     const int ep = cfg.parallel.expert_parallel;
@@ -122,16 +134,27 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
         nb * (r.max_copies * (8 + S) + 2 * E * 8));
     add("activations", "blocks.*.moe: balance requests and gradient", balance ? nb * r.slots * E * (4 + S) : 0);
     add("activations", "blocks.*.moe: expert outputs", nb * r.received * d * A);
-    add("activations", "blocks.*.moe.experts: pre-activations", nb * r.received * de * A);
+    add("activations", "blocks.*.moe.experts: pre-activations", nb * r.received * gate * de * A);
+    const double shared = m.shared_experts * de;  // the shared experts: one dense FFN of this width
+    add("activations", "blocks.*.moe.shared: input, pre-activation, activation",
+        shared > 0 ? nb * (td + (gate + 1) * t * shared) * S : 0);
+    add("scratch", "blocks.*.moe.shared: activation gradient (swiglu: and pre-activation gradient)",
+        shared > 0 ? nb * (1 + (gate > 1 ? gate : 0)) * t * shared * S : 0);
+    add("scratch", "moe (shared): shared experts' output and input gradient", shared > 0 ? td * S : 0);
     add("activations", "blocks.*.moe: combined output (out_ln input)", m.output_layernorm ? nb * td * A : 0);
     add("scratch", "moe (shared): fp32 working input, expert outputs, pre-activations, combined output (bf16 storage)",
-        bf16 ? (td + r.received * (d + de) + (m.output_layernorm ? td : 0)) * S : 0);
+        bf16 ? (td + r.received * (d + gate * de) + (m.output_layernorm ? td : 0)) * S : 0);
     add("communication", "blocks.*.moe: returned rows (staged)", nb * staged);
     add("scratch", "moe (shared): expert input rows, output gradients, input gradients", 3 * r.received * d * S);
-    add("scratch", "moe (shared): expert activations and their gradients", 3 * r.received * de * S);
+    add("scratch", "moe (shared): expert activations and their gradients", (2 + gate) * r.received * de * S);
     add("scratch", "moe (shared): combined-output gradient, gate, probability and logit gradients",
         ((m.output_layernorm ? td : 0) + r.copies + 2 * t * E) * S + (token_choice && m.z_loss_weight > 0 ? 8 : 0));
     add("communication", "moe (shared): staged send rows (input, output gradient, input gradient)", 3 * staged);
+    if (m.bias_balance()) {
+      const double buffer_rows = (seqs < m.group_size ? m.group_size : seqs) * ctx;
+      add("scratch", "moe (shared): selection scores (probabilities + bias) and the bias step",
+          (buffer_rows * E + E) * S);
+    }
   }
   if (gpu) {  // device-only buffers of the CUDA backend, then the stated allowances
     add("scratch", "per-row cross-entropy (CUDA)", t * 4);

@@ -32,4 +32,10 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu);
 // Parameter elements this rank stores (replicated tensors whole, its share of the experts).
 double stored_parameters(const Config& cfg);
 
+// Rows of expert input one rank can hold in one MoE layer for one micro-batch of a `world`-rank
+// run: exact for expert choice inside the rank, else the worst case the plan uses (dropless token
+// choice: every rank of the expert group sends all its copies here, at most one per token and local
+// expert). 0 for a dense model.
+double max_expert_rows(const Config& cfg, int world);
+
 }  // namespace finemoe

@@ -24,7 +24,7 @@ ModelCounts count_parameters(const Config& cfg, const ParameterStore<T>& store) 
   c.n_blocks = cfg.model.n_blocks;
   const int64_t n_experts = cfg.n_experts();
   const int64_t experts_per_token =
-      cfg.moe.routing == "token_choice" ? cfg.moe.effective_top_k() : cfg.moe.granularity;
+      cfg.moe.routing == "token_choice" ? cfg.moe.effective_top_k() : cfg.moe.routed_granularity();
   for (int i = 0; i < store.count(); ++i) {
     const ParamSpec& s = store.spec(i);
     const std::string& name = s.name;
@@ -39,6 +39,8 @@ ModelCounts count_parameters(const Config& cfg, const ParameterStore<T>& store) 
       c.attention += s.numel();
     else if (ends_with(name, ".ffn.w1") || ends_with(name, ".ffn.w2"))
       c.ffn += s.numel();
+    else if (ends_with(name, ".moe.shared.w1") || ends_with(name, ".moe.shared.w2"))
+      c.shared_experts += s.numel();
     else if (ends_with(name, ".moe.router"))
       c.router += s.numel();
     else if (name == "embed.token" || name == "embed.position")

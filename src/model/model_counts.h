@@ -15,6 +15,7 @@ struct ModelCounts {
   int64_t ffn = 0;             // dense FFN: blocks.*.ffn.w1, ffn.w2
   int64_t experts = 0;         // blocks.*.moe.experts.w1, w2, all experts
   int64_t experts_active = 0;  // expert weights one token passes through, on average (see below)
+  int64_t shared_experts = 0;  // blocks.*.moe.shared.w1, w2: every token passes through all of them
   int64_t router = 0;          // blocks.*.moe.router
   int64_t embedding = 0;       // embed.token, embed.position
   int64_t head = 0;            // head.weight (0 when tied to embed.token)
@@ -23,9 +24,11 @@ struct ModelCounts {
 
   // The paper's N: weight matrices of attention and FFN/experts; no LayerNorms, router,
   // embeddings or biases. d^2 (8E + 4) n_blocks for an MoE model, 12 d^2 n_blocks dense.
-  int64_t n_total() const { return attention + ffn + experts; }
-  // Active non-embedding parameters per token: 12 d^2 n_blocks (paper's definition).
-  int64_t n_active() const { return attention + ffn + experts_active; }
+  // Shared experts count like expert weights (they are FFN weight matrices).
+  int64_t n_total() const { return attention + ffn + experts + shared_experts; }
+  // Active non-embedding parameters per token: 12 d^2 n_blocks (paper's definition); with S shared
+  // experts (G - S routed) the same up to the swiglu rounding.
+  int64_t n_active() const { return attention + ffn + experts_active + shared_experts; }
   int64_t n_embedding() const { return embedding + head; }
   int64_t n_router() const { return router; }
   int64_t n_stored() const { return n_total() + router + embedding + head + norms + other; }
@@ -39,8 +42,8 @@ struct ModelCounts {
 
 // Counts the store's tensors. Expert tensors ([local experts, ...]) are scaled to
 // cfg.n_experts() experts. Active expert weights per token = one expert's weights times the
-// experts a token uses on average: G for expert choice (capacity factor 1, as the paper), top-k
-// for token choice.
+// experts a token uses on average: G - S for expert choice (capacity factor 1, as the paper), top-k
+// (G - S by default) for token choice; S = moe.shared_experts, whose weights are all active.
 template <typename T>
 ModelCounts count_parameters(const Config& cfg, const ParameterStore<T>& store);
 

@@ -1,7 +1,9 @@
 #include "sweep/allocation.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
+#include <iterator>
 
 #include "sweep/ini_file.h"
 #include "util/check.h"
@@ -82,12 +84,100 @@ std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
+const FactSource* Allocation::source_of(const std::string& key) const {
+  for (const FactSource& s : sources)
+    if (s.key == key) return &s;
+  return nullptr;
+}
+
+namespace {
+
+const char* const kAllocationKeys[] = {"name", "account", "partition", "qos", "constraint", "gpus_per_node",
+                                       "cores_per_node", "ranks_per_node", "memory_per_node", "time_limit",
+                                       "signal_warning_s", "array_throttle", "launcher", "srun_mpi", "module",
+                                       "setup", "analysis_time_limit"};
+const char* const kHardwareKeys[] = {"gpu", "gpu_memory_gb", "gpu_peak_tflops", "nvlink_gbps", "network_gbps",
+                                     "network"};
+
+bool one_of(const std::string& key, const char* const* begin, const char* const* end) {
+  return std::find(begin, end, key) != end;
+}
+
+// `URL verified YYYY-MM-DD` or `unverified: note`.
+FactSource parse_source(const std::string& origin, const IniEntry& e) {
+  const std::string where = at(origin, e) + "[sources] " + e.key + ": ";
+  const auto dot = e.key.find('.');
+  const std::string section = e.key.substr(0, dot), key = dot == std::string::npos ? "" : e.key.substr(dot + 1);
+  const bool known = (section == "allocation" && one_of(key, std::begin(kAllocationKeys), std::end(kAllocationKeys))) ||
+                     (section == "hardware" && one_of(key, std::begin(kHardwareKeys), std::end(kHardwareKeys))) ||
+                     (section == "throughput" && key == "model_flops_per_s_per_rank");
+  if (!known)
+    throw InputError(where + "names no fact; expected allocation.<key>, hardware.<key> or "
+                             "throughput.model_flops_per_s_per_rank");
+  FactSource s;
+  s.key = e.key;
+  if (e.value.rfind("unverified:", 0) == 0) {
+    s.unverified = trim(e.value.substr(11));
+    if (s.unverified.empty()) throw InputError(where + "'unverified:' needs a note saying what could not be checked");
+    return s;
+  }
+  const auto space = e.value.find(' ');
+  const std::string url = e.value.substr(0, space);
+  const std::string rest = space == std::string::npos ? "" : trim(e.value.substr(space));
+  const bool date_ok = rest.size() == 19 && rest.rfind("verified ", 0) == 0 && [&] {
+    const std::string d = rest.substr(9);
+    for (std::size_t i = 0; i < d.size(); ++i) {
+      if ((i == 4 || i == 7) ? d[i] != '-' : !std::isdigit(static_cast<unsigned char>(d[i]))) return false;
+    }
+    return true;
+  }();
+  if ((url.rfind("https://", 0) != 0 && url.rfind("http://", 0) != 0) || !date_ok)
+    throw InputError(where + "'" + e.value + "' is invalid: expected 'URL verified YYYY-MM-DD' or 'unverified: note'");
+  s.url = url;
+  s.verified_on = rest.substr(9);
+  return s;
+}
+
+}  // namespace
+
 Allocation parse_allocation(const std::string& text, const std::string& origin) {
   Allocation a;
   a.file = origin;
   bool have_time = false, have_cores = false, have_throughput = false, have_ranks = false;
+  std::vector<std::string> hardware_keys;
   for (const auto& e : parse_ini(text, origin)) {
     const std::string where = at(origin, e);
+    if (e.section == "hardware") {
+      a.hardware.present = true;
+      hardware_keys.push_back(e.key);
+      auto positive = [&](double& field) {
+        char* end = nullptr;
+        const double v = std::strtod(e.value.c_str(), &end);
+        if (e.value.empty() || *end != '\0' || !(v > 0))
+          throw InputError(where + "[hardware] " + e.key + " = '" + e.value + "' is invalid: expected a number > 0");
+        field = v;
+      };
+      auto word = [&](std::string& field) {
+        if (e.value.empty() || !plain_word(e.value))
+          throw InputError(where + "[hardware] " + e.key + " = '" + e.value +
+                           "' is invalid: letters, digits and _ - . only");
+        field = e.value;
+      };
+      if (e.key == "gpu") word(a.hardware.gpu);
+      else if (e.key == "network") word(a.hardware.network);
+      else if (e.key == "gpu_memory_gb") positive(a.hardware.gpu_memory_gb);
+      else if (e.key == "gpu_peak_tflops") positive(a.hardware.gpu_peak_tflops);
+      else if (e.key == "nvlink_gbps") positive(a.hardware.nvlink_gbps);
+      else if (e.key == "network_gbps") positive(a.hardware.network_gbps);
+      else
+        throw InputError(where + "unknown key '" + e.key +
+                         "' in [hardware] (allowed: gpu gpu_memory_gb gpu_peak_tflops nvlink_gbps network_gbps network)");
+      continue;
+    }
+    if (e.section == "sources") {
+      a.sources.push_back(parse_source(origin, e));
+      continue;
+    }
     if (e.section == "allocation") {
       auto word = [&](std::string& field) {
         if (!plain_word(e.value))
@@ -134,7 +224,8 @@ Allocation parse_allocation(const std::string& text, const std::string& origin) 
       a.parameters.emplace_back(e.key, e.value);
       a.parameter_lines.push_back(e.line);
     } else {
-      throw InputError(where + "unknown section [" + e.section + "] (allowed: [allocation] [throughput] [parameters])");
+      throw InputError(where + "unknown section [" + e.section +
+                       "] (allowed: [allocation] [throughput] [parameters] [hardware] [sources])");
     }
   }
   if (!have_time) throw InputError(origin + ": [allocation] time_limit is missing (e.g. time_limit = 24:00:00)");
@@ -149,6 +240,11 @@ Allocation parse_allocation(const std::string& text, const std::string& origin) 
   if (a.signal_warning_s >= a.time_limit_s)
     throw InputError(origin + ": [allocation] signal_warning_s = " + std::to_string(a.signal_warning_s) +
                      " is invalid: must be shorter than time_limit = " + a.time_limit);
+  for (const std::string& key : hardware_keys) {
+    if (!a.source_of("hardware." + key))
+      throw InputError(origin + ": [hardware] " + key + " has no [sources] line (hardware." + key +
+                       " = URL verified YYYY-MM-DD, or unverified: note)");
+  }
   if (a.name.empty()) a.name = "allocation";
   return a;
 }

@@ -24,12 +24,36 @@
 //   model_flops_per_s_per_rank = 1.0e14   # sustained, in the paper's FLOPs model (Eq. 10)
 //   [parameters]
 //   train.device = cuda          # applied to every run on this allocation
+//   [hardware]                   # optional: what the planner's performance model starts from
+//   gpu = H100-SXM5-80GB         # model name (letters, digits, _ - .)
+//   gpu_memory_gb = 80           # per GPU
+//   gpu_peak_tflops = 989        # dense bf16 peak per GPU (no sparsity)
+//   nvlink_gbps = 450            # GPU-to-GPU inside a node, GB/s per GPU per direction (peak)
+//   network_gbps = 50            # between nodes, GB/s per GPU per direction (peak injection)
+//   network = ib-ndr400          # fabric name
+//   [sources]                    # where each fact comes from; required for every [hardware] key
+//   hardware.gpu_memory_gb = https://example.org/page verified 2026-12-02
+//   allocation.partition = unverified: what could not be checked and why
 #include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace finemoe::sweep {
+
+// The hardware facts of [hardware]; present = false without the section.
+struct Hardware {
+  bool present = false;
+  std::string gpu, network;
+  double gpu_memory_gb = 0, gpu_peak_tflops = 0, nvlink_gbps = 0, network_gbps = 0;
+};
+
+// One [sources] line: `section.key = URL verified YYYY-MM-DD` or `section.key = unverified: note`.
+struct FactSource {
+  std::string key;  // e.g. "hardware.gpu_memory_gb"
+  std::string url, verified_on;  // empty when unverified
+  std::string unverified;        // the note of an unverified fact
+};
 
 struct Allocation {
   std::string file;
@@ -51,6 +75,10 @@ struct Allocation {
   double model_flops_per_s_per_rank = 0;
   std::vector<std::pair<std::string, std::string>> parameters;  // key, value (with origin line)
   std::vector<int> parameter_lines;
+  Hardware hardware;
+  std::vector<FactSource> sources;
+  // The source line of a fact ("hardware.nvlink_gbps"), or nullptr.
+  const FactSource* source_of(const std::string& key) const;
 
   int cpus_per_rank() const { return ranks_per_node > 0 ? std::max(1, cores_per_node / ranks_per_node) : 1; }
 };

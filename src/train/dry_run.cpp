@@ -1,6 +1,7 @@
 // --dry-run: the model's tensors are registered (not allocated), so the counts are those of the
 // real model; the memory per rank is the closed-form prediction of train/memory_budget.h, the same
 // one finemoe-train checks at start-up.
+#include <cmath>
 #include <cstdio>
 
 #include "model/memory_plan.h"
@@ -48,6 +49,10 @@ int dry_run_typed(const CommandLine& cli, int world) {
   std::printf("  parameters/rank   %lld (of which experts %lld)\n", static_cast<long long>(local_params),
               static_cast<long long>(local_expert));
   std::printf("  memory per rank   %s\n", describe(budget).c_str());
+  if (budget.dropless_rows > 0)
+    std::printf("  expert rows/rank  at most %lld per MoE layer and micro-batch (dropless token choice: worst case, "
+                "every copy the expert group sends lands on this rank's experts)\n",
+                static_cast<long long>(std::llround(budget.dropless_rows)));
   if (cfg.train.device == "cpu" && available > 0)
     std::printf("                    %s here: %s (%s)\n", budget.total() <= available ? "fits" : "DOES NOT FIT",
                 format_bytes(available).c_str(), where.c_str());

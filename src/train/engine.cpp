@@ -236,6 +236,20 @@ StepResult TrainingEngine<T>::graph_step(int64_t step, double lr, const BatchSam
 }
 
 template <typename T>
+void TrainingEngine<T>::update_routing_biases() {
+  if (!cfg_.moe.enabled || !cfg_.moe.bias_balance()) return;
+  std::vector<MoeLayer<T>*> layers;
+  for (auto* ffn : model_->ffn_layers())
+    if (auto* moe = dynamic_cast<MoeLayer<T>*>(ffn); moe && moe->has_routing_bias()) layers.push_back(moe);
+  const size_t E = size_t(cfg_.n_experts());
+  // The step's routed tokens per (layer, expert), this rank's (on the host since the forward's count read).
+  std::vector<int64_t> load(layers.size() * E);
+  for (size_t b = 0; b < layers.size(); ++b) std::copy_n(layers[b]->routed_tokens().begin(), E, load.begin() + b * E);
+  grid_.world().all_reduce_sum(load.data(), load.size());
+  for (size_t b = 0; b < layers.size(); ++b) layers[b]->update_routing_bias(load.data() + b * E);
+}
+
+template <typename T>
 StepResult TrainingEngine<T>::step(int64_t step, double lr, const BatchSampler& data) {
   if (graph_mode_) return graph_step(step, lr, data);
   StepResult r = compute_gradients(step, data);
@@ -243,6 +257,7 @@ StepResult TrainingEngine<T>::step(int64_t step, double lr, const BatchSampler& 
   optimizer_watch_.start();
   r.grad_norm = sync_->global_norm();
   apply_update(step, lr, r.grad_norm);
+  update_routing_biases();
   optimizer_watch_.stop();
   // No wait here: records and checkpoints read the parameters through copy_to_host, which waits.
   return r;

@@ -84,6 +84,9 @@ class TrainingEngine {
 
  private:
   TokenBatch micro_batch(int m) const;
+  // moe.balance = bias: every MoE layer's bias step from the step's loads summed over the world
+  // (one host all-reduce of n_blocks x n_experts counts; no device wait).
+  void update_routing_biases();
 
   const Config& cfg_;
   ProcessGrid& grid_;

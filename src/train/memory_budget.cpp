@@ -1,6 +1,7 @@
 #include "train/memory_budget.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -78,6 +79,8 @@ MemoryBudget predict_memory(const Config& cfg, int world_size) {
   b.scratch = plan.category_total("scratch");
   b.communication = plan.category_total("communication");
   b.allowance = plan.category_total("allowance");
+  if (cfg.moe.enabled && cfg.moe.routing == "token_choice" && cfg.moe.capacity_factor == 0)
+    b.dropless_rows = max_expert_rows(cfg, std::max(1, world_size));
   return b;
 }
 
@@ -110,6 +113,9 @@ void check_memory_fits(const MemoryBudget& b, double available_bytes, const std:
   os << "error: the run needs about " << format_bytes(b.total()) << " per rank (" << describe(b) << "), but "
      << format_bytes(available_bytes) << " is available (" << where << "); lower " << parts[0].keys;
   if (parts[1].bytes > 0.1 * b.total()) os << ", or " << parts[1].keys;
+  if (b.dropless_rows > 0)
+    os << "; dropless token choice (moe.capacity_factor = 0) is planned for its worst case, "
+       << std::llround(b.dropless_rows) << " expert rows per rank and layer: a moe.capacity_factor > 0 bounds them";
   throw InputError(os.str());
 }
 

@@ -18,6 +18,7 @@ struct MemoryBudget {
   double scratch = 0;        // transient buffers: one block's working set, the logits' gradient, the batch
   double communication = 0;  // staged rows of the expert exchange (other ranks' copies)
   double allowance = 0;      // CUDA: context, cuBLAS workspace, NCCL buffers (stated, not counted)
+  double dropless_rows = 0;  // dropless token choice: the worst-case expert rows per layer (else 0)
   double total() const {
     return weights + gradients + optimizer + activations + scratch + communication + allowance;
   }

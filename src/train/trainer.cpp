@@ -120,7 +120,7 @@ ModelInfo Trainer<T>::model_info() const {
   m.E = cfg_.moe.enabled ? cfg_.moe.expansion_rate : 1;
   m.G = cfg_.moe.enabled ? cfg_.moe.granularity : 1;
   m.n_experts = cfg_.n_experts();
-  m.d_expert = cfg_.moe.enabled ? cfg_.d_expert() : 4 * cfg_.model.d_model;
+  m.d_expert = cfg_.moe.enabled ? cfg_.d_expert() : cfg_.d_ff();
   m.top_k = cfg_.moe.enabled && cfg_.moe.routing == "token_choice" ? cfg_.moe.effective_top_k() : 0;
   m.routing = cfg_.moe.enabled ? cfg_.moe.routing : "dense";
   m.vocab = cfg_.model.vocab;

@@ -1,4 +1,5 @@
-// Activations, AdamW, sum of squares and embedding on the GPU against their CPU references.
+// Activations (with SwiGLU), AdamW, sum of squares, embedding and the loss-free balancing's
+// selection scores on the GPU against their CPU references.
 #include <cuda_runtime_api.h>
 
 #include <cstring>
@@ -8,11 +9,15 @@
 #include "backend/cpu/activation.h"
 #include "backend/cpu/adamw.h"
 #include "backend/cpu/embedding.h"
+#include "backend/cpu/selection_bias.h"
+#include "backend/cpu/swiglu.h"
 #include "gpu_test_support.h"
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
 #include "kernels/bf16_storage.h"
 #include "kernels/embedding.h"
+#include "kernels/selection_bias.h"
+#include "kernels/swiglu.h"
 
 namespace finemoe::gpu_test {
 namespace {
@@ -90,6 +95,50 @@ TEST_F(ElementwiseKernels, Bf16StorageMatchesHostRoundingBitForBit) {
   cuda::pack_bf16(packed.data(), dev_nan.data(), 1);
   cuda::unpack_bf16(back.data(), packed.data(), 1);
   EXPECT_TRUE(std::isnan(back.download()[0]));
+}
+
+// Issue 20: SwiGLU, rows of [gate | up] (an odd width, so rows do not align with warps).
+TEST_F(ElementwiseKernels, SwigluFp32MatchesCpu) {
+  const int64_t rows = 301;
+  const int hidden = 37;
+  const auto x = random_vector(rows * 2 * hidden, 31, -4, 4), dy = random_vector(rows * hidden, 32);
+  std::vector<float> y(size_t(rows * hidden)), dx(x.size());
+  cpu::swiglu_forward(y.data(), x.data(), rows, hidden);
+  cpu::swiglu_backward(dx.data(), x.data(), dy.data(), rows, hidden);
+  auto dev_x = on_device(x), dev_dy = on_device(dy);
+  cuda::DeviceBuffer<float> dev_y(y.size()), dev_dx(dx.size());
+  cuda::swiglu_forward(dev_y.data(), dev_x.data(), rows, hidden);
+  cuda::swiglu_backward(dev_dx.data(), dev_x.data(), dev_dy.data(), rows, hidden);
+  EXPECT_LE(relative_max_error(dev_y.download(), y), kFp32Tolerance);
+  EXPECT_LE(relative_max_error(dev_dx.download(), dx), kFp32Tolerance);
+}
+
+TEST_F(ElementwiseKernels, SwigluBf16WithinRounding) {
+  const int64_t rows = 129;
+  const int hidden = 24;
+  const auto x = round_to_bf16(random_vector(rows * 2 * hidden, 33, -4, 4));
+  const auto dy = round_to_bf16(random_vector(rows * hidden, 34));
+  std::vector<float> y(size_t(rows * hidden)), dx(x.size());
+  cpu::swiglu_forward(y.data(), x.data(), rows, hidden);
+  cpu::swiglu_backward(dx.data(), x.data(), dy.data(), rows, hidden);
+  auto dev_x = on_device(to_bf16(x)), dev_dy = on_device(to_bf16(dy));
+  cuda::DeviceBuffer<bf16> dev_y(y.size()), dev_dx(dx.size());
+  cuda::swiglu_forward(dev_y.data(), dev_x.data(), rows, hidden);
+  cuda::swiglu_backward(dev_dx.data(), dev_x.data(), dev_dy.data(), rows, hidden);
+  expect_bf16_close(dev_y.download(), y);
+  expect_bf16_close(dev_dx.download(), dx);
+}
+
+TEST_F(ElementwiseKernels, SelectionBiasMatchesCpu) {
+  const int64_t rows = 1001;
+  const int n_experts = 24;
+  const auto probs = random_vector(rows * n_experts, 35, 0, 1), bias = random_vector(n_experts, 36, -0.1f, 0.1f);
+  std::vector<float> scores(probs.size());
+  cpu::add_selection_bias(scores.data(), probs.data(), bias.data(), rows, n_experts);
+  auto dev_probs = on_device(probs), dev_bias = on_device(bias);
+  cuda::DeviceBuffer<float> dev_scores(scores.size());
+  cuda::add_selection_bias(dev_scores.data(), dev_probs.data(), dev_bias.data(), rows, n_experts);
+  EXPECT_EQ(dev_scores.download(), scores) << "one float addition each: bit for bit";
 }
 
 TEST_F(ElementwiseKernels, AdamWMatchesCpu) {

@@ -78,7 +78,21 @@ std::vector<Case> step_cases() {
   token_choice.name = "token_choice";
   token_choice.routing = "token_choice";
   token_choice.capacity_factor = 1.25;
-  return {expert_choice, token_choice};
+  // Issue 20: a shared expert with swiglu experts (expert choice, G = 2, S = 1), and dropless
+  // token choice with loss-free balancing on a router skewed to one expert (GPU dropless path).
+  Case shared_swiglu;
+  shared_swiglu.name = "shared_swiglu";
+  shared_swiglu.shared_experts = 1;
+  shared_swiglu.activation = "swiglu";
+  shared_swiglu.group_size = 8;
+  Case dropless_bias;
+  dropless_bias.name = "dropless_bias";
+  dropless_bias.routing = "token_choice";
+  dropless_bias.capacity_factor = 0;
+  dropless_bias.shared_experts = 1;
+  dropless_bias.balance = "bias";
+  dropless_bias.router_skew = 4.0;
+  return {expert_choice, token_choice, shared_swiglu, dropless_bias};
 }
 
 TEST_F(GpuModel, OneStepMatchesCpu) {
@@ -87,9 +101,9 @@ TEST_F(GpuModel, OneStepMatchesCpu) {
     const Config cfg = make_config(c, "fp32");
     BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
     use(ComputeDevice::cpu);
-    const Trained<float> cpu = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+    const Trained<float> cpu = train<float>(cfg, MPI_COMM_SELF, 1, data, 1, c.router_skew);
     use(ComputeDevice::cuda);
-    const Trained<float> gpu = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+    const Trained<float> gpu = train<float>(cfg, MPI_COMM_SELF, 1, data, 1, c.router_skew);
     use(ComputeDevice::cpu);
     ASSERT_EQ(gpu.routed, cpu.routed) << "routing decisions of step 1 differ: the comparison needs the same ones";
     const double loss_diff = rel_scalar(gpu.loss[0], cpu.loss[0]);
@@ -104,7 +118,7 @@ TEST_F(GpuModel, OneStepMatchesCpu) {
     Config nccl_cfg = cfg;
     nccl_cfg.parallel.communicator = "nccl";
     use(ComputeDevice::cuda);
-    const Trained<float> nccl = train<float>(nccl_cfg, MPI_COMM_SELF, 1, data, 1);
+    const Trained<float> nccl = train<float>(nccl_cfg, MPI_COMM_SELF, 1, data, 1, c.router_skew);
     use(ComputeDevice::cpu);
     EXPECT_EQ(nccl.routed, gpu.routed) << "NCCL vs MPI communicators: routing";
     EXPECT_LE(tensor_diff(nccl, nccl.grads, gpu, gpu.grads, rel_norm<float>, &worst), 1e-6)

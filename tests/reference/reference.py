@@ -7,7 +7,8 @@ definitions in docs/moe.md and src/model/model.h, runs one forward and backward 
 autograd, and writes inputs, weights, logits, losses, routing counts and every parameter gradient
 to the reference file that tests/unit/reference compares finemoe with.
 
-Usage: reference.py INITIAL_STATE.h5 OUT.h5   (tests/reference/regenerate.sh runs both steps)
+Usage: reference.py [--add-missing] INITIAL_STATE.h5 OUT.h5   (tests/reference/regenerate.sh runs both
+steps; --add-missing appends only the cases OUT lacks and leaves the groups it has untouched)
 """
 import argparse
 import math
@@ -45,12 +46,25 @@ class Config:
         self.routing = a["moe.routing"]
         self.group_size = int(a["moe.group_size"])
         self.capacity_factor = Fraction(a["moe.capacity_factor"])  # exact: ceil() of an exact product
+        # Keys added after the first cases were written default to the model before them.
+        self.shared = int(a.get("moe.shared_experts", "0"))
+        self.balance = a.get("moe.balance", "aux_loss")
         top_k = int(a["moe.top_k"])
-        self.top_k = top_k if top_k > 0 else self.G
+        self.top_k = top_k if top_k > 0 else self.G - self.shared  # DeepSeekMoE: routed activation G - S
         self.output_layernorm = a["moe.output_layernorm"] == "true"
         self.aux_weight = float(a["moe.aux_loss_weight"])
         self.z_weight = float(a["moe.z_loss_weight"])
         self.n_experts = self.E * self.G
+
+
+def ffn(x, w1, w2, name):
+    """act(x w1) w2 with w1 [..., d, pre] and w2 [..., hidden, d]; swiglu: w1's columns are
+    [gate | up] (hidden each) and act = silu(gate) * up (Shazeer 2020)."""
+    pre = x @ w1
+    if name == "swiglu":
+        gate, up = pre.chunk(2, dim=-1)
+        return (F.silu(gate) * up) @ w2
+    return act(pre, name) @ w2
 
 
 def act(x, name):
@@ -100,7 +114,8 @@ def ceil_exact(x):
 def select_expert_choice(group, cfg, routing):
     """group [gs, n_experts] probabilities -> 0/1 mask: each expert's top-capacity tokens."""
     gs, n = group.shape
-    capacity = ceil_exact(Fraction(gs * cfg.G, n) * cfg.capacity_factor)
+    # The routed activation G - S: with shared experts the capacity shrinks to match.
+    capacity = ceil_exact(Fraction(gs * (cfg.G - cfg.shared), n) * cfg.capacity_factor)
     assert 1 <= capacity <= gs, capacity
     mask = np.zeros((gs, n))
     for e in range(n):
@@ -113,7 +128,8 @@ def select_expert_choice(group, cfg, routing):
 
 
 def select_token_choice(group, cfg, routing):
-    """group [gs, n_experts] -> 0/1 mask of the kept requests and the requests per expert (f)."""
+    """group [gs, n_experts] selection scores (the probabilities, plus the routing bias with
+    moe.balance = bias) -> 0/1 mask of the kept requests and the requests per expert (f)."""
     gs, n = group.shape
     k = cfg.top_k
     if cfg.capacity_factor == 0:
@@ -147,6 +163,9 @@ def moe(x, p, b, cfg, loss_scale, routing):
     aux = torch.zeros(())
     select = select_expert_choice if cfg.routing == "expert_choice" else select_token_choice
     probs_np = probs.detach().numpy()
+    if cfg.routing == "token_choice" and cfg.balance == "bias":
+        # Loss-free balancing: select on p + bias; the gates below stay p; no balance loss.
+        probs_np = probs_np + p[pre + "router_bias"].detach().numpy()
     mask = np.zeros((S, T, n))
     # A routing group: the tokens at one position of sequences [g gs, (g+1) gs), in sequence order.
     for g in range(S // gs):
@@ -154,7 +173,7 @@ def moe(x, p, b, cfg, loss_scale, routing):
         for t in range(T):
             m, requested = select(probs_np[rows, t, :], cfg, routing)
             mask[rows, t, :] = m
-            if cfg.routing == "token_choice" and cfg.aux_weight > 0:
+            if cfg.routing == "token_choice" and cfg.aux_weight > 0 and cfg.balance == "aux_loss":
                 f = torch.tensor(requested / (gs * cfg.top_k))  # a count: no gradient
                 P = probs[rows, t, :].mean(dim=0)
                 balance = n * (f * P).sum()
@@ -163,16 +182,27 @@ def moe(x, p, b, cfg, loss_scale, routing):
         aux = aux + cfg.z_weight * loss_scale * (torch.logsumexp(logits, dim=-1) ** 2).sum()
     gates = probs * torch.tensor(mask)  # [S, T, n]: the probability itself where selected, else 0
     # Every expert on every token, then weighted by the (mostly zero) gates.
-    hidden = act(torch.einsum("std,edh->esth", x, p[pre + "experts.w1"]), cfg.activation)
-    out = torch.einsum("esth,ehd->estd", hidden, p[pre + "experts.w2"])
+    w1, w2 = p[pre + "experts.w1"], p[pre + "experts.w2"]
+    out = torch.stack([ffn(x, w1[e], w2[e], cfg.activation) for e in range(n)])  # [n, S, T, d]
     y = torch.einsum("ste,estd->std", gates, out)
+    if cfg.shared > 0:
+        # S always-on experts of the routed width, weight 1, each computed on its own: finemoe
+        # stores them as one FFN of width S * d_expert (swiglu: [all gates | all ups]).
+        sw1, sw2 = p[pre + "shared.w1"], p[pre + "shared.w2"]
+        de = sw2.shape[0] // cfg.shared
+        for s in range(cfg.shared):
+            if cfg.activation == "swiglu":
+                cols = list(range(s * de, (s + 1) * de)) + list(range((cfg.shared + s) * de, (cfg.shared + s + 1) * de))
+            else:
+                cols = list(range(s * de, (s + 1) * de))
+            y = y + ffn(x, sw1[:, cols], sw2[s * de:(s + 1) * de, :], cfg.activation)
     if cfg.output_layernorm:
         y = layer_norm(y, p, pre + "out_ln")
     return y, aux
 
 
 def dense_ffn(x, p, b, cfg):
-    return act(x @ p[f"blocks.{b}.ffn.w1"], cfg.activation) @ p[f"blocks.{b}.ffn.w2"]
+    return ffn(x, p[f"blocks.{b}.ffn.w1"], p[f"blocks.{b}.ffn.w2"], cfg.activation)
 
 
 def forward(p, inputs, targets, cfg, loss_scale, routing):
@@ -219,7 +249,9 @@ def run_case(src, dst):
     weights, grads = dst.create_group("weights"), dst.create_group("grads")
     for n in names:
         weights.create_dataset(n, data=src["weights"][n][()])
-        grads.create_dataset(n, data=p[n].grad.numpy())
+        # A tensor outside autograd's graph (the routing bias: selection only) has gradient 0.
+        grad = p[n].grad if p[n].grad is not None else torch.zeros_like(p[n])
+        grads.create_dataset(n, data=grad.numpy())
     dst.create_dataset("logits", data=logits.detach().numpy())
     dst.attrs["loss"] = ce.item()  # mean cross-entropy over the tokens
     dst.attrs["aux_loss"] = aux.item()  # sum over layers of the weighted auxiliary losses
@@ -237,12 +269,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("initial_state", help="written by finemoe_reference_initial_state")
     parser.add_argument("out", help="the reference file (tests/reference/reference_state.h5)")
+    parser.add_argument("--add-missing", action="store_true",
+                        help="append the cases OUT lacks; the groups it has are not touched")
     args = parser.parse_args()
-    with h5py.File(args.initial_state, "r") as src, h5py.File(args.out, "w") as dst:
-        dst.attrs["generator"] = "tests/reference/reference.py (PyTorch autograd, float64)"
-        dst.attrs["torch_version"] = str(torch.__version__)
+    with h5py.File(args.initial_state, "r") as src, h5py.File(args.out, "a" if args.add_missing else "w") as dst:
+        if not args.add_missing:
+            dst.attrs["generator"] = "tests/reference/reference.py (PyTorch autograd, float64)"
+            dst.attrs["torch_version"] = str(torch.__version__)
         for name in src:
-            summary = run_case(src[name], dst.create_group(name))
+            if name in dst:
+                print(f"{name}: kept as it is", file=sys.stderr)
+                continue
+            group = dst.create_group(name)
+            group.attrs["torch_version"] = str(torch.__version__)
+            summary = run_case(src[name], group)
             print(f"{name}: {summary}", file=sys.stderr)
 
 

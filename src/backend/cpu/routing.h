@@ -13,7 +13,8 @@ struct RoutingShape {
   int group_size = 0;       // sequences per group
   int context = 0;          // positions per sequence
   int n_experts = 0;
-  int granularity = 1;      // expert choice: capacity = ceil(group_size * G / n_experts * factor)
+  int granularity = 1;      // expert choice: capacity = ceil(group_size * G / n_experts * factor); G here is
+                            // the routed granularity G - moe.shared_experts
   int top_k = 1;            // token choice
   double capacity_factor = 1;
   bool token_choice = false;

@@ -8,9 +8,9 @@
 namespace finemoe::moe {
 
 template <typename T>
-GroupedExperts<T>::GroupedExperts(int n_local, int d_model, int d_expert, cpu::Activation activation)
+GroupedExperts<T>::GroupedExperts(int n_local, int d_model, int d_expert, FfnActivation activation)
     : n_local_(n_local), d_model_(d_model), d_expert_(d_expert), activation_(activation),
-      offsets_(n_local + 1, 0) {}
+      d_pre_(activation.pre_width(d_expert)), offsets_(n_local + 1, 0) {}
 
 template <typename T>
 void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts, T* y,
@@ -18,19 +18,19 @@ void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std:
   FINEMOE_CHECK(counts.size() == size_t(n_local_), "expected " << n_local_ << " expert counts");
   for (int j = 0; j < n_local_; ++j) offsets_[j + 1] = offsets_[j] + counts[j];
   const int64_t rows = offsets_[n_local_];
-  T* h = hidden_.forward_buffer(size_t(rows) * d_expert_, scratch.hidden_work);
+  T* h = hidden_.forward_buffer(size_t(rows) * d_pre_, scratch.hidden_work);
   T* a = ensure_size(scratch.activated, size_t(rows) * d_expert_);
-  const int64_t w_size = int64_t(d_model_) * d_expert_;
-  const int dm = d_model_, de = d_expert_;
+  const int dm = d_model_, de = d_expert_, dp = d_pre_;
+  const int64_t w1_size = int64_t(dm) * dp, w2_size = int64_t(de) * dm;
   cpu::FlopScope flops(cpu::FlopCategory::ffn);
   // h = x W1, a = act(h), y = a W2, per expert.
   ops::grouped_gemm<T>(false, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, de, dm, x + r0 * dm, dm, w1 + j * w_size, de, h + r0 * de, de};
+    return ops::GemmProblem<T>{m, dp, dm, x + r0 * dm, dm, w1 + j * w1_size, dp, h + r0 * dp, dp};
   }), T(0));
-  ops::activation_forward<T>(a, h, rows * de, activation_);
+  ffn_activation_forward<T>(a, h, rows, de, activation_);
   hidden_.keep();
   ops::grouped_gemm<T>(false, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, dm, de, a + r0 * de, de, w2 + j * w_size, dm, y + r0 * dm, dm};
+    return ops::GemmProblem<T>{m, dm, de, a + r0 * de, de, w2 + j * w2_size, dm, y + r0 * dm, dm};
   }), T(0));
 }
 
@@ -38,27 +38,27 @@ template <typename T>
 void GroupedExperts<T>::backward(const T* w1, const T* w2, const T* x, const T* dy, T* dx, T* dw1, T* dw2,
                                  ExpertScratch<T>& scratch) {
   const int64_t rows = offsets_[n_local_];
-  T* da = ensure_size(scratch.dactivated, size_t(rows) * d_expert_);
-  T* dh = ensure_size(scratch.dhidden, size_t(rows) * d_expert_);
-  T* a = ensure_size(scratch.activated, size_t(rows) * d_expert_);
+  const int dm = d_model_, de = d_expert_, dp = d_pre_;
+  T* da = ensure_size(scratch.dactivated, size_t(rows) * de);
+  T* dh = ensure_size(scratch.dhidden, size_t(rows) * dp);
+  T* a = ensure_size(scratch.activated, size_t(rows) * de);
   const T* h = hidden_.restore(scratch.hidden_work);
-  const int64_t w_size = int64_t(d_model_) * d_expert_;
-  const int dm = d_model_, de = d_expert_;
-  ops::activation_forward<T>(a, h, rows * d_expert_, activation_);  // recomputed: cheaper than kept
+  const int64_t w1_size = int64_t(dm) * dp, w2_size = int64_t(de) * dm;
+  ffn_activation_forward<T>(a, h, rows, de, activation_);  // recomputed: cheaper than kept
   cpu::FlopScope flops(cpu::FlopCategory::ffn);
   // da = dy W2^T; dW2 += a^T dy; dh = act'(h) da; dW1 += x^T dh; dx = dh W1^T.
   ops::grouped_gemm<T>(false, true, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, de, dm, dy + r0 * dm, dm, w2 + j * w_size, dm, da + r0 * de, de};
+    return ops::GemmProblem<T>{m, de, dm, dy + r0 * dm, dm, w2 + j * w2_size, dm, da + r0 * de, de};
   }), T(0));
   ops::grouped_gemm<T>(true, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{de, dm, m, a + r0 * de, de, dy + r0 * dm, dm, dw2 + j * w_size, dm};
+    return ops::GemmProblem<T>{de, dm, m, a + r0 * de, de, dy + r0 * dm, dm, dw2 + j * w2_size, dm};
   }), T(1));
-  ops::activation_backward<T>(dh, h, da, rows * de, activation_);
+  ffn_activation_backward<T>(dh, h, da, rows, de, activation_);
   ops::grouped_gemm<T>(true, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{dm, de, m, x + r0 * dm, dm, dh + r0 * de, de, dw1 + j * w_size, de};
+    return ops::GemmProblem<T>{dm, dp, m, x + r0 * dm, dm, dh + r0 * dp, dp, dw1 + j * w1_size, dp};
   }), T(1));
   ops::grouped_gemm<T>(false, true, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, dm, de, dh + r0 * de, de, w1 + j * w_size, de, dx + r0 * dm, dm};
+    return ops::GemmProblem<T>{m, dm, dp, dh + r0 * dp, dp, w1 + j * w1_size, dp, dx + r0 * dm, dm};
   }), T(0));
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-// The local experts of one MoE layer: y = act(x W1_e) W2_e for the rows grouped per expert.
+// The local experts of one MoE layer: y = act(x W1_e) W2_e for the rows grouped per expert
+// (swiglu: W1_e has 2 d_expert columns [gate | up]).
 // Each product is one grouped GEMM over the experts (ops::grouped_gemm): on the CPU the experts run
 // in parallel, one BLAS thread each (at high granularity the per-expert GEMMs are small, and
 // threading inside them wastes most of the cores); on the GPU one batched cuBLAS call.
@@ -8,8 +9,8 @@
 
 #include "backend/compute.h"
 #include "backend/kept_activation.h"
-#include "backend/cpu/activation.h"
 #include "backend/ops.h"
+#include "model/layer_support.h"
 
 namespace finemoe::moe {
 
@@ -17,15 +18,16 @@ namespace finemoe::moe {
 // layers of a model (one layer runs at a time), so they cost one layer's worth, not n_blocks'.
 template <typename T>
 struct ExpertScratch {
-  DeviceBuffer<T> activated, dactivated, dhidden;  // [rows, d_expert]
-  DeviceBuffer<T> hidden_work;  // bf16 activation storage: the pre-activations in fp32
+  DeviceBuffer<T> activated, dactivated;  // [rows, d_expert]
+  DeviceBuffer<T> dhidden;                // [rows, pre_width(d_expert)]
+  DeviceBuffer<T> hidden_work;            // bf16 activation storage: the pre-activations in fp32
 };
 
 template <typename T>
 class GroupedExperts {
  public:
-  GroupedExperts(int n_local, int d_model, int d_expert, cpu::Activation activation);
-  // x: rows grouped per local expert, counts[j] rows for expert j; w1 [n_local, d_model, d_expert],
+  GroupedExperts(int n_local, int d_model, int d_expert, FfnActivation activation);
+  // x: rows grouped per local expert, counts[j] rows for expert j; w1 [n_local, d_model, pre_width],
   // w2 [n_local, d_expert, d_model]; y: same rows as x. Keeps only the hidden pre-activations.
   void forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts, T* y,
                ExpertScratch<T>& scratch);
@@ -40,10 +42,11 @@ class GroupedExperts {
   const std::vector<ops::GemmProblem<T>>& per_expert(const MakeProblem& make);
 
   int n_local_, d_model_, d_expert_;
-  cpu::Activation activation_;
+  FfnActivation activation_;
+  int d_pre_;  // columns of W1 and of the pre-activations
   std::vector<int64_t> offsets_;  // first row of each local expert; offsets_[n_local_] = rows
   std::vector<ops::GemmProblem<T>> problems_;
-  KeptActivation<T> hidden_;  // [rows, d_expert], kept for backward
+  KeptActivation<T> hidden_;  // [rows, d_pre_], kept for backward
 };
 
 }  // namespace finemoe::moe

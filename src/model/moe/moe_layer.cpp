@@ -4,6 +4,7 @@
 #include <string>
 
 #include "backend/cpu/blas.h"
+#include "backend/cpu/selection_bias.h"
 #include "backend/ops.h"
 #include "model/layer_support.h"
 #include "model/moe/expert_exchange.h"
@@ -18,7 +19,7 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
     : d_model_(cfg.model.d_model),
       n_experts_(cfg.moe.expansion_rate * cfg.moe.granularity),
       n_local_(n_experts_ / ep_size),
-      granularity_(cfg.moe.granularity),
+      granularity_(cfg.moe.routed_granularity()),
       group_size_(cfg.moe.group_size),
       top_k_(cfg.moe.effective_top_k()),
       capacity_factor_(cfg.moe.capacity_factor),
@@ -42,18 +43,28 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
   const std::string prefix = "blocks." + std::to_string(block) + ".moe.";
   const double scale = cfg.model.init_scale;
   const int d = d_model_, de = cfg.d_expert();
+  const FfnActivation activation = parse_activation(cfg.model.activation);
   // Router: the same scaled truncated normal as every weight matrix, fan_in = d_model.
   router_ = store.add({prefix + "router", {d, n_experts_}, ParamGroup::replicated, fan_in_init(scale, d), block});
   const int64_t first = int64_t(ep_rank) * n_local_;
-  w1_ = store.add({prefix + "experts.w1", {n_local_, d, de}, ParamGroup::expert, fan_in_init(scale, d), block,
-                   first});
-  // The paper: the second matrix uses the dense FFN's fan_in d_ff = 4 d_model, independent of G.
-  w2_ = store.add({prefix + "experts.w2", {n_local_, de, d}, ParamGroup::expert, fan_in_init(scale, 4 * d),
+  w1_ = store.add({prefix + "experts.w1", {n_local_, d, activation.pre_width(de)}, ParamGroup::expert,
+                   fan_in_init(scale, d), block, first});
+  // The paper: the second matrix uses the dense FFN's fan_in d_ff (4 d_model), independent of G.
+  w2_ = store.add({prefix + "experts.w2", {n_local_, de, d}, ParamGroup::expert, fan_in_init(scale, cfg.d_ff()),
                    block, first});
+  if (cfg.moe.bias_balance()) {
+    bias_rate_ = cfg.moe.bias_rate;
+    ParamSpec bias{prefix + "router_bias", {n_experts_}, ParamGroup::replicated, ParamInit::zeros(), block};
+    bias.weight_decay = false;
+    router_bias_ = store.add(bias);
+  }
+  if (cfg.moe.shared_experts > 0)
+    shared_ = std::make_unique<DenseFeedForward<T>>(store, prefix + "shared.", block, d, cfg.moe.shared_experts * de,
+                                                    activation, scale, cfg.d_ff());
   if (cfg.moe.output_layernorm) out_ln_ = std::make_unique<LayerNorm<T>>(store, prefix + "out_ln", block, d);
   FINEMOE_CHECK(cfg.moe.routing == "token_choice" || cfg.moe.routing == "expert_choice",
                 "moe.routing = '" << cfg.moe.routing << "'");
-  balance_ = token_choice_ && aux_weight_ > 0;
+  balance_ = token_choice_ && aux_weight_ > 0 && !cfg.moe.bias_balance();
   aux_sum_.resize(1);
   reset_stats();
 }
@@ -67,6 +78,17 @@ void MoeLayer<T>::reset_stats() {
   expert_watch_.reset();
   combine_watch_.reset();
   if (dispatcher_) dispatcher_->reset_exchange_stats();
+}
+
+template <typename T>
+void MoeLayer<T>::update_routing_bias(const int64_t* world_load) {
+  FINEMOE_CHECK(bias_rate_ > 0, "update_routing_bias without moe.balance = bias");
+  std::vector<T> delta(static_cast<size_t>(n_experts_));
+  cpu::selection_bias_step(delta.data(), world_load, n_experts_, bias_rate_);
+  T* device_delta = ensure_size(scratch_->bias_delta, size_t(n_experts_));
+  copy_to_device(device_delta, delta.data(), delta.size());
+  T* bias = store_.value(router_bias_);
+  ops::add(bias, bias, device_delta, n_experts_);
 }
 
 template <typename T>
@@ -198,10 +220,18 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
                                 ensure_size(scratch.dlogits, size_t(tokens_) * n_experts_), aux_sum_.data());
   const T* group_probs = routing_group_probs(batch);
   shape_ = routing_shape(buffer_seqs_, my_first_seq_, batch.n_seq);
+  // Loss-free balancing: select on probabilities + bias; the gates below stay the probabilities.
+  const T* selection_scores = group_probs;
+  if (bias_rate_ > 0) {
+    const int64_t buffer_rows = int64_t(buffer_seqs_) * context_;
+    T* scores = ensure_size(scratch.selection_scores, size_t(buffer_rows) * n_experts_);
+    ops::add_selection_bias(scores, group_probs, store_.value(router_bias_), buffer_rows, n_experts_);
+    selection_scores = scores;
+  }
   const size_t max_copies = size_t(shape_.max_copies());
   int32_t* requested = balance_ ? ensure_size(requested_, size_t(shape_.slots()) * n_experts_) : nullptr;
   const size_t workspace = moe::routing::workspace_bytes(shape_);
-  moe::routing::route_tokens(group_probs, probs, shape_, ensure_size(copy_row_, max_copies),
+  moe::routing::route_tokens(selection_scores, probs, shape_, ensure_size(copy_row_, max_copies),
                              ensure_size(copy_expert_, max_copies), ensure_size(copy_gate_, max_copies),
                              ensure_size(counts_device_, 2 * size_t(n_experts_)), requested,
                              ensure_size(routing_workspace_, workspace), workspace);
@@ -230,6 +260,14 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
     moe::combine_from_experts(*dispatcher_, y_expert, copy_row_.data(), copy_gate_.data(), d, y_staged, combined);
   });
   y_expert_.keep();
+  if (shared_) {  // every token, weight 1, before the output LayerNorm
+    expert_watch_.start();
+    cpu::FlopScope flops(cpu::FlopCategory::ffn);
+    T* shared_out = ensure_size(scratch.shared_rows, size_t(tokens_) * d);
+    shared_->forward(x, shared_out, batch);
+    ops::add(combined, combined, shared_out, tokens_ * d);
+    expert_watch_.stop();
+  }
   if (out_ln_) {
     y_combined_.keep();
     out_ln_->forward(combined, y, tokens_);
@@ -271,6 +309,14 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
     ops::fill_zero(dx, tokens_ * d);
     moe::scatter_add_from_experts(*dispatcher_, dx_expert, copy_row_.data(), d, dx_staged, dx);
   });
+  if (shared_) {
+    expert_watch_.start();
+    cpu::FlopScope flops(cpu::FlopCategory::ffn);
+    T* shared_dx = ensure_size(scratch.shared_rows, size_t(tokens_) * d);
+    shared_->backward(dcombined, shared_dx);
+    ops::add(dx, dx, shared_dx, tokens_ * d);
+    expert_watch_.stop();
+  }
 
   router_watch_.start();
   const size_t n_probs = size_t(tokens_) * n_experts_;

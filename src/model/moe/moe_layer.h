@@ -22,6 +22,7 @@
 #include "backend/kept_activation.h"
 #include "backend/ops.h"
 #include "config/config.h"
+#include "model/dense_ffn.h"
 #include "model/feed_forward.h"
 #include "model/layer_norm.h"
 #include "model/moe/dispatcher.h"
@@ -40,6 +41,9 @@ struct MoeScratch {
   moe::ExpertScratch<T> experts;
   DeviceBuffer<T> dy_combined, dy_staged, dy_expert, dx_expert, dx_staged, dgate, dprobs, dlogits;
   DeviceBuffer<double> unused_sum;  // [1]: the z-loss recomputed in backward adds its value here
+  DeviceBuffer<T> shared_rows;      // [tokens, d_model]: the shared experts' output, then their dx
+  DeviceBuffer<T> selection_scores;  // [routing buffer rows, n_experts]: probabilities + bias (moe.balance = bias)
+  DeviceBuffer<T> bias_delta;        // [n_experts]: the bias step, copied from the host
   // bf16 activation storage: fp32 working copies of the kept tensors (backend/kept_activation.h).
   DeviceBuffer<T> x_work, y_expert_work, y_combined_work;
 };
@@ -49,7 +53,13 @@ class MoeLayer final : public FeedForwardLayer<T> {
  public:
   // Registers blocks.{block}.moe.router [d_model, n_experts] (replicated),
   // blocks.{block}.moe.experts.w1 [n_local, d_model, d_expert] and .w2 [n_local, d_expert, d_model]
-  // (experts ep_rank * n_local onwards) and, with moe.output_layernorm, blocks.{block}.moe.out_ln.
+  // (experts ep_rank * n_local onwards; swiglu: w1 [n_local, d_model, 2 d_expert]), with
+  // moe.shared_experts = S > 0 blocks.{block}.moe.shared.w1 [d_model, S d_expert (x2 swiglu)] and .w2
+  // [S d_expert, d_model] (replicated: every rank computes them on its own tokens) and, with
+  // moe.output_layernorm, blocks.{block}.moe.out_ln; with moe.balance = bias
+  // blocks.{block}.moe.router_bias [n_experts] (replicated, zero-initialised, never given a gradient
+  // nor decayed, so AdamW leaves it exactly as it is; moved only by update_routing_bias; kept in
+  // checkpoints like every tensor).
   // comms.expert_group must have ep_size ranks; it may be null with ep_size > 1 only to register
   // parameters (dry run): forward then fails.
   // scratch: shared with the model's other MoE layers; null gives the layer its own.
@@ -70,6 +80,13 @@ class MoeLayer final : public FeedForwardLayer<T> {
   }
   const FeedForwardStats& stats() override;
   void reset_stats() override;
+  // Tokens per global expert routed from this rank since reset_stats() (host; no wait).
+  const std::vector<int64_t>& routed_tokens() const { return stats_.expert_tokens; }
+  // moe.balance = bias, after an optimizer step: router_bias += bias_rate * sign(mean - load) with
+  // `world_load` [n_experts] summed over the world and the step (the same on every rank, so the
+  // bias stays identical). One transfer to the device, no wait.
+  void update_routing_bias(const int64_t* world_load);
+  bool has_routing_bias() const { return bias_rate_ > 0; }
 
   // The token copies of the last forward in send order (global expert order): local token row,
   // global expert and routing weight of each, read to the host (one transfer each; for tests).
@@ -107,7 +124,9 @@ class MoeLayer final : public FeedForwardLayer<T> {
   bool token_choice_;
   double aux_weight_, z_weight_;
   ParameterStore<T>& store_;
-  ParamHandle router_, w1_, w2_;
+  ParamHandle router_, w1_, w2_, router_bias_;
+  double bias_rate_ = 0;  // > 0: moe.balance = bias
+  std::unique_ptr<DenseFeedForward<T>> shared_;  // the S shared experts as one FFN of width S d_expert
   std::unique_ptr<LayerNorm<T>> out_ln_;
   MoeComms comms_;
   std::unique_ptr<moe::TokenDispatcher<T>> dispatcher_;

@@ -11,6 +11,9 @@
 //     that stalls is reported by the watchdog (parallel.watchdog_s), naming the missing rank, and
 //     the job ends within bounded time.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -268,6 +271,42 @@ TEST_F(TrainSystem, ResumeIsBitExactAndRelayoutMatches) {
   EXPECT_LE(param_diff, 1e-10) << worst;
   std::printf("2 -> 4 ranks (EP 2 -> 4): max rel. diff losses %.1e, final parameters %.1e (%s)\n", loss_diff,
               param_diff, worst.c_str());
+}
+
+// Issue 20: a shared expert, swiglu and loss-free balancing (its bias is model state moved outside
+// the optimizer): 40 steps straight == 20 + resume + 20, losses and checkpoint files bit for bit,
+// and the bias has moved (it is in replicated.bin; the balancer's per-layer imbalance is logged).
+TEST_F(TrainSystem, ResumeWithSharedExpertSwigluAndBiasBalancingIsBitExact) {
+  const std::string options =
+      "--moe.shared_experts=1 --model.activation=swiglu --moe.balance=bias --moe.bias_rate=0.01 ";
+  const Result straight = run(tiny("straight", options), 2);
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const Result first = run(tiny("halves", options + "--train.stop_after=20"), 2);
+  ASSERT_EQ(first.exit_code, 75) << first.output;
+  const Result second = run(tiny("halves", options + "--resume --train.stop_after=20"), 2);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  RunRecordReader a((dir_ / "straight" / "record.h5").string());
+  RunRecordReader b((dir_ / "halves" / "record.h5").string());
+  EXPECT_EQ(b.check().state, RecordState::completed) << b.check().reason;
+  EXPECT_EQ(losses(a.train()), losses(b.train())) << "losses bit for bit";
+  expect_same_data_files(dir_ / "straight" / "checkpoints" / "step_40", dir_ / "halves" / "checkpoints" / "step_40");
+  const auto params = read_checkpoint(dir_ / "straight" / "checkpoints" / "step_40");
+  for (const char* bias : {"blocks.0.moe.router_bias", "blocks.1.moe.router_bias"}) {
+    ASSERT_TRUE(params.count(bias)) << bias << " not in the checkpoint";
+    double moved = 0;
+    for (double v : params.at(bias)) moved = std::max(moved, std::abs(v));
+    EXPECT_GT(moved, 0.0) << bias << " never moved";
+  }
+  EXPECT_TRUE(params.count("blocks.0.moe.shared.w1")) << "the shared expert is in the checkpoint";
+  // The record's per-block load imbalance: max / mean of that row's expert_load.
+  for (const TrainRow& row : b.train()) {
+    ASSERT_EQ(row.load_imbalance.size(), 2u) << "step " << row.step;
+    for (int blk = 0; blk < 2; ++blk) {
+      const auto block_load = row.expert_load.begin() + blk * 8;
+      const double total = double(std::accumulate(block_load, block_load + 8, int64_t(0)));
+      EXPECT_DOUBLE_EQ(row.load_imbalance[size_t(blk)], double(*std::max_element(block_load, block_load + 8)) * 8 / total);
+    }
+  }
 }
 
 TEST_F(TrainSystem, SigkillLeavesReadableRecordAndResumeCompletes) {

@@ -22,9 +22,11 @@ struct Budget {
   int n_blocks = 0, micro_batches = 0, n_experts = 0, world = 1;
 };
 
-Budget measure(const std::string& routing, int n_blocks, int micro_batches, const Corpus& corpus) {
+Budget measure(const std::string& routing, int n_blocks, int micro_batches, const Corpus& corpus,
+               const std::string& balance = "aux_loss") {
   Case c;
   c.routing = routing;
+  c.balance = balance;
   c.batch = 16;
   c.micro = c.batch / micro_batches;
   Config cfg = make_config(c, "fp32");
@@ -69,6 +71,19 @@ TEST_P(HostSyncBudget, TokenChoiceReadsTheCountsOncePerLayerAndMicroBatch) {
   const int64_t count_bytes = b.n_experts * int64_t(sizeof(int64_t)) * (b.world > 1 ? 2 : 1);
   EXPECT_EQ(b.step.to_host_bytes, 2 * 2 * int64_t(sizeof(double)) + layer_reads * count_bytes);
   EXPECT_EQ(b.step.to_device_calls, 2 * micro_batches);
+}
+
+// Issue 20, moe.balance = bias: the same waits as token choice with the balance loss (the loads are
+// on the host since the count reads); the bias step adds one transfer to the device per MoE layer
+// per step (its +-rate vector), which does not wait.
+TEST_P(HostSyncBudget, BiasBalancingAddsOneTransferToTheDevicePerLayerAndNoWait) {
+  Corpus corpus;
+  const auto [n_blocks, micro_batches] = GetParam();
+  const Budget b = measure("token_choice", n_blocks, micro_batches, corpus, "bias");
+  const int64_t layer_reads = int64_t(n_blocks) * micro_batches;
+  EXPECT_EQ(b.step.host_waits, kStepReads + layer_reads) << n_blocks << " blocks, " << micro_batches << " micro-batches";
+  EXPECT_EQ(b.step.to_host_calls, kStepReads + layer_reads);
+  EXPECT_EQ(b.step.to_device_calls, 2 * micro_batches + n_blocks) << "tokens per micro-batch, one bias step per layer";
 }
 
 INSTANTIATE_TEST_SUITE_P(BlocksAndMicroBatches, HostSyncBudget,

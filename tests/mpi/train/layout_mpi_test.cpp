@@ -43,9 +43,20 @@ Corpus* Layouts::corpus_ = nullptr;
 void Layouts::check_float64(const Case& c) {
   const Config ref_cfg = make_config(c, "fp64");
   BatchSampler data(corpus_->data(), kContext, ref_cfg.train.seed, kTrainStream);
-  const Trained<double> ref = train<double>(ref_cfg, MPI_COMM_SELF, 1, data, c.steps);
+  const Trained<double> ref = train<double>(ref_cfg, MPI_COMM_SELF, 1, data, c.steps, c.router_skew);
   if (c.expect_drops) {
     ASSERT_GT(ref.dropped, 0) << c.name << ": the case must drop tokens";
+  }
+  if (c.router_skew > 0 && c.capacity_factor == 0) {  // dropless: nothing caps expert 0
+    const int64_t n_experts = ref_cfg.n_experts();
+    for (size_t b = 0; b * n_experts < ref.expert_load.size(); ++b) {
+      int64_t total = 0;
+      for (int64_t e = 0; e < n_experts; ++e) total += ref.expert_load[b * n_experts + e];
+      ASSERT_GT(2 * ref.expert_load[b * n_experts], total) << c.name << ": expert 0 must take most tokens (block " << b << ")";
+      if (world_rank() == 0)
+        std::printf("  %-16s block %zu: expert 0 takes %lld of %lld routed tokens at step 1\n", c.name.c_str(), b,
+                    (long long)ref.expert_load[b * n_experts], (long long)total);
+    }
   }
   if (c.expect_idle_expert) {
     ASSERT_GT(std::count(ref.expert_load.begin(), ref.expert_load.end(), 0), 0)
@@ -64,7 +75,7 @@ void Layouts::check_float64(const Case& c) {
     ctx.world_size = w;
     ctx.check_data_files = false;
     ASSERT_NO_THROW(validate_config(cfg, ctx));
-    const Trained<double> par = train<double>(cfg, comm, ep, data, c.steps);
+    const Trained<double> par = train<double>(cfg, comm, ep, data, c.steps, c.router_skew);
     MPI_CHECK(MPI_Comm_free(&comm));
 
     double loss_diff = 0, aux_diff = 0, norm_diff = 0;
@@ -95,7 +106,7 @@ void Layouts::check_float64(const Case& c) {
 void Layouts::check_float32(const Case& c) {
   const Config ref_cfg = make_config(c, "fp32");
   BatchSampler data(corpus_->data(), kContext, ref_cfg.train.seed, kTrainStream);
-  const Trained<float> ref = train<float>(ref_cfg, MPI_COMM_SELF, 1, data, 1);
+  const Trained<float> ref = train<float>(ref_cfg, MPI_COMM_SELF, 1, data, 1, c.router_skew);
   for (const auto& [w, ep] : kLayouts) {
     if (w > world_size()) continue;
     MPI_Comm comm = sub_world(w);
@@ -103,7 +114,7 @@ void Layouts::check_float32(const Case& c) {
     SCOPED_TRACE(c.name + ": world " + std::to_string(w) + ", EP " + std::to_string(ep));
     Config cfg = make_config(c, "fp32");
     cfg.parallel.expert_parallel = ep;
-    const Trained<float> par = train<float>(cfg, comm, ep, data, 1);
+    const Trained<float> par = train<float>(cfg, comm, ep, data, 1, c.router_skew);
     MPI_CHECK(MPI_Comm_free(&comm));
     EXPECT_EQ(par.routed, ref.routed) << "routing decisions at step 1";
     EXPECT_EQ(par.expert_load, ref.expert_load) << "tokens per expert at step 1";
@@ -166,6 +177,73 @@ Case token_choice_idle_experts() {
   c.expect_idle_expert = true;
   return c;
 }
+
+// Issue 20. Expert choice with a shared expert and swiglu experts: G = 2, S = 1 (capacity
+// ceil(8 * 1 / 8) = 1 per expert and slot), groups of 8 over micro-batches of 8 (spanning ranks).
+Case expert_choice_shared_swiglu() {
+  Case c;
+  c.name = "ec_shared_swiglu";
+  c.shared_experts = 1;
+  c.activation = "swiglu";
+  c.group_size = 8;
+  c.micro = 8;
+  return c;
+}
+
+// Token choice with a shared expert and swiglu: G = 4 (16 experts of width 8), S = 1, top-3,
+// capacity factor 0.5: tokens are dropped; groups of 8 span ranks at world 4.
+Case token_choice_shared_swiglu_drops() {
+  Case c;
+  c.name = "tc_shared_swiglu";
+  c.routing = "token_choice";
+  c.G = 4;
+  c.shared_experts = 1;
+  c.activation = "swiglu";
+  c.group_size = 8;
+  c.capacity_factor = 0.5;
+  c.expect_drops = true;
+  return c;
+}
+
+// Dropless token choice with heavily skewed routing: expert 0 takes most tokens of every block at
+// step 1 (skew_router), so at EP 2 and 4 one rank receives most rows; G = 2, S = 1 (top-1), 8
+// experts, micro-batches of 8 (accumulated).
+Case token_choice_dropless_skewed() {
+  Case c;
+  c.name = "tc_dropless_skew";
+  c.routing = "token_choice";
+  c.shared_experts = 1;
+  c.capacity_factor = 0;
+  c.group_size = 4;
+  c.micro = 8;
+  c.activation = "gelu";
+  c.router_skew = 4.0;
+  return c;
+}
+
+// Loss-free balancing (moe.balance = bias) on a skewed router, top-2 with drops and a shared
+// expert: the bias moves every step from world-summed loads and must stay identical on every rank
+// and layout (it is compared with the parameters); groups of 8 span ranks at world 4.
+Case token_choice_bias_balance() {
+  Case c;
+  c.name = "tc_bias_balance";
+  c.routing = "token_choice";
+  c.G = 4;
+  c.shared_experts = 2;
+  c.balance = "bias";
+  c.bias_rate = 0.01;
+  c.group_size = 8;
+  c.capacity_factor = 1.0;
+  c.router_skew = 1.0;
+  c.expect_drops = true;
+  return c;
+}
+
+TEST_F(Layouts, TokenChoiceBiasBalancingSkewedRouter) { check_float64(token_choice_bias_balance()); }
+TEST_F(Layouts, ExpertChoiceSharedExpertSwiglu) { check_float64(expert_choice_shared_swiglu()); }
+TEST_F(Layouts, TokenChoiceSharedExpertSwigluDrops) { check_float64(token_choice_shared_swiglu_drops()); }
+TEST_F(Layouts, TokenChoiceDroplessSkewedRouting) { check_float64(token_choice_dropless_skewed()); }
+TEST_F(Layouts, Float32TokenChoiceSharedExpertSwiglu) { check_float32(token_choice_shared_swiglu_drops()); }
 
 TEST_F(Layouts, ExpertChoiceGroupsInsideRanks) { check_float64(expert_choice_local()); }
 TEST_F(Layouts, ExpertChoiceGroupsSpanningRanksWithAccumulation) {

@@ -42,6 +42,11 @@ struct Case {
   int top_k = 0;
   bool output_layernorm = true;
   double init_scale = 0.1;
+  int shared_experts = 0;
+  std::string activation = "relu";
+  double router_skew = 0;  // skew_router(): > 0 sends most tokens to expert 0
+  std::string balance = "aux_loss";
+  double bias_rate = 1e-3;
   bool expect_drops = false;
   bool expect_idle_expert = false;
   int steps = kSteps;
@@ -92,6 +97,10 @@ inline Config make_config(const Case& c, const std::string& precision) {
   cfg.model.context = kContext;
   cfg.model.vocab = kVocab;
   cfg.model.init_scale = c.init_scale;
+  cfg.model.activation = c.activation;
+  cfg.moe.shared_experts = c.shared_experts;
+  cfg.moe.balance = c.balance;
+  cfg.moe.bias_rate = c.bias_rate;
   cfg.moe.routing = c.routing;
   cfg.moe.expansion_rate = c.E;
   cfg.moe.granularity = c.G;
@@ -130,10 +139,29 @@ struct Trained {
   int64_t requested = 0, dropped = 0;
 };
 
+// Skews every MoE layer's router towards expert 0 at initialisation, the same on every layout (both
+// tensors are replicated): blocks.*.ln2.bias[0] = 3 and router[0][0] = skew, so expert 0's logit
+// gains skew * (3 + the normalised feature 0), about 3 skew for most tokens.
 template <typename T>
-Trained<T> train(const Config& cfg, MPI_Comm comm, int ep, const BatchSampler& data, int steps) {
+void skew_router(ParameterStore<T>& store, double skew) {
+  auto set = [&](const std::string& suffix, T value) {
+    for (int i = 0; i < store.count(); ++i) {
+      const ParamSpec& s = store.spec(i);
+      if (s.name.size() < suffix.size() || s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+        continue;
+      copy_to_device(store.values(s.group).data() + store.offset(i), &value, 1);  // element [0] / [0][0]
+    }
+  };
+  set(".ln2.bias", T(3));
+  set(".moe.router", T(skew));
+}
+
+template <typename T>
+Trained<T> train(const Config& cfg, MPI_Comm comm, int ep, const BatchSampler& data, int steps,
+                 double router_skew = 0) {
   ProcessGrid grid(comm, ep);
   TrainingEngine<T> engine(cfg, grid);
+  if (router_skew > 0) skew_router(engine.store(), router_skew);
   LrSchedule schedule(cfg.train.lr, cfg.train.final_lr, cfg.train.warmup_fraction, cfg.total_steps());
   Trained<T> out;
   auto& store = engine.store();

@@ -22,9 +22,11 @@ double normal(uint64_t seed, uint64_t index) {
 }
 
 std::string write_record(const std::string& dir, const std::string& name, const Shape& shape, int64_t E,
-                         int64_t G, double D, double loss) {
+                         int64_t G, double D, double loss,
+                         const std::vector<std::pair<std::string, std::string>>& config) {
   const std::string path = dir + "/" + name + ".h5";
   RunInfo run;
+  run.config = config;
   run.command_line = "synthetic";
   run.moe_enabled = E > 0;
   run.backend = "cpu";

@@ -27,9 +27,11 @@ int64_t total_params(const Shape& s, int64_t E);
 // Standard normal draw number `index` of stream `seed` (Box-Muller on counter-based uniforms).
 double normal(uint64_t seed, uint64_t index);
 
-// One completed record at dir/name.h5 with /final eval_loss = loss; moe = (E > 0).
+// One completed record at dir/name.h5 with /final eval_loss = loss; moe = (E > 0); `config`: the
+// record's config.* attributes (none by default, as records before they were read).
 std::string write_record(const std::string& dir, const std::string& name, const Shape& shape, int64_t E,
-                         int64_t G, double D, double loss);
+                         int64_t G, double D, double loss,
+                         const std::vector<std::pair<std::string, std::string>>& config = {});
 
 // The grid (6 x 5 x 4 = 120 MoE runs at E = 64, or 6 x 4 dense runs) in memory, losses from the
 // law times (1 + noise * z); token budgets paper_token_budgets() unless given.

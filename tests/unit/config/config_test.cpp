@@ -92,6 +92,63 @@ TEST(Config, ValidationNamesOriginKeyValueAndRule) {
   }
 }
 
+// Issue 20: the swiglu width 8 d / (3 G) to the nearest multiple of 8 (halves up), at least 8.
+TEST(Config, SwigluWidthRoundsToTheNearestMultipleOfEight) {
+  struct Row { int d, G, width; };
+  for (const Row r : {Row{16, 1, 40}, Row{16, 2, 24}, Row{64, 1, 168}, Row{64, 4, 40}, Row{768, 8, 256},
+                      Row{16, 8, 8}, Row{12, 1, 32}, Row{9, 2, 16}, Row{1, 1, 8}}) {
+    const double exact = 8.0 * r.d / (3.0 * r.G);
+    EXPECT_EQ(ffn_hidden_width(r.d, r.G, "swiglu"), r.width) << "d " << r.d << " G " << r.G << " (8d/3G = " << exact << ")";
+    if (r.width == 8) {
+      EXPECT_LE(exact, 12.0) << "the minimum, or the nearest multiple of 8";
+    } else {
+      EXPECT_LE(std::abs(r.width - exact), 4.0) << "within half a step of 8";
+    }
+  }
+  EXPECT_EQ(ffn_hidden_width(64, 4, "relu"), 64);
+  EXPECT_EQ(ffn_hidden_width(64, 4, "gelu"), 64);
+}
+
+TEST(Config, SharedExpertsOutsideZeroToGMinusOneAreRefused) {
+  for (const char* bad : {"--moe.shared_experts=4", "--moe.shared_experts=-1"}) {
+    auto cli = parse({"--train.steps=1", "--moe.granularity=4", bad});
+    ValidationContext ctx;
+    ctx.check_data_files = false;
+    try {
+      validate_config(cli.config, ctx);
+      FAIL() << bad << ": no error";
+    } catch (const InputError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("moe.shared_experts"), std::string::npos) << m;
+      EXPECT_NE(m.find("must be in [0, moe.granularity - 1 = 3]"), std::string::npos) << m;
+    }
+  }
+  auto ok = parse({"--train.steps=1", "--moe.granularity=4", "--moe.shared_experts=3", "--moe.routing=token_choice"});
+  ValidationContext ctx;
+  ctx.check_data_files = false;
+  EXPECT_NO_THROW(validate_config(ok.config, ctx));
+}
+
+TEST(Config, BiasBalancingWithExpertChoiceIsRefused) {
+  ValidationContext ctx;
+  ctx.check_data_files = false;
+  auto bad = parse({"--train.steps=1", "--moe.routing=expert_choice", "--moe.balance=bias"});
+  try {
+    validate_config(bad.config, ctx);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("moe.balance = bias"), std::string::npos) << m;
+    EXPECT_NE(m.find("token_choice only"), std::string::npos) << m;
+  }
+  auto rate = parse({"--train.steps=1", "--moe.routing=token_choice", "--moe.balance=bias", "--moe.bias_rate=0"});
+  EXPECT_THROW(validate_config(rate.config, ctx), InputError);
+  auto unknown = parse({"--train.steps=1", "--moe.routing=token_choice", "--moe.balance=sinkhorn"});
+  EXPECT_THROW(validate_config(unknown.config, ctx), InputError);
+  auto ok = parse({"--train.steps=1", "--moe.routing=token_choice", "--moe.balance=bias"});
+  EXPECT_NO_THROW(validate_config(ok.config, ctx));
+}
+
 TEST(Config, DefaultsAreValidApartFromData) {
   auto cli = parse({"--train.steps=1"});
   ValidationContext ctx;

@@ -109,7 +109,9 @@ TEST(AttentionLayer, GradientMatchesFiniteDifferences) {
 }
 
 TEST(DenseFeedForwardLayer, GradientMatchesFiniteDifferences) {
-  for (auto act : {cpu::Activation::relu, cpu::Activation::gelu}) {
+  // swiglu: the gated activation (backend/cpu/swiglu.h) through the layer, W1 [6, 48].
+  for (FfnActivation act : {FfnActivation(cpu::Activation::relu), FfnActivation(cpu::Activation::gelu),
+                            FfnActivation::swiglu()}) {
     ParameterStore<double> store;
     const int d = 6, d_ff = 24;
     DenseFeedForward<double> ffn(store, 0, d, d_ff, act, 1.0);
@@ -129,7 +131,9 @@ TEST(DenseFeedForwardLayer, GradientMatchesFiniteDifferences) {
     x = x_saved;
     const auto ex = check_gradient(x.data(), x.size(), dx.data(), loss);
     EXPECT_LT(ex.rel_error, kFdTolerance);
-    test::record_error(act == cpu::Activation::relu ? "relu_max_rel_error" : "gelu_max_rel_error",
+    test::record_error(act.gated                                  ? "swiglu_max_rel_error"
+                       : act.elementwise == cpu::Activation::relu ? "relu_max_rel_error"
+                                                                  : "gelu_max_rel_error",
                        std::max(ex.rel_error, check_store(store, loss)));
   }
 }

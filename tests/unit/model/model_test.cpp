@@ -11,7 +11,9 @@
 
 #include "backend/cpu/blas.h"
 #include "finite_difference.h"
+#include "model/dense_ffn.h"
 #include "model/model.h"
+#include "model/moe/moe_layer.h"
 #include "util/check.h"
 
 namespace finemoe {
@@ -398,6 +400,57 @@ TEST(ModelCounts, MoeMatchesPaperFormulas) {
       EXPECT_EQ(c.other, 0);
     }
   }
+}
+
+// Issue 20: shared experts and swiglu, counted from the tensors the real layers register, against
+// closed forms. With S shared experts (DeepSeekMoE) the routed activation is G - S, so N_active is
+// that of the same G without them: 12 d^2 per block for relu, 4 d^2 + 3 G d w(G) for swiglu.
+TEST(ModelCounts, SharedExpertsAndSwigluMatchClosedForms) {
+  const double d = 32, L = 2;
+  for (const std::string activation : {"relu", "swiglu"}) {
+    for (const std::string routing : {"expert_choice", "token_choice"}) {
+      for (int S : {0, 1, 3}) {
+        Config cfg;
+        cfg.model.d_model = 32;
+        cfg.model.n_blocks = 2;
+        cfg.model.n_heads = 4;
+        cfg.model.activation = activation;
+        cfg.moe.expansion_rate = 2;
+        cfg.moe.granularity = 4;
+        cfg.moe.shared_experts = S;
+        cfg.moe.routing = routing;
+        ParameterStore<double> store;
+        Model<double> model(cfg, store, [&](int b, ParameterStore<double>& s) {
+          return make_moe_layer<double>(cfg, b, s, MoeComms{}, 0, 1);
+        });
+        const ModelCounts c = model.counts();
+        const double G = 4, E = 2;
+        const double w = activation == "swiglu" ? 8 * std::round(8 * d / (3 * G) / 8) : 4 * d / G;  // 24 or 32
+        const double per_expert = (activation == "swiglu" ? 3 : 2) * d * w;
+        SCOPED_TRACE(activation + " " + routing + " S=" + std::to_string(S));
+        EXPECT_EQ(cfg.d_expert(), int(w));
+        EXPECT_EQ(double(c.shared_experts), S * per_expert * L);
+        EXPECT_EQ(double(c.experts), E * G * per_expert * L);
+        EXPECT_EQ(double(c.n_total()), (4 * d * d + (E * G + S) * per_expert) * L);
+        EXPECT_EQ(double(c.n_active()), (4 * d * d + G * per_expert) * L);
+        if (activation == "relu") {
+          EXPECT_EQ(double(c.n_active()), 12 * d * d * L);
+        }
+        EXPECT_EQ(c.flops_per_token(), 6 * double(c.n_active()) + 14 * d * E * G * L);
+      }
+    }
+  }
+  // The dense swiglu FFN: d_ff = round8(8 * 32 / 3) = 88, three matrices.
+  Config dense;
+  dense.model.d_model = 32;
+  dense.model.n_blocks = 2;
+  dense.model.n_heads = 4;
+  dense.model.activation = "swiglu";
+  dense.moe.enabled = false;
+  ParameterStore<double> store;
+  Model<double> model(dense, store, [&](int b, ParameterStore<double>& s) { return make_dense_ffn<double>(dense, b, s); });
+  EXPECT_EQ(dense.d_ff(), 88);
+  EXPECT_EQ(double(model.counts().ffn), 3 * d * 88 * L);
 }
 
 TEST(GemmFlops, ForwardBackwardMatchesAnalyticCount) {

@@ -56,6 +56,55 @@ std::vector<ReferenceCase> reference_cases() {
   dense.train.seed = 13;
   cases.push_back({"dense", dense, 4});
 
+  // Issue 20's options (added to the file later; the cases above stay as they were written).
+  // Shared expert with expert choice and swiglu: G = 2, S = 1 (routed activation 1: capacity
+  // ceil(4 * 1 / 4) = 1 of each group of 4), expert width round8(8 * 16 / 6) = 24.
+  Config shared_ec = tiny_model();
+  shared_ec.moe.routing = "expert_choice";
+  shared_ec.moe.shared_experts = 1;
+  shared_ec.model.activation = "swiglu";
+  shared_ec.train.seed = 14;
+  cases.push_back({"shared_expert_choice_swiglu", shared_ec, 8});
+
+  // Shared expert with token choice: E = 2, G = 4 (8 experts of width 16), S = 1, top-3,
+  // capacity ceil(0.75 * 4 * 3 / 8) = 2: drops; balance and z-loss; GELU.
+  Config shared_tc = tiny_model();
+  shared_tc.moe.routing = "token_choice";
+  shared_tc.moe.granularity = 4;
+  shared_tc.moe.shared_experts = 1;
+  shared_tc.moe.capacity_factor = 0.75;
+  shared_tc.moe.output_layernorm = false;
+  shared_tc.moe.aux_loss_weight = 0.05;
+  shared_tc.moe.z_loss_weight = 0.01;
+  shared_tc.model.activation = "gelu";
+  shared_tc.train.seed = 15;
+  cases.push_back({"shared_token_choice", shared_tc, 8});
+
+  // Token choice with swiglu experts and two shared experts (G = 4, S = 2: top-2), dropping.
+  Config swiglu_tc = shared_tc;
+  swiglu_tc.moe.shared_experts = 2;
+  swiglu_tc.moe.capacity_factor = 1.0;  // capacity ceil(4 * 2 / 8) = 1
+  swiglu_tc.model.activation = "swiglu";
+  swiglu_tc.train.seed = 16;
+  cases.push_back({"swiglu_token_choice_two_shared", swiglu_tc, 8});
+
+  // Dense swiglu: d_ff = round8(8 * 16 / 3) = 40.
+  Config dense_swiglu = tiny_model();
+  dense_swiglu.moe.enabled = false;
+  dense_swiglu.model.activation = "swiglu";
+  dense_swiglu.train.seed = 17;
+  cases.push_back({"dense_swiglu", dense_swiglu, 4});
+
+  // Loss-free balancing: token choice top-2 of 4 experts with drops; selection on p + bias (a
+  // non-zero bias, ReferenceCase::router_bias_scale), gates p, no balance loss, z-loss 0.01.
+  Config bias_tc = tiny_model();
+  bias_tc.moe.routing = "token_choice";
+  bias_tc.moe.balance = "bias";
+  bias_tc.moe.capacity_factor = 0.75;
+  bias_tc.moe.z_loss_weight = 0.01;
+  bias_tc.train.seed = 18;
+  cases.push_back({"bias_token_choice", bias_tc, 8, 0.02});
+
   for (ReferenceCase& c : cases) {
     c.config.train.batch_size = c.n_seq;
     c.config.train.micro_batch = c.n_seq;
@@ -87,6 +136,20 @@ std::vector<int32_t> reference_tokens(const ReferenceCase& c, const std::string&
   for (size_t i = 0; i < tokens.size(); ++i)
     tokens[i] = std::min(vocab - 1, static_cast<int>(uniform_open(key, i) * vocab));
   return tokens;
+}
+
+void allocate_reference_weights(const ReferenceCase& c, ParameterStore<double>& store) {
+  store.allocate(c.config.train.seed);
+  if (c.router_bias_scale == 0) return;
+  const std::string suffix = ".moe.router_bias";
+  for (int i = 0; i < store.count(); ++i) {
+    const ParamSpec& s = store.spec(i);
+    if (s.name.size() < suffix.size() || s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    std::vector<double> bias(size_t(s.numel()));
+    for (size_t e = 0; e < bias.size(); ++e) bias[e] = c.router_bias_scale * double(int(7 * e % 5) - 2) / 2;
+    copy_to_device(store.values(s.group).data() + store.offset(i), bias.data(), bias.size());
+  }
 }
 
 std::unique_ptr<Model<double>> make_reference_model(const Config& cfg, ParameterStore<double>& store) {

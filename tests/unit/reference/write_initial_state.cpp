@@ -38,7 +38,7 @@ void write_case(h5::File& file, const ReferenceCase& c) {
 
   ParameterStore<double> store;
   const auto model = make_reference_model(c.config, store);
-  store.allocate(c.config.train.seed);
+  allocate_reference_weights(c, store);
   std::vector<std::string> names;
   h5::Group weights = group.create_group("weights");
   for (int i = 0; i < store.count(); ++i) {

@@ -287,6 +287,45 @@ TEST(Allocation, ParsesAndChecks) {
   EXPECT_EQ(shell_quote("it's"), "'it'\\''s'");
 }
 
+// [hardware] and [sources] (issue 18): values parsed, every hardware fact needs a source line,
+// sources must be 'URL verified YYYY-MM-DD' or 'unverified: note' and name a known fact.
+TEST(Allocation, HardwareFactsNeedSources) {
+  const std::string base = "[allocation]\ncores_per_node = 64\ngpus_per_node = 4\ntime_limit = 1:00:00\n"
+                           "[throughput]\nmodel_flops_per_s_per_rank = 1e14\n";
+  const std::string hw = "[hardware]\ngpu = A100-SXM4-40GB\ngpu_memory_gb = 40\nnvlink_gbps = 300\n";
+  const std::string src = "[sources]\nhardware.gpu = https://x.org/a verified 2026-12-02\n"
+                          "hardware.gpu_memory_gb = https://x.org/a verified 2026-12-02\n"
+                          "hardware.nvlink_gbps = unverified: not read\n";
+  const Allocation a = parse_allocation(base + hw + src, "a.ini");
+  EXPECT_TRUE(a.hardware.present);
+  EXPECT_EQ(a.hardware.gpu, "A100-SXM4-40GB");
+  EXPECT_EQ(a.hardware.gpu_memory_gb, 40);
+  EXPECT_EQ(a.hardware.nvlink_gbps, 300);
+  ASSERT_NE(a.source_of("hardware.gpu_memory_gb"), nullptr);
+  EXPECT_EQ(a.source_of("hardware.gpu_memory_gb")->verified_on, "2026-12-02");
+  EXPECT_EQ(a.source_of("hardware.nvlink_gbps")->unverified, "not read");
+  EXPECT_FALSE(parse_allocation(base, "a.ini").hardware.present);
+  auto err = [](const std::string& text) {
+    try {
+      parse_allocation(text, "a.ini");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(err(base + hw).find("[hardware] gpu has no [sources] line"), std::string::npos);
+  EXPECT_NE(err(base + hw + src + "[hardware]\nnetwork_gbps = 25\n").find("network_gbps has no [sources]"),
+            std::string::npos);
+  EXPECT_NE(err(base + "[hardware]\ntflops = 3\n").find("unknown key 'tflops' in [hardware]"), std::string::npos);
+  EXPECT_NE(err(base + "[hardware]\ngpu_memory_gb = -1\n").find("a number > 0"), std::string::npos);
+  EXPECT_NE(err(base + "[sources]\nhardware.gpu = https://x.org verified yesterday\n").find("URL verified YYYY-MM-DD"),
+            std::string::npos);
+  EXPECT_NE(err(base + "[sources]\nhardware.gpu = x.org verified 2026-12-02\n").find("URL verified YYYY-MM-DD"),
+            std::string::npos);
+  EXPECT_NE(err(base + "[sources]\nhardware.colour = unverified: x\n").find("names no fact"), std::string::npos);
+  EXPECT_NE(err(base + "[sources]\nallocation.partition = unverified:\n").find("needs a note"), std::string::npos);
+}
+
 // The committed sweeps expand on both committed allocations; the demo and tiny sweeps have the
 // shapes the tests and the demo rely on.
 TEST(CommittedInputs, EverySweepExpandsOnEveryAllocation) {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "model/memory_plan.h"
 #include "model/model.h"
 #include "train/engine.h"
 #include "train/memory_budget.h"
@@ -84,6 +85,38 @@ TEST(MemoryBudget, RefusalNamesTheKeysOfTheLargestPart) {
   } catch (const InputError& e) {
     EXPECT_EQ(std::string(e.what()).find("lower train.micro_batch or train.batch_size"), std::string(e.what()).find("lower "))
         << e.what();
+  }
+}
+
+// Issue 20: dropless token choice is planned for the rows a rank can receive at worst: with EP
+// ranks each sending its tokens * k copies, at most tokens * min(k, n_experts / EP) per source
+// (one copy per token and local expert). The refusal says so and names moe.capacity_factor.
+TEST(MemoryBudget, DroplessTokenChoiceIsPlannedForItsWorstCaseAndRefusedWithTheBound) {
+  Config cfg;
+  cfg.moe.routing = "token_choice";
+  cfg.moe.capacity_factor = 0;
+  cfg.moe.expansion_rate = 8;
+  cfg.moe.granularity = 4;  // 32 experts, k = 4
+  cfg.train.batch_size = 32;
+  cfg.parallel.expert_parallel = 4;
+  const int world = 8;  // EP 4 x DP 2: 4 sequences, 256 tokens per rank
+  const double tokens = 32.0 / world * cfg.model.context;
+  EXPECT_EQ(max_expert_rows(cfg, world), 4 * tokens * std::min(4.0, 32.0 / 4));
+  cfg.moe.top_k = 12;  // more than the 8 local experts: one copy per token and local expert
+  EXPECT_EQ(max_expert_rows(cfg, world), 4 * tokens * 8);
+  const MemoryBudget dropless = predict_memory(cfg, world);
+  EXPECT_EQ(dropless.dropless_rows, 4 * tokens * 8);
+  Config capped = cfg;
+  capped.moe.capacity_factor = 1.0;
+  EXPECT_EQ(predict_memory(capped, world).dropless_rows, 0);
+  try {
+    check_memory_fits(dropless, dropless.total() / 2, "half of it");
+    ADD_FAILURE() << "no refusal";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("moe.capacity_factor = 0"), std::string::npos) << what;
+    EXPECT_NE(what.find(std::to_string(int64_t(4 * tokens * 8)) + " expert rows per rank and layer"), std::string::npos)
+        << what;
   }
 }
 
