@@ -258,16 +258,18 @@ struct Precision {
 
 std::vector<Precision> precisions(const Options& o) {
   std::vector<Precision> out;
-  for (const std::string& n : string_list(o, "precision", "bf16,tf32,fp32")) {
+  for (const std::string& n : string_list(o, "precision", "trainer-bf16,bf16,tf32,fp32")) {
     Precision pr;
     pr.name = n;
-    if (n == "bf16") {
+    if (n == "trainer-bf16") {
+      pr.p.bf16_math = true;  // what a bf16 training run runs: fp32 buffers, bf16 tensor-core inputs
+    } else if (n == "bf16") {
       pr.p.inputs = GemmDType::bf16;  // bf16 storage, fp32 accumulation, bf16 results
       pr.p.output = GemmDType::bf16;
     } else if (n == "tf32") {
       pr.p.allow_tf32 = true;
     } else if (n != "fp32") {
-      throw std::invalid_argument("--precision: bf16, tf32 or fp32, got " + n);
+      throw std::invalid_argument("--precision: trainer-bf16, bf16, tf32 or fp32, got " + n);
     }
     out.push_back(pr);
   }
@@ -276,7 +278,7 @@ std::vector<Precision> precisions(const Options& o) {
 
 // Relative-error bounds of a checked product against the double reference (its inputs as stored).
 double tolerance(const Precision& p) {
-  if (p.p.inputs == GemmDType::bf16) return 3e-2;  // bf16 hidden layer and output
+  if (p.p.inputs == GemmDType::bf16 || p.p.bf16_math) return 3e-2;  // bf16 inputs (and hidden layer, output)
   return p.p.allow_tf32 ? 5e-3 : 1e-4;
 }
 

@@ -15,10 +15,10 @@
 
 #define FINEMOE_BENCH_GPU_USAGE                                                                               \
   "  gpu-expert-gemm [--G 1,2,4,8,16,32,64] [--d-model 1024] [--tokens 8192] [--E 8]\n"                        \
-  "               [--precision bf16,tf32,fp32] [--paths grouped,batched,loop] [--token-counts equal|multinomial]\n" \
+  "               [--precision trainer-bf16,bf16,tf32,fp32] [--paths grouped,batched,loop] [--token-counts equal|multinomial]\n" \
   "  gpu-alltoall [--rows-per-expert 1,4,16,64,256,1024] [--experts 64] [--d-model 1024] [--G 8] [--dtype f32,bf16]\n" \
   "  gpu-preflight\n"                                                                                           \
-  "  gpu-peak     [--size 4096,8192,16384] [--precision bf16,tf32,fp32] [--copy-mib 2048]\n"                  \
+  "  gpu-peak     [--size 4096,8192,16384] [--precision trainer-bf16,bf16,tf32,fp32] [--copy-mib 2048]\n"     \
   "               (gpu-*: CUDA builds, a CUDA device; --device N, --reps 20, --warmup 3, --sample-ms 2)\n"
 
 namespace finemoe::bench {

@@ -1,6 +1,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/device_util.cuh"
 #include "kernels/embedding.h"
+#include "kernels/sorted_scatter.h"
 
 namespace finemoe::cuda {
 namespace {
@@ -13,14 +14,6 @@ __global__ void forward_kernel(float* out, const int32_t* tokens, const float* w
     const int64_t r = idx / d;
     const int i = int(idx % d);
     out[idx] = wte[int64_t(tokens[r]) * d + i] + wpe[(r % context) * d + i];
-  }
-}
-
-__global__ void token_backward_kernel(float* dwte, const float* dout, const int32_t* tokens, int64_t rows, int d) {
-  const int64_t n = rows * d;
-  for (int64_t idx = thread_id(); idx < n; idx += thread_count()) {
-    const int64_t r = idx / d;
-    atomicAdd(dwte + int64_t(tokens[r]) * d + idx % d, dout[idx]);
   }
 }
 
@@ -47,8 +40,8 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
                         int context, int d, cudaStream_t stream) {
   const int64_t rows = int64_t(n_seq) * context;
   if (rows == 0 || d == 0) return;
-  token_backward_kernel<<<grid_for(rows * d), kThreads, 0, stream>>>(dwte, dout, tokens, rows, d);
-  CUDA_CHECK_LAUNCH();
+  // The rows of one token id summed in row order (deterministic; cpu::embedding_backward's order).
+  sorted_scatter_add<float>(dout, tokens, nullptr, rows, d, dwte, stream);
   position_backward_kernel<<<grid_for(int64_t(context) * d), kThreads, 0, stream>>>(dwpe, dout, n_seq, context, d);
   CUDA_CHECK_LAUNCH();
 }

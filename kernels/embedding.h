@@ -10,8 +10,8 @@ namespace finemoe::cuda {
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int n_seq,
                        int context, int d, cudaStream_t stream = 0);
 
-// Accumulates (+=) dout into dwte and dwpe. dwpe is summed in a fixed order; dwte rows shared by
-// several tokens are summed with atomics (order, hence rounding, may vary between runs).
+// Accumulates (+=) dout into dwte and dwpe, both in a fixed order (the same result on every run):
+// dwpe over the sequences in order, dwte's rows of one token id in row order (kernels/sorted_scatter.h).
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int n_seq,
                         int context, int d, cudaStream_t stream = 0);
 

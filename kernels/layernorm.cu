@@ -56,11 +56,12 @@ __global__ void input_backward_kernel(T* dinp, const T* dout, const T* inp, cons
 }
 
 // Block (32, 8): 32 columns, 8 row lanes; a grid row covers a slice of the rows. The 8 row lanes
-// are summed in shared memory, the slices with atomics.
+// are summed in shared memory into the slice's partial sums, and sum_partials_kernel adds the
+// slices in order: a fixed order, so the same result on every run (no atomics).
 constexpr int kRowLanes = 8;
 template <typename T>
-__global__ void param_backward_kernel(float* dweight, float* dbias, const T* dout, const T* inp,
-                                      const float* mean, const float* rstd, int64_t rows, int cols) {
+__global__ void param_backward_kernel(float* partials, const T* dout, const T* inp, const float* mean,
+                                      const float* rstd, int64_t rows, int cols) {
   __shared__ float sw[kRowLanes][32], sb[kRowLanes][32];
   const int c = blockIdx.x * 32 + threadIdx.x;
   float dw = 0, db = 0;
@@ -79,8 +80,21 @@ __global__ void param_backward_kernel(float* dweight, float* dbias, const T* dou
       dw += sw[j][threadIdx.x];
       db += sb[j][threadIdx.x];
     }
-    atomicAdd(dweight + c, dw);
-    atomicAdd(dbias + c, db);
+    partials[int64_t(blockIdx.y) * 2 * cols + c] = dw;
+    partials[int64_t(blockIdx.y) * 2 * cols + cols + c] = db;
+  }
+}
+
+// dweight[c] += the slices' partial sums in slice order, dbias likewise.
+__global__ void sum_partials_kernel(float* dweight, float* dbias, const float* partials, int slices, int cols) {
+  for (int64_t c = thread_id(); c < cols; c += thread_count()) {
+    float dw = 0, db = 0;
+    for (int s = 0; s < slices; ++s) {
+      dw += partials[int64_t(s) * 2 * cols + c];
+      db += partials[int64_t(s) * 2 * cols + cols + c];
+    }
+    dweight[c] += dw;
+    dbias[c] += db;
   }
 }
 }  // namespace
@@ -103,8 +117,14 @@ void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, co
   CUDA_CHECK_LAUNCH();
   const dim3 block(32, kRowLanes);
   const dim3 grid((cols + 31) / 32, unsigned(std::clamp<int64_t>(rows / 64, 1, 1024)));
-  param_backward_kernel<T><<<grid, block, 0, stream>>>(dweight, dbias, dout, inp, mean, rstd, rows, cols);
+  // Stream-ordered scratch for the slices' partial sums (no host wait; allowed under graph capture).
+  float* partials = nullptr;
+  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials), size_t(grid.y) * 2 * cols * sizeof(float), stream));
+  param_backward_kernel<T><<<grid, block, 0, stream>>>(partials, dout, inp, mean, rstd, rows, cols);
   CUDA_CHECK_LAUNCH();
+  sum_partials_kernel<<<grid_for(cols), kThreads, 0, stream>>>(dweight, dbias, partials, int(grid.y), cols);
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cudaFreeAsync(partials, stream));
 }
 
 #define FINEMOE_LAYERNORM(T)                                                                              \

@@ -1,6 +1,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/device_util.cuh"
 #include "kernels/permute.h"
+#include "kernels/sorted_scatter.h"
 
 namespace finemoe::cuda {
 namespace {
@@ -12,16 +13,6 @@ __global__ void gather_kernel(const T* x, const int32_t* rows, int64_t n, int wi
   for (int64_t idx = thread_id(); idx < total; idx += thread_count()) {
     const int64_t c = idx / width;
     out[idx] = x[int64_t(rows[c]) * width + idx % width];
-  }
-}
-
-template <typename T>
-__global__ void combine_kernel(const T* back, const int32_t* rows, const float* gate, int64_t n, int width,
-                               float* y) {
-  const int64_t total = n * width;
-  for (int64_t idx = thread_id(); idx < total; idx += thread_count()) {
-    const int64_t c = idx / width;
-    atomicAdd(y + int64_t(rows[c]) * width + idx % width, gate[c] * to_float(back[idx]));
   }
 }
 
@@ -46,14 +37,6 @@ __global__ void combine_backward_kernel(const T* dy, const T* back, const int32_
   }
 }
 
-template <typename T>
-__global__ void scatter_add_kernel(const T* dout, const int32_t* rows, int64_t n, int width, float* dx) {
-  const int64_t total = n * width;
-  for (int64_t idx = thread_id(); idx < total; idx += thread_count()) {
-    const int64_t c = idx / width;
-    atomicAdd(dx + int64_t(rows[c]) * width + idx % width, to_float(dout[idx]));
-  }
-}
 }  // namespace
 
 template <typename T>
@@ -66,9 +49,7 @@ void gather_rows(const T* x, const int32_t* rows, int64_t n, int width, T* out, 
 template <typename T>
 void combine_rows(const T* back, const int32_t* rows, const float* gate, int64_t n, int width, float* y,
                   cudaStream_t stream) {
-  if (n == 0 || width == 0) return;
-  combine_kernel<T><<<grid_for(n * width), kThreads, 0, stream>>>(back, rows, gate, n, width, y);
-  CUDA_CHECK_LAUNCH();
+  sorted_scatter_add<T>(back, rows, gate, n, width, y, stream);
 }
 
 template <typename T>
@@ -82,9 +63,7 @@ void combine_rows_backward(const T* dy, const T* back, const int32_t* rows, cons
 
 template <typename T>
 void scatter_add_rows(const T* dout, const int32_t* rows, int64_t n, int width, float* dx, cudaStream_t stream) {
-  if (n == 0 || width == 0) return;
-  scatter_add_kernel<T><<<grid_for(n * width), kThreads, 0, stream>>>(dout, rows, n, width, dx);
-  CUDA_CHECK_LAUNCH();
+  sorted_scatter_add<T>(dout, rows, nullptr, n, width, dx, stream);
 }
 
 #define FINEMOE_PERMUTE(T)                                                                                  \

@@ -2,8 +2,9 @@
 // Permute / unpermute of MoE token copies on the device; references: gather_rows, combine_rows,
 // combine_rows_backward and scatter_add_rows in src/model/moe/dispatcher.h (same argument order).
 // Row data (x, back, dy, dout, out, dback) are float or bf16; gates and the scatter-add targets
-// (y, dx, dgate) are fp32, summed with atomics (the order of copies of one token may vary, and with
-// it the last bits). With T = float the arguments are the CPU's.
+// (y, dx, dgate) are fp32. The scatter-adds are deterministic (kernels/sorted_scatter.h): the copies
+// of a token are added in ascending copy order, as the CPU loop does. With T = float the arguments
+// are the CPU's.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 

@@ -3,13 +3,16 @@
 # end and go on where they can:
 #   1 pre-flight   nvidia-smi, driver and runtime versions, a 1 GiB cudaMalloc, a bf16 cuBLAS GEMM
 #   2 kernels      every CUDA kernel and cuBLAS wrapper against its CPU reference, the NCCL communicator
-#   3 step         the fp32 step against the CPU (routing compared exactly), device residency and host
-#                  waits, the expert-choice micro-batch captured as a CUDA graph
+#   3 step         the fp32 step against the CPU (routing compared exactly), the bf16-storage step
+#                  against the CPU's, device residency and host waits, the expert-choice micro-batch
+#                  captured as a CUDA graph
+#   7 cudnn        (runs after 3, also with --quick) libcudnn's presence and version; cuDNN's fused
+#                  attention against the cuBLAS path (kernel and whole step); SKIP without cuDNN
 #   4 shared GPU   2 ranks sharing the GPU through the host-staged MPI path against 1 rank
 #   5 bf16         bf16 against fp32 over 200 steps
 #   6 throughput   the GPU benchmarks, MFU of the h100-100m model at G 1 and 8 and the PyTorch peer
 #                  (skipped with a message where the image's Python lacks torch)
-#   scripts/gpu-check.sh [--quick] [RESULTS_DIR]   --quick: stages 1-3 only. Uses the prebuilt bundle
+#   scripts/gpu-check.sh [--quick] [RESULTS_DIR]   --quick: stages 1-3 and 7 only. Uses the prebuilt bundle
 #       in $FINEMOE_GPU_BUNDLE (default .gpu-bundle) when it has binaries, else builds here. Writes
 #       summary.txt (a line per stage, as each ends), gpu-check.log and results.tar.gz (stage logs and
 #       JSON) into RESULTS_DIR (default $OUT when set, else bench/results/gpu-<UTC time>).
@@ -79,6 +82,13 @@ if [ "${1:-}" = "--bundle" ]; then
       -DCMAKE_CUDA_ARCHITECTURES="${FINEMOE_CUDA_ARCHS:-90}" > /dev/null
   mapfile -t targets < <(cmake --build "$build" --target help | grep -oE 'finemoe_gpu_[A-Za-z0-9_]+' | sort -u)
   targets+=(finemoe-bench finemoe-train)
+  # cuDNN's attention is compiled in where cudnn-frontend's headers are (scripts/install-deps.sh);
+  # libcudnn itself is never carried: the GPU image's is loaded at run time.
+  frontend=$(sed -n 's/^FINEMOE_CUDNN_FRONTEND_INCLUDE:[A-Z]*=//p' "$build/CMakeCache.txt")
+  case "$frontend" in
+    ""|*NOTFOUND) log "cuDNN attention: NOT built (no cudnn-frontend headers: pip install nvidia-cudnn-frontend)" ;;
+    *) log "cuDNN attention: built with cudnn-frontend from $frontend" ;;
+  esac
   log "building ${targets[*]} for sm_${FINEMOE_CUDA_ARCHS:-90}"
   cmake --build "$build" -j "${FINEMOE_BUILD_JOBS:-$(nproc)}" --target "${targets[@]}"
   rm -rf "${dir:?}/bin" "${dir:?}/tests"
@@ -233,6 +243,33 @@ fi
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export LD_LIBRARY_PATH=$cuda_home/lib64:${LD_LIBRARY_PATH:-}
+
+# cuDNN for the fused attention. The binaries hold cudnn-frontend (headers, compiled in) and load
+# libcudnn.so.9 at run time, so neither the bundle nor --prepare carries cuDNN (about 1 GB): it is
+# taken from the image, first the loader's path (the toolkit's lib64 above), then the Python
+# environment's nvidia-cudnn-cu13 (or -cu12) wheel. Without it the runs take the cuBLAS attention
+# and the cuDNN checks report SKIP.
+cudnn_lib=
+for f in "$cuda_home"/lib64/libcudnn.so.9 /usr/lib/x86_64-linux-gnu/libcudnn.so.9; do
+  [ -e "$f" ] && cudnn_lib=$f && break
+done
+if [ -z "$cudnn_lib" ]; then
+  for wheel in nvidia-cudnn-cu13 nvidia-cudnn-cu12; do
+    dir=$(python3 -c "import importlib.metadata as m; print(m.distribution('$wheel').locate_file('nvidia/cudnn/lib'))" \
+          2>/dev/null || true)
+    if [ -n "$dir" ] && [ -e "$dir/libcudnn.so.9" ]; then
+      cudnn_lib=$dir/libcudnn.so.9
+      export LD_LIBRARY_PATH=$dir:$LD_LIBRARY_PATH  # its sub-libraries (graph, engines) sit beside it
+      break
+    fi
+  done
+fi
+if [ -n "$cudnn_lib" ]; then
+  export FINEMOE_CUDNN_LIBRARY=$cudnn_lib
+  log "cuDNN: $cudnn_lib"
+else
+  log "cuDNN: no libcudnn.so.9 in $cuda_home/lib64, the system or the Python environment: cuBLAS attention only"
+fi
 if [ $prebuilt -eq 1 ]; then
   build=$bundle
   mpiexec=$(command -v mpiexec)
@@ -273,7 +310,8 @@ stage() {
   t0=$(date +%s)
   log "stage $n: $name"
   "$@" > "$logs/stage$n-$name.log" 2>&1 || rc=$?
-  if grep -q "no CUDA device: skipped\|no CUDA device (cudaGetDeviceCount\|no torch" "$logs/stage$n-$name.log" &&
+  if grep -q "no CUDA device: skipped\|no CUDA device (cudaGetDeviceCount\|no torch\|cuDNN unavailable: skipped" \
+       "$logs/stage$n-$name.log" &&
      { [ $rc -eq 0 ] || [ $rc -eq 3 ]; }; then
     verdict=SKIP
   elif [ $rc -eq 0 ]; then
@@ -284,7 +322,7 @@ stage() {
     failed+=("$n $name")
     skipped_all=0
   fi
-  grep -E "^\[preflight\]|GPU vs CPU|host waits|captured|ranks on one GPU|bf16 vs fp32|MFU|tokens/s|peak" \
+  grep -E "^\[preflight\]|GPU vs CPU|host waits|captured|ranks on one GPU|bf16 vs fp32|MFU|tokens/s|peak|cuDNN|fused" \
     "$logs/stage$n-$name.log" | head -20 | sed 's/^/    /' || true
   printf '%s  stage %d %-12s %4d s  %s\n' "$(date -u +%T)" "$n" "$name" $(( $(date +%s) - t0 )) "$verdict" | tee -a "$summary"
   pack
@@ -304,6 +342,21 @@ gpu_tests() {  # every kernel test binary, then the NCCL communicator under mpie
 model_test() {  # ranks filter
   "$mpiexec" -n "$1" --oversubscribe "$build/tests/finemoe_gpu_model_test" --gtest_filter="$2"
 }
+cudnn_check() {  # libcudnn's presence and version, then the fused attention against the cuBLAS path
+  if [ -n "$cudnn_lib" ]; then
+    python3 - "$cudnn_lib" <<'PY' || echo "cuDNN: $cudnn_lib does not load"
+import ctypes, sys
+v = ctypes.CDLL(sys.argv[1]).cudnnGetVersion()
+print(f"cuDNN: {sys.argv[1]} version {v // 10000}.{v // 100 % 100}.{v % 100}")
+PY
+  else
+    echo "cuDNN: libcudnn.so.9 not found on this image"
+  fi
+  local rc=0
+  OMP_NUM_THREADS=1 "$build/tests/finemoe_gpu_kernels_test" --gtest_filter='FusedAttentionTest.*' || rc=1
+  model_test 1 GpuModel.FusedAttentionStepMatchesCublas || rc=1
+  return $rc
+}
 throughput() {
   local rc=0 run
   for run in gpu-peak gpu-expert-gemm gpu-alltoall; do
@@ -319,7 +372,8 @@ throughput() {
 
 stage 1 preflight "$mpiexec" -n 1 "$build/bin/finemoe-bench" gpu-preflight
 stage 2 kernels gpu_tests
-stage 3 step model_test 1 "GpuModel.OneStepMatchesCpu:GpuModel.DeviceResidency:GpuModel.ExpertChoiceCaptures"
+stage 3 step model_test 1 "GpuModel.OneStepMatchesCpu:GpuModel.Bf16StorageMatchesCpu:GpuModel.DeviceResidency:GpuModel.ExpertChoiceCaptures:GpuModel.CapturedStepMatchesUncapturedBitForBit"
+stage 7 cudnn cudnn_check
 if [ $quick -eq 0 ]; then
   stage 4 shared-gpu model_test 2 GpuModel.SharedGpuLayouts
   stage 5 bf16 model_test 1 GpuModel.Bf16FollowsFp32

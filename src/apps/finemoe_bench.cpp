@@ -33,6 +33,7 @@
 #include "model/moe/dispatcher.h"
 #include "model/moe/expert_exchange.h"
 #include "model/moe/experts.h"
+#include "model/memory_plan.h"
 #include "model/moe/moe_layer.h"
 #include "parallel/mpi_check.h"
 #include "parallel/process_grid.h"
@@ -51,7 +52,7 @@ const char* kUsage =
     "  moe-layer    [--G ...] [--d-model 1024] [--tokens 4096 per rank] [--E 8] [--context 256]\n"
     "  step         [--d-model 512] [--blocks 4] [--heads 8] [--context 256] [--vocab 8192] [--E 8] [--G 4]\n"
     "               [--batch 16] [--group-size 16] [--routing expert_choice]\n"
-    "               [--device cpu|cuda] [--precision fp32|bf16] [--communicator mpi|nccl]\n"
+    "               [--device cpu|cuda] [--precision fp32|bf16] [--communicator mpi|nccl] [--cuda-graph]\n"
     "               [--peak-tflops P]   (cuda: the card's dense peak for MFU; default 989, H100 SXM bf16)\n"
     "  export       --out DIR [model options of step]   (one rank)\n"
     "  plan         see docs/performance.md (--help there)\n"
@@ -410,6 +411,7 @@ Config step_config(const Options& o) {
   cfg.train.device = o.str("device", "cpu");
   cfg.train.precision = o.str("precision", "fp32");
   cfg.parallel.communicator = o.str("communicator", "mpi");
+  cfg.train.cuda_graph = o.flag("cuda-graph");
   cfg.train.seed = uint64_t(o.integer("seed", 1));
   cfg.train.batch_size = o.integer("batch", 16);
   cfg.train.steps = 1000;
@@ -448,6 +450,11 @@ int step(const Common& c, const Options& o) {
   // plus the output projection's 6 d V, which every MFU convention counts.
   const double paper_per_token = counts.flops_per_token();
   const double model_per_token = paper_per_token + 6 * head_params;
+  // MFU's FLOPs (the throughput issue's definition, docs/performance.md): the model's plus causal
+  // attention's score and value products, 2 x 2 T d per token per block forward, halved by the
+  // mask, times 3 for forward and backward: 6 T d per token per block.
+  const double mfu_per_token =
+      model_per_token + 6.0 * cfg.model.n_blocks * double(cfg.model.context) * cfg.model.d_model;
   const int dn = o.integer("dense-n", 4096);
   DenseGemm dense(dn, dn, std::max(1, dn / 4));
   std::vector<double> dense_times;
@@ -457,13 +464,23 @@ int step(const Common& c, const Options& o) {
   int64_t s = 0;
   std::vector<double> step_times;
   const double t_step = time_median(c, [&] { losses.push_back(engine->step(s++, 2e-4, sampler).loss); }, &step_times);
+  // The phase times of one more step, uncaptured when --cuda-graph replays the others.
+  engine->time_next_step();
+  losses.push_back(engine->step(s++, 2e-4, sampler).loss);
   const StepMetrics m = engine->metrics();
+  const std::string graph = cuda_graph_status(cfg, grid.world_size());
+  // Measured peak of the model's buffers (the allocator's accounting: the pool's requests on a GPU)
+  // against the memory plan without its stated allowances (the CUDA context, cuBLAS, NCCL).
+  const MemoryPlan plan = plan_memory(cfg, c.ranks, gpu);
+  const double planned = plan.total() - plan.category_total("allowance");
+  const double peak = double(buffer_memory_use().peak_bytes);
   // The reference rate: a dense SGEMM measured here on the CPU; the card's dense peak on a GPU (MFU).
   if (!gpu) time_median(c, [&] { dense.run(c.threads); }, &dense_times);
   const double dense_rate = gpu ? o.num("peak-tflops", 989.0) * 1e12 : dense.flops() / median(dense_times);
   const double tokens = double(cfg.tokens_per_step());
   const double tps = tokens / t_step;
   const double model_rate = model_per_token * tps / c.ranks;      // per rank
+  const double mfu = mfu_per_token * tps / c.ranks / dense_rate;
   const double paper_rate = paper_per_token * tps / c.ranks;
   const double counted_rate = counted_per_token * tps / c.ranks;   // per rank (every rank's tokens alike)
   std::filesystem::remove(corpus);
@@ -480,12 +497,17 @@ int step(const Common& c, const Options& o) {
                 *std::max_element(step_times.begin(), step_times.end()), tps, losses.back());
     std::printf("FLOPs/token: paper Eq.10 %.4g, + head 6dV = model %.4g, counted GEMMs %.4g\n",
                 paper_per_token, model_per_token, counted_per_token);
-    std::printf("device: %s, %s\n", device.c_str(), cfg.train.precision.c_str());
+    std::printf("device: %s, %s; cuda graph %s\n", device.c_str(), cfg.train.precision.c_str(), graph.c_str());
     std::printf("per rank: model %.1f GFLOP/s (paper count %.1f), counted GEMMs %.1f GFLOP/s; %s %.1f "
                 "GFLOP/s -> model/dense %.3f (MFU on a GPU), counted/dense %.3f\n",
                 model_rate * 1e-9, paper_rate * 1e-9, counted_rate * 1e-9, gpu ? "card peak" : "dense SGEMM",
                 dense_rate * 1e-9,
                 model_rate / dense_rate, counted_rate / dense_rate);
+    if (gpu)
+      std::printf("MFU %.3f: (Eq.10 + 6dV + causal attention 6 T d n_blocks = %.4g FLOPs/token) x tokens/s / "
+                  "%.0f TFLOP/s per GPU\n", mfu, mfu_per_token, dense_rate * 1e-12);
+    std::printf("memory peak: %.2f GiB measured, %.2f GiB planned (%.3f; plan with allowances %.2f GiB)\n",
+                peak / double(1 << 30), planned / double(1 << 30), peak / planned, plan.total() / double(1 << 30));
     std::printf("last step, slowest rank: all-to-all %.3f s, expert GEMMs %.3f s, router %.3f s\n", m.alltoall_time_s,
                 m.expert_gemm_time_s, m.router_time_s);
   }
@@ -504,7 +526,9 @@ int step(const Common& c, const Options& o) {
         .num("counted_gflops_per_rank", counted_rate * 1e-9).num("dense_gflops_per_rank", dense_rate * 1e-9)
         .num("model_vs_dense", model_rate / dense_rate).num("counted_vs_dense", counted_rate / dense_rate)
         .num("alltoall_s", m.alltoall_time_s).num("expert_gemm_s", m.expert_gemm_time_s).num("router_s", m.router_time_s)
-        .num("loss", losses.back()).str("device", device).str("precision", cfg.train.precision);
+        .num("loss", losses.back()).str("device", device).str("precision", cfg.train.precision)
+        .str("cuda_graph", graph).num("peak_bytes", peak).num("planned_bytes", planned)
+        .num("mfu_flops_per_token", mfu_per_token).num("mfu", mfu);
     j.end_object();
     emit_json(c, j);
   }

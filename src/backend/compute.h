@@ -24,10 +24,17 @@ enum class ComputeDevice { cpu, cuda };
 // softmaxes and reductions stay fp32 either way.
 enum class GemmInputs { full, bf16 };
 
+// How the activations kept from the forward for the backward are stored. bf16: each is rounded to
+// bfloat16 (round to nearest even) where the forward produced it and stored in 2 bytes; the backward
+// reads the rounded values (backend/kept_activation.h). The forward itself runs on fp32 working
+// buffers, and the residual stream, LayerNorm statistics, router and losses stay fp32 either way.
+enum class ActivationStorage { full, bf16 };
+
 struct ComputeSettings {
   ComputeDevice device = ComputeDevice::cpu;
   GemmInputs gemm_inputs = GemmInputs::full;
   bool allow_tf32 = false;  // cuda, GemmInputs::full only: TF32 tensor cores for fp32 products
+  ActivationStorage activation_storage = ActivationStorage::full;  // bf16: fp32 models (T = float) only
 };
 
 // Applies `s`. Changing the device while buffers are allocated is a logic error (RuntimeFailure);
@@ -35,6 +42,7 @@ struct ComputeSettings {
 void configure_compute(const ComputeSettings& s);
 const ComputeSettings& compute_settings();
 inline bool on_device() { return compute_settings().device == ComputeDevice::cuda; }
+inline bool bf16_activation_storage() { return compute_settings().activation_storage == ActivationStorage::bf16; }
 // Whether this build has the CUDA backend (FINEMOE_CUDA).
 bool cuda_backend_built();
 

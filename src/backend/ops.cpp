@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <utility>
 
+#include "backend/bf16.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cross_entropy.h"
@@ -21,17 +23,6 @@
 
 namespace finemoe::ops {
 namespace {
-
-// Round to the nearest bfloat16, ties to even (what a conversion to __nv_bfloat16 does); NaN stays NaN.
-float round_to_bf16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7f800000u) == 0x7f800000u) return x;
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  bits &= 0xffff0000u;
-  std::memcpy(&x, &bits, sizeof bits);
-  return x;
-}
 
 // op(M) is rows x cols of a row-major matrix with leading dimension ld: a bf16-rounded dense copy.
 template <typename T>
@@ -163,6 +154,20 @@ void scale(T* x, int64_t n, T s) {
 }
 
 template <typename T>
+void pack_bf16(Bfloat16* dst, const T* src, int64_t n) {
+  FINEMOE_ON_DEVICE(pack_bf16(dst, src, n))
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16(static_cast<float>(src[i]));
+}
+
+template <typename T>
+void unpack_bf16(T* dst, const Bfloat16* src, int64_t n) {
+  FINEMOE_ON_DEVICE(unpack_bf16(dst, src, n))
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(to_float(src[i]));
+}
+
+template <typename T>
 void activation_forward(T* out, const T* inp, int64_t n, cpu::Activation a) {
   FINEMOE_ON_DEVICE(activation_forward(out, inp, n, a))
   cpu::activation_forward<T>(out, inp, n, a);
@@ -213,10 +218,31 @@ void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int
 }
 
 template <typename T>
-void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int n_seq, int context,
-                        int n_heads, int d) {
-  FINEMOE_ON_DEVICE(attention_backward(dqkv, datt, dout, qkv, att, n_seq, context, n_heads, d))
+void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, const T* out, int n_seq,
+                        int context, int n_heads, int d) {
+  FINEMOE_ON_DEVICE(attention_backward(dqkv, datt, dout, qkv, att, out, n_seq, context, n_heads, d))
+  (void)out;
   cpu::attention_backward<T>(dqkv, datt, dout, qkv, att, n_seq, context, n_heads, d);
+}
+
+template <typename T>
+int64_t attention_kept_size(int n_seq, int context, int n_heads) {
+  const int64_t rows = int64_t(n_seq) * n_heads * context;
+#ifdef FINEMOE_WITH_CUDA
+  if (std::is_same_v<T, float> && on_device() && device::fused_attention(n_seq)) return rows;
+#endif
+  return rows * context;
+}
+
+std::string select_attention(int n_seq, int context, int n_heads, int d) {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) {
+    if (compute_settings().gemm_inputs != GemmInputs::bf16) return "cublas (fp32 run: the fused path is bf16)";
+    return device::select_attention(n_seq, context, n_heads, d);
+  }
+#endif
+  (void)n_seq, (void)context, (void)n_heads, (void)d;
+  return "cpu";
 }
 
 template <typename T>
@@ -275,6 +301,75 @@ void sum_of_squares(const T* x, int64_t n, double* out) {
 #undef FINEMOE_ON_DEVICE
 
 namespace {
+// The constants of kernels/adamw.h's AdamWConstants, in its field order.
+void adamw_constants(double lr, double t, double scale, const cpu::AdamWStep& f, double weight_decay, float* c) {
+  const double bc1 = 1.0 - std::pow(f.beta1, t), bc2 = 1.0 - std::pow(f.beta2, t);
+  const float values[7] = {float(f.beta1),  float(f.beta2),             float(1.0 - lr * weight_decay),
+                           float(lr / bc1), float(1.0 / std::sqrt(bc2)), float(f.eps), float(scale)};
+  std::copy(values, values + 7, c);
+}
+}  // namespace
+
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants) {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) return device::adamw_prepare(inputs, squares, fixed, clip, constants);
+#endif
+  const double norm = std::sqrt(squares[0] + squares[1]);
+  const double scale = clip > 0 && norm > clip ? clip / norm : 1.0;
+  adamw_constants(inputs[0], inputs[1], scale, fixed, fixed.weight_decay, constants);
+  adamw_constants(inputs[0], inputs[1], scale, fixed, 0.0, constants + 7);
+}
+
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay) {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) return device::adamw_update_prepared(param, grad, m, v, n, constants, decay);
+#endif
+  const float* c = constants + (decay ? 0 : 7);
+  const float b1 = c[0], b2 = c[1], keep = c[2], step = c[3], inv_sqrt_bc2 = c[4], eps = c[5], scale = c[6];
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i] * scale;
+    const float mi = b1 * m[i] + (1.0f - b1) * g;
+    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = param[i] * keep - step * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+  }
+}
+
+StepGraph::~StepGraph() { reset(); }
+
+void StepGraph::reset() {
+#ifdef FINEMOE_WITH_CUDA
+  if (graph_) device::destroy_graph(graph_);
+#endif
+  graph_ = nullptr;
+}
+
+void StepGraph::begin_capture() {
+#ifdef FINEMOE_WITH_CUDA
+  if (on_device()) return device::begin_capture();
+#endif
+  throw RuntimeFailure("a CUDA graph needs the CUDA backend (train.device = cuda)");
+}
+
+void StepGraph::end_capture() {
+  reset();
+#ifdef FINEMOE_WITH_CUDA
+  graph_ = device::end_capture();
+#endif
+}
+
+void StepGraph::replay() {
+  FINEMOE_CHECK(graph_, "StepGraph::replay() before a capture");
+#ifdef FINEMOE_WITH_CUDA
+  device::replay_graph(graph_);
+#endif
+}
+
+namespace {
 double host_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -327,6 +422,8 @@ double Stopwatch::take_seconds() {
   template void fill_zero<T>(T*, int64_t);                                                                       \
   template void copy<T>(T*, const T*, int64_t);                                                                  \
   template void scale<T>(T*, int64_t, T);                                                                        \
+  template void pack_bf16<T>(Bfloat16*, const T*, int64_t);                                                      \
+  template void unpack_bf16<T>(T*, const Bfloat16*, int64_t);                                                    \
   template void activation_forward<T>(T*, const T*, int64_t, cpu::Activation);                                   \
   template void activation_backward<T>(T*, const T*, const T*, int64_t, cpu::Activation);                        \
   template void add_selection_bias<T>(T*, const T*, const T*, int64_t, int);                                   \
@@ -335,7 +432,8 @@ double Stopwatch::take_seconds() {
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, T);                 \
   template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int); \
   template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                                      \
-  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int);                 \
+  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int, int, int, int);      \
+  template int64_t attention_kept_size<T>(int, int, int);                                                        \
   template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);                     \
   template void embedding_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);                          \
   template void softmax_cross_entropy<T>(T*, const T*, const int32_t*, int64_t, int, T, double*);               \

@@ -6,9 +6,11 @@
 // the host needs (losses, norms) are written to device scalars and read with one counted
 // copy_to_host where the caller chooses. The CUDA backend takes T = float only.
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
+#include "backend/bf16.h"
 #include "backend/compute.h"
 #include "backend/cpu/activation.h"
 #include "backend/cpu/adamw.h"
@@ -58,6 +60,12 @@ void fill_zero(T* x, int64_t n);
 template <typename T>
 void copy(T* dst, const T* src, int64_t n);
 
+// dst[i] = src[i] rounded to bfloat16 (to_bf16: nearest, ties to even), and back (exact).
+template <typename T>
+void pack_bf16(Bfloat16* dst, const T* src, int64_t n);
+template <typename T>
+void unpack_bf16(T* dst, const Bfloat16* src, int64_t n);
+
 template <typename T>
 void activation_forward(T* out, const T* inp, int64_t n, cpu::Activation a);
 template <typename T>
@@ -80,11 +88,22 @@ template <typename T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                         const T* mean, const T* rstd, int64_t rows, int cols);
 
+// Causal self-attention (cpu::attention_*). att is what the forward keeps for the backward:
+// the probabilities [n_seq, heads, T, T], or on cuDNN's fused path (CUDA bf16 runs, see
+// select_attention) the fp32 softmax statistics [n_seq, heads, T]; attention_kept_size says which.
+// out is the forward's output (the fused backward needs it; the other paths ignore it).
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int n_heads, int d);
 template <typename T>
-void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int n_seq, int context,
-                        int n_heads, int d);
+void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, const T* out, int n_seq,
+                        int context, int n_heads, int d);
+// Elements of att for n_seq sequences (and of the backward's datt: 0 on the fused path).
+template <typename T>
+int64_t attention_kept_size(int n_seq, int context, int n_heads);
+// CUDA bf16 runs: tries cuDNN's fused attention for this shape (check_support) and returns
+// "cudnn-sdpa (<cuDNN and frontend versions, library path>)" or "cublas (<why not>)"; the cuBLAS
+// path is kept where it is not usable. Elsewhere: "cpu" or "cublas (fp32 run)".
+std::string select_attention(int n_seq, int context, int n_heads, int d);
 
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int n_seq, int context, int d);
@@ -105,6 +124,36 @@ void row_softmax(const T* logits, T* probs, int64_t rows, int n);
 
 template <typename T>
 void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const cpu::AdamWStep& s);
+// The update with its constants formed on the compute backend, for a step captured as a CUDA graph
+// (kernels/adamw.h): adamw_prepare turns inputs [lr, t] and the gradient norm's sums of squares
+// [replicated, expert] into constants (kAdamWConstants floats: with weight decay, then without;
+// beta1, beta2, eps and weight_decay from `fixed`, clipping to `clip` when > 0);
+// adamw_update_prepared applies them. On the CPU the same formulas run on the host.
+constexpr int kAdamWConstants = 14;
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants);
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay);
+
+// A stretch of compute-stream work captured once as a CUDA graph and replayed (CUDA backend only):
+// begin_capture() .. end_capture() records (nothing runs), replay() launches it without a host wait.
+// Capture is global-mode: a host synchronisation, blocking copy, cudaMalloc or cudaFree inside fails.
+class StepGraph {
+ public:
+  StepGraph() = default;
+  ~StepGraph();
+  StepGraph(const StepGraph&) = delete;
+  StepGraph& operator=(const StepGraph&) = delete;
+  void begin_capture();
+  void end_capture();
+  void replay();
+  bool captured() const { return graph_ != nullptr; }
+  void reset();  // forgets the capture
+
+ private:
+  void* graph_ = nullptr;  // CUDA: the instantiated graph and its template
+};
+
 // *out (one device double) = sum of x[i]^2, in double.
 template <typename T>
 void sum_of_squares(const T* x, int64_t n, double* out);

@@ -7,11 +7,13 @@
 #include <memory>
 
 #include "backend/cuda/attention.h"
+#include "backend/cuda/cudnn_attention.h"
 #include "backend/cuda/cublas_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/gemm.h"
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
+#include "kernels/bf16_storage.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_check.h"
 #include "kernels/embedding.h"
@@ -52,6 +54,11 @@ struct Context {
   cudaMemPool_t pool = nullptr;
   cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials (fixed size)
   DeviceBuffer<float> losses;               // per-row cross-entropy of the last call
+  // cuDNN's fused attention (bf16 runs where select_attention found it usable) and its bf16
+  // operands and workspace, shared by the blocks (one attention runs at a time).
+  std::unique_ptr<cuda::FusedAttention> fused;
+  DeviceBuffer<Bfloat16> qkv16, out16, dout16, dqkv16;
+  DeviceBuffer<uint8_t> fused_workspace;
 };
 
 std::unique_ptr<Context> g_context;
@@ -175,6 +182,14 @@ void scale(float* x, int64_t n, float s) {
   CUBLAS_CHECK(cublasSscal(context().cublas->get(), static_cast<int>(n), &s, x, 1));
 }
 
+void pack_bf16(Bfloat16* dst, const float* src, int64_t n) {
+  cuda::pack_bf16(reinterpret_cast<__nv_bfloat16*>(dst), src, n, context().stream);
+}
+
+void unpack_bf16(float* dst, const Bfloat16* src, int64_t n) {
+  cuda::unpack_bf16(dst, reinterpret_cast<const __nv_bfloat16*>(src), n, context().stream);
+}
+
 void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation a) {
   cuda::activation_forward<float>(out, inp, n, a, context().stream);
 }
@@ -205,14 +220,57 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
   cuda::layernorm_backward<float>(dinp, dweight, dbias, dout, inp, weight, mean, rstd, rows, cols, context().stream);
 }
 
+std::string select_attention(int n_seq, int context_len, int n_heads, int d) {
+  Context& c = context();
+  c.fused = std::make_unique<cuda::FusedAttention>(c.stream, n_seq, context_len, n_heads, d);
+  if (!c.fused->usable()) {
+    const std::string why = c.fused->description();
+    c.fused.reset();
+    return "cublas (" + why + ")";
+  }
+  return "cudnn-sdpa (" + c.fused->description() + ")";
+}
+
+void use_cublas_attention() { context().fused.reset(); }
+
+bool fused_attention(int n_seq) {
+  Context& c = context();
+  return c.fused && c.fused->supports(n_seq);
+}
+
 void attention_forward(float* out, float* att, const float* qkv, int n_seq, int context_len, int n_heads, int d) {
+  if (fused_attention(n_seq)) {  // att holds the softmax statistics [n_seq, heads, T]
+    Context& c = context();
+    const int64_t n = int64_t(n_seq) * context_len;
+    auto* qkv16 = reinterpret_cast<__nv_bfloat16*>(ensure_size(c.qkv16, size_t(n) * 3 * d));
+    auto* out16 = reinterpret_cast<__nv_bfloat16*>(ensure_size(c.out16, size_t(n) * d));
+    cuda::pack_bf16(qkv16, qkv, n * 3 * d, c.stream);
+    c.fused->forward(out16, att, qkv16, n_seq, ensure_size(c.fused_workspace, c.fused->workspace_bytes(n_seq) + 1));
+    cuda::unpack_bf16(out, out16, n * d, c.stream);
+    return;
+  }
   Context& c = context();
   cuda::attention_forward(c.cublas->get(), out, att, qkv, n_seq, context_len, n_heads, d, c.precision.allow_tf32);
 }
 
-void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int n_seq,
-                        int context_len, int n_heads, int d) {
+void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att,
+                        const float* out, int n_seq, int context_len, int n_heads, int d) {
   Context& c = context();
+  if (fused_attention(n_seq)) {  // att holds the forward's softmax statistics; datt is not used
+    const int64_t n = int64_t(n_seq) * context_len;
+    auto* qkv16 = reinterpret_cast<__nv_bfloat16*>(ensure_size(c.qkv16, size_t(n) * 3 * d));
+    auto* out16 = reinterpret_cast<__nv_bfloat16*>(ensure_size(c.out16, size_t(n) * d));
+    auto* dout16 = reinterpret_cast<__nv_bfloat16*>(ensure_size(c.dout16, size_t(n) * d));
+    auto* dqkv16 = reinterpret_cast<__nv_bfloat16*>(ensure_size(c.dqkv16, size_t(n) * 3 * d));
+    // The kept qkv and output are bf16 values already (bf16 storage): packing them is exact.
+    cuda::pack_bf16(qkv16, qkv, n * 3 * d, c.stream);
+    cuda::pack_bf16(out16, out, n * d, c.stream);
+    cuda::pack_bf16(dout16, dout, n * d, c.stream);
+    c.fused->backward(dqkv16, dout16, qkv16, out16, att, n_seq,
+                      ensure_size(c.fused_workspace, c.fused->workspace_bytes(n_seq) + 1));
+    cuda::unpack_bf16(dqkv, dqkv16, n * 3 * d, c.stream);
+    return;
+  }
   cuda::attention_backward(c.cublas->get(), dqkv, datt, dout, qkv, att, n_seq, context_len, n_heads, d,
                            c.precision.allow_tf32);
 }
@@ -248,6 +306,45 @@ void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n
 void sum_of_squares(const float* x, int64_t n, double* out) {
   Context& c = context();
   cuda::sum_of_squares<float>(x, n, out, c.sum_partials.data(), c.stream);
+}
+
+static_assert(sizeof(cuda::AdamWConstants) == 7 * sizeof(float), "ops::kAdamWConstants: 2 x 7 floats");
+
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants) {
+  cuda::adamw_prepare(inputs, squares, fixed.beta1, fixed.beta2, fixed.eps, fixed.weight_decay, clip,
+                      reinterpret_cast<cuda::AdamWConstants*>(constants), context().stream);
+}
+
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay) {
+  cuda::adamw_update_prepared(param, grad, m, v, n, reinterpret_cast<const cuda::AdamWConstants*>(constants), decay,
+                              context().stream);
+}
+
+namespace {
+struct Graph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+};
+}  // namespace
+
+void begin_capture() { CUDA_CHECK(cudaStreamBeginCapture(context().stream, cudaStreamCaptureModeGlobal)); }
+
+void* end_capture() {
+  auto g = std::make_unique<Graph>();
+  CUDA_CHECK(cudaStreamEndCapture(context().stream, &g->graph));
+  CUDA_CHECK(cudaGraphInstantiate(&g->exec, g->graph, 0));
+  return g.release();
+}
+
+void replay_graph(void* graph) { CUDA_CHECK(cudaGraphLaunch(static_cast<Graph*>(graph)->exec, context().stream)); }
+
+void destroy_graph(void* graph) noexcept {
+  auto* g = static_cast<Graph*>(graph);
+  if (g->exec) cudaGraphExecDestroy(g->exec);
+  if (g->graph) cudaGraphDestroy(g->graph);
+  delete g;
 }
 
 namespace {

@@ -5,8 +5,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "backend/bf16.h"
 #include "backend/compute.h"
 #include "backend/cpu/activation.h"
 #include "backend/cpu/adamw.h"
@@ -45,6 +47,8 @@ void add(float* out, const float* a, const float* b, int64_t n);
 void fill_zero(void* x, size_t bytes);
 void copy(void* dst, const void* src, size_t bytes);
 void scale(float* x, int64_t n, float s);
+void pack_bf16(Bfloat16* dst, const float* src, int64_t n);
+void unpack_bf16(float* dst, const Bfloat16* src, int64_t n);
 
 void activation_forward(float* out, const float* inp, int64_t n, cpu::Activation a);
 void activation_backward(float* dinp, const float* inp, const float* dout, int64_t n, cpu::Activation a);
@@ -55,9 +59,16 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
                        const float* bias, int64_t rows, int cols, float eps);
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t rows, int cols);
+// Tries cuDNN's fused attention for n_seq x context x n_heads (bf16 runs): "cudnn-sdpa (<versions>)"
+// when it is usable, else "cublas (<why not>)" and the cuBLAS path.
+std::string select_attention(int n_seq, int context, int n_heads, int d);
+// Back to the cuBLAS path (tests compare the two).
+void use_cublas_attention();
+// Whether attention on n_seq sequences takes the fused path (att then holds [n_seq, heads, T] statistics).
+bool fused_attention(int n_seq);
 void attention_forward(float* out, float* att, const float* qkv, int n_seq, int context, int n_heads, int d);
-void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int n_seq,
-                        int context, int n_heads, int d);
+void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att,
+                        const float* out, int n_seq, int context, int n_heads, int d);
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int n_seq,
                        int context, int d);
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int n_seq, int context,
@@ -68,6 +79,15 @@ void accumulate(double* dst, const double* src, int n);
 void row_softmax(const float* logits, float* probs, int64_t rows, int n);
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const cpu::AdamWStep& s);
 void sum_of_squares(const float* x, int64_t n, double* out);
+void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamWStep& fixed, double clip,
+                   float* constants);
+void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
+                           bool decay);
+// ops::StepGraph: capture on the compute stream (global mode), instantiate, launch.
+void begin_capture();
+void* end_capture();
+void replay_graph(void* graph);
+void destroy_graph(void* graph) noexcept;
 
 // A Stopwatch's event pairs on the compute stream, read once per take.
 void* create_intervals();

@@ -73,6 +73,7 @@ struct TrainConfig {
   int threads = 0;  // BLAS/OpenMP threads per rank; 0 = OMP_NUM_THREADS, else node cores / ranks
   std::string resume = "no";  // no | auto
   int64_t stop_after = 0;  // steps to run in this invocation, then checkpoint and exit 75; 0 = off
+  bool cuda_graph = false;  // cuda: capture the expert-choice step once as a CUDA graph and replay it
 
   int accumulation_steps() const { return batch_size / (micro_batch > 0 ? micro_batch : batch_size); }
   int micro_batch_size() const { return micro_batch > 0 ? micro_batch : batch_size; }

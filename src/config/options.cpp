@@ -107,6 +107,9 @@ class OptionTable {
     add("train.stop_after", &Config::train, &TrainConfig::stop_after,
         "steps to run in this invocation, then checkpoint and exit with code 75 like a stop signal "
         "(0 = run to the end); the schedule stays that of train.steps");
+    add("train.cuda_graph", &Config::train, &TrainConfig::cuda_graph,
+        "cuda: capture the step once as a CUDA graph and replay it (expert choice, routing groups inside "
+        "the rank, one rank, one micro-batch; elsewhere the run says why not and runs uncaptured)");
     add("data.train", &Config::data, &DataConfig::train, "training shards: file, directory or glob");
     add("data.val", &Config::data, &DataConfig::val, "validation shards: file, directory or glob");
     add("parallel.expert_parallel", &Config::parallel, &ParallelConfig::expert_parallel,
@@ -280,7 +283,8 @@ std::vector<std::pair<std::string, std::string>> config_resume_items(const Confi
     const std::string& key = kv.first;
     const bool fixed = key.rfind("model.", 0) == 0 || key.rfind("moe.", 0) == 0 ||
                        (key.rfind("train.", 0) == 0 && key != "train.device" && key != "train.micro_batch" &&
-                        key != "train.threads" && key != "train.resume" && key != "train.stop_after");
+                        key != "train.threads" && key != "train.resume" && key != "train.stop_after" &&
+                        key != "train.cuda_graph");
     if (fixed) items.push_back(std::move(kv));
   }
   return items;

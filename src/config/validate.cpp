@@ -207,6 +207,8 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
   c.require(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 = automatic)");
   c.one_of("train.resume", t.resume, {"no", "auto"});
   c.require(t.stop_after >= 0, "train.stop_after", t.stop_after, "must be >= 0 (0 = run to the end)");
+  c.require(!t.cuda_graph || t.device == "cuda", "train.cuda_graph", t.cuda_graph ? "true" : "false",
+            "needs train.device = cuda (CUDA graphs); allowed here: false");
 
   c.positive("parallel.expert_parallel", p.expert_parallel);
   c.one_of("parallel.communicator", p.communicator, {"mpi", "nccl"});

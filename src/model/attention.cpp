@@ -19,19 +19,26 @@ CausalSelfAttention<T>::CausalSelfAttention(ParameterStore<T>& store, int block,
 
 template <typename T>
 void CausalSelfAttention<T>::forward(const T* x, T* y, const TokenBatch& batch) {
-  x_ = x;
   n_seq_ = batch.n_seq;
   seq_len_ = batch.context;
   const int64_t n = batch.tokens();
   const int rows = static_cast<int>(n);
-  T* qkv = ensure_size(qkv_, n * 3 * d_);
-  T* att = ensure_size(att_, int64_t(n_seq_) * n_heads_ * seq_len_ * seq_len_);
-  T* heads = ensure_size(heads_, n * d_);
+  x_ = x;
+  if (bf16_activation_storage()) kept_x_.keep_copy(x, size_t(n) * d_);
+  T* qkv = qkv_.forward_buffer(n * 3 * d_, scratch_.qkv_work);
+  const int64_t probabilities = int64_t(n_seq_) * n_heads_ * seq_len_ * seq_len_;
+  const int64_t kept = ops::attention_kept_size<T>(n_seq_, seq_len_, n_heads_);
+  fused_ = kept < probabilities;
+  T* att = fused_ ? ensure_size(stats_, size_t(kept)) : att_.forward_buffer(size_t(kept), scratch_.att_work);
+  T* heads = heads_.forward_buffer(n * d_, scratch_.heads_work);
   {
     cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
     ops::gemm<T>(false, false, rows, 3 * d_, d_, T(1), x, d_, store_.value(qkv_w_), 3 * d_, T(0), qkv, 3 * d_);
   }
   ops::attention_forward<T>(heads, att, qkv, n_seq_, seq_len_, n_heads_, d_);
+  qkv_.keep();
+  if (!fused_) att_.keep();
+  heads_.keep();
   cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
   ops::gemm<T>(false, false, rows, d_, d_, T(1), heads, d_, store_.value(out_w_), d_, T(0), y, d_);
 }
@@ -41,18 +48,22 @@ void CausalSelfAttention<T>::backward(const T* dy, T* dx) {
   const int64_t n = int64_t(n_seq_) * seq_len_;
   const int rows = static_cast<int>(n);
   T* dqkv = ensure_size(scratch_.dqkv, n * 3 * d_);
-  T* datt = ensure_size(scratch_.datt, att_.size());
+  T* datt = fused_ ? nullptr : ensure_size(scratch_.datt, att_.size());
   T* dheads = ensure_size(scratch_.dheads, n * d_);
+  const T* x = bf16_activation_storage() ? kept_x_.restore(scratch_.x_work) : x_;
+  const T* qkv = qkv_.restore(scratch_.qkv_work);
+  const T* att = fused_ ? stats_.data() : att_.restore(scratch_.att_work);
+  const T* heads = heads_.restore(scratch_.heads_work);
   {
     cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
     // y = heads W_out: dW_out += heads^T dy, dheads = dy W_out^T.
-    ops::gemm<T>(true, false, d_, d_, rows, T(1), heads_.data(), d_, dy, d_, T(1), store_.grad(out_w_), d_);
+    ops::gemm<T>(true, false, d_, d_, rows, T(1), heads, d_, dy, d_, T(1), store_.grad(out_w_), d_);
     ops::gemm<T>(false, true, rows, d_, d_, T(1), dy, d_, store_.value(out_w_), d_, T(0), dheads, d_);
   }
-  ops::attention_backward<T>(dqkv, datt, dheads, qkv_.data(), att_.data(), n_seq_, seq_len_, n_heads_, d_);
+  ops::attention_backward<T>(dqkv, datt, dheads, qkv, att, heads, n_seq_, seq_len_, n_heads_, d_);
   cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
   // qkv = x W_qkv: dW_qkv += x^T dqkv, dx = dqkv W_qkv^T.
-  ops::gemm<T>(true, false, d_, 3 * d_, rows, T(1), x_, d_, dqkv, 3 * d_, T(1), store_.grad(qkv_w_), 3 * d_);
+  ops::gemm<T>(true, false, d_, 3 * d_, rows, T(1), x, d_, dqkv, 3 * d_, T(1), store_.grad(qkv_w_), 3 * d_);
   ops::gemm<T>(false, true, rows, d_, 3 * d_, T(1), dqkv, 3 * d_, store_.value(qkv_w_), 3 * d_, T(0), dx, d_);
 }
 

@@ -26,7 +26,12 @@ void LayerNorm<T>::forward(const T* x, T* y, int64_t rows) {
 
 template <typename T>
 void LayerNorm<T>::backward(const T* dy, T* dx) {
-  ops::layernorm_backward<T>(dx, store_.grad(weight_), store_.grad(bias_), dy, x_, store_.value(weight_),
+  backward(dy, dx, x_);
+}
+
+template <typename T>
+void LayerNorm<T>::backward(const T* dy, T* dx, const T* x) {
+  ops::layernorm_backward<T>(dx, store_.grad(weight_), store_.grad(bias_), dy, x, store_.value(weight_),
                              mean_.data(), rstd_.data(), rows_, dim_);
 }
 

@@ -18,6 +18,8 @@ class LayerNorm {
   void forward(const T* x, T* y, int64_t rows);
   // Accumulates (+=) into dx and into the gain and bias gradients.
   void backward(const T* dy, T* dx);
+  // The same with the forward's input given again (a kept copy: the forward's buffer was reused).
+  void backward(const T* dy, T* dx, const T* x);
 
  private:
   ParameterStore<T>& store_;

@@ -94,12 +94,21 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
   add("scratch", "loss sums, gradient-norm sums", 4 * 8.0);
 
   add("activations", "token ids (inputs, targets)", 2 * 4 * t);
-  add("activations", "residual stream, attention outputs, ln1 outputs, ln_f output", (3 * nb + 2) * td * S);
+  // A: the bytes of a kept activation (bf16 runs store them in bf16, backend/kept_activation.h;
+  // each kind then has one block's fp32 working copy in the shared scratch).
+  const bool bf16 = cfg.train.precision == "bf16";
+  const double A = bf16 ? 2 : S;
+  add("activations", "residual stream (block inputs, after attention), ln_f output", (2 * nb + 2) * td * S);
+  add("activations", bf16 ? "ln1 output (one block: the attention keeps its bf16 copy)" : "ln1 outputs",
+      (bf16 ? 1 : nb) * td * S);
+  add("activations", "blocks.*.attn: input (bf16 copy of the ln1 output)", bf16 ? nb * td * A : 0);
   const double layer_norms = 2 * nb + 1 + (cfg.moe.enabled && cfg.moe.output_layernorm ? nb : 0);
   add("activations", "LayerNorm means and inverse deviations", layer_norms * 2 * t * S);
   const double scores = seqs * H * ctx * ctx;
-  add("activations", "blocks.*.attn: qkv, head outputs", nb * 4 * td * S);
-  add("activations", "blocks.*.attn: attention probabilities", nb * scores * S);
+  add("activations", "blocks.*.attn: qkv, head outputs", nb * 4 * td * A);
+  add("activations", "blocks.*.attn: attention probabilities", nb * scores * A);
+  add("scratch", "attention (shared): fp32 working input, qkv, probabilities, head outputs (bf16 storage)",
+      bf16 ? (5 * td + scores) * S : 0);
   add("activations", "head: logits and their gradient", 2 * t * V * S);
   add("scratch", "model: ln2 output, branch, residual gradient, block gradient", 4 * td * S);
   add("scratch", "attention backward: dqkv, d scores, d heads (shared)", (4 * td + scores) * S);
@@ -118,21 +127,23 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
     const bool token_choice = m.routing == "token_choice";
     const bool balance = token_choice && m.aux_loss_weight > 0;
     const double staged = ep > 1 ? r.copies * d * S : 0;
-    add("activations", "blocks.*.moe: layer input", nb * td * S);
+    add("activations", "blocks.*.moe: layer input", nb * td * A);
     add("activations", "blocks.*.moe: router logits, probabilities, aux sum", nb * (2 * t * E * S + 8));
     add("activations", "blocks.*.moe: gathered probabilities of spanning groups", nb * r.gathered * S);
     add("activations", "blocks.*.moe: copies (rows, experts, gates), counts",
         nb * (r.max_copies * (8 + S) + 2 * E * 8));
     add("activations", "blocks.*.moe: balance requests and gradient", balance ? nb * r.slots * E * (4 + S) : 0);
-    add("activations", "blocks.*.moe: expert outputs", nb * r.received * d * S);
-    add("activations", "blocks.*.moe.experts: pre-activations", nb * r.received * gate * de * S);
+    add("activations", "blocks.*.moe: expert outputs", nb * r.received * d * A);
+    add("activations", "blocks.*.moe.experts: pre-activations", nb * r.received * gate * de * A);
     const double shared = m.shared_experts * de;  // the shared experts: one dense FFN of this width
     add("activations", "blocks.*.moe.shared: input, pre-activation, activation",
         shared > 0 ? nb * (td + (gate + 1) * t * shared) * S : 0);
     add("scratch", "blocks.*.moe.shared: activation gradient (swiglu: and pre-activation gradient)",
         shared > 0 ? nb * (1 + (gate > 1 ? gate : 0)) * t * shared * S : 0);
     add("scratch", "moe (shared): shared experts' output and input gradient", shared > 0 ? td * S : 0);
-    add("activations", "blocks.*.moe: combined output (out_ln input)", m.output_layernorm ? nb * td * S : 0);
+    add("activations", "blocks.*.moe: combined output (out_ln input)", m.output_layernorm ? nb * td * A : 0);
+    add("scratch", "moe (shared): fp32 working input, expert outputs, pre-activations, combined output (bf16 storage)",
+        bf16 ? (td + r.received * (d + gate * de) + (m.output_layernorm ? td : 0)) * S : 0);
     add("communication", "blocks.*.moe: returned rows (staged)", nb * staged);
     add("scratch", "moe (shared): expert input rows, output gradients, input gradients", 3 * r.received * d * S);
     add("scratch", "moe (shared): expert activations and their gradients", (2 + gate) * r.received * de * S);
@@ -154,6 +165,9 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
       add("scratch", "blocks.*.moe: routing workspace (CUDA)",
           nb * (slots * E * 4 + (cfg.moe.routing == "token_choice" ? buffer_rows * 8 : 0) + 1024 * E * 8 + 512));
     }
+    if (bf16)  // the fused path's operands; its att buffers then hold statistics only (an upper bound)
+      add("scratch", "attention (shared): bf16 qkv, output and their gradients for cuDNN, its fp32 dQ workspace (CUDA)",
+          16 * td + 4 * td);
     add("allowance", "sum-of-squares partials (cudaMalloc)", 256 * 8);
     add("allowance", "CUDA context, kernel images (stated allowance)", 512.0 * 1024 * 1024);
     add("allowance", "cuBLAS workspace and grouped-GEMM pointer arrays (stated allowance)", 64.0 * 1024 * 1024);

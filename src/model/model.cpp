@@ -61,7 +61,10 @@ void Model<T>::forward(const int32_t* inputs, const int32_t* targets, const Toke
   const int n_blocks = static_cast<int>(blocks_.size());
   ensure_size(resid_, (n_blocks + 1) * nd);
   T* mid = ensure_size(mid_, n_blocks * nd);
-  T* ln1_out = ensure_size(ln1_out_, n_blocks * nd);
+  // bf16 activation storage: the attention layers keep bf16 copies of their inputs, so one block's
+  // ln1 output is enough; full storage keeps every block's for the attention backward.
+  const int ln1_blocks = bf16_activation_storage() ? 1 : n_blocks;
+  T* ln1_out = ensure_size(ln1_out_, ln1_blocks * nd);
   T* ln2_out = ensure_size(ln2_out_, nd);
   T* branch = ensure_size(branch_, nd);
   T* lnf_out = ensure_size(lnf_out_, nd);
@@ -71,7 +74,7 @@ void Model<T>::forward(const int32_t* inputs, const int32_t* targets, const Toke
     Block& blk = *blocks_[b];
     T* x = residual(b);
     T* m = mid + b * nd;
-    T* a = ln1_out + b * nd;
+    T* a = ln1_out + (b % ln1_blocks) * nd;
     blk.ln1.forward(x, a, rows_);
     attention_watch_.start();
     blk.attn.forward(a, branch, batch);

@@ -99,7 +99,9 @@ class Model {
   DeviceBuffer<double> loss_sums_;
   ops::Stopwatch attention_watch_;
   // Activations (kept for backward): residual stream at each block's input and after its
-  // attention, ln1 outputs, ln_f output. The rest is scratch reused by every block.
+  // attention (fp32 in every precision), ln1 outputs (one block's with bf16 activation storage,
+  // where the attention layers keep bf16 copies), ln_f output. The rest is scratch reused by
+  // every block.
   DeviceBuffer<T> resid_, mid_, ln1_out_, lnf_out_, ln2_out_, branch_, dresid_, dscratch_;
 };
 

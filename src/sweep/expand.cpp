@@ -52,7 +52,7 @@ std::string identity(const Config& cfg) {
   for (const auto& [key, value] : config_items(cfg)) {
     // How and where a run executes, not what it computes.
     if (key == "output.dir" || key == "output.overwrite" || key == "train.resume" || key == "train.stop_after" ||
-        key == "train.threads" || key == "parallel.watchdog_s" || key == "parallel.device_id")
+        key == "train.threads" || key == "train.cuda_graph" || key == "parallel.watchdog_s" || key == "parallel.device_id")
       continue;
     if (!cfg.moe.enabled && key.rfind("moe.", 0) == 0 && key != "moe.enabled") continue;
     id += key + "=" + value + "\n";

@@ -1,6 +1,10 @@
 #include "train/compute_setup.h"
 
+#include <algorithm>
+
 #include "backend/compute.h"
+#include "backend/ops.h"
+#include "train/engine.h"
 #include "util/check.h"
 #ifdef FINEMOE_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -14,6 +18,7 @@ namespace finemoe {
 std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
   ComputeSettings s;
   s.gemm_inputs = cfg.train.precision == "bf16" ? GemmInputs::bf16 : GemmInputs::full;
+  s.activation_storage = cfg.train.precision == "bf16" ? ActivationStorage::bf16 : ActivationStorage::full;
   std::string label = "cpu";
   if (cfg.train.device == "cuda") {
 #ifdef FINEMOE_WITH_CUDA
@@ -28,6 +33,12 @@ std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
 #endif
   }
   configure_compute(s);
+  if (s.device == ComputeDevice::cuda) {
+    // The attention path for the training micro-batch (evaluation batches are checked when met).
+    const int n_seq = std::max(1, cfg.train.micro_batch_size() / grid.world_size());
+    label += ", attention " + ops::select_attention(n_seq, cfg.model.context, cfg.model.n_heads, cfg.model.d_model);
+    label += ", cuda graph " + cuda_graph_status(cfg, grid.world_size());
+  }
   return label;
 }
 

@@ -1,6 +1,8 @@
 #include "train/engine.h"
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "backend/ops.h"
 #include "backend/cpu/blas.h"
@@ -20,9 +22,21 @@ typename Model<T>::FfnFactory ffn_factory(const Config& cfg, const MoeComms& com
   };
 }
 
+std::string cuda_graph_status(const Config& cfg, int world_size) {
+  if (!cfg.train.cuda_graph) return "off";
+  if (cfg.train.device != "cuda") return "off: needs train.device = cuda";
+  if (world_size != 1) return "off: needs one rank (the gradient norm is reduced across ranks on the host)";
+  if (cfg.train.accumulation_steps() != 1) return "off: needs one micro-batch per step";
+  if (cfg.moe.enabled && cfg.moe.routing != "expert_choice")
+    return "off: token choice reads its per-expert counts on the host";
+  return "captured once and replayed (phase times from the uncaptured logged steps)";
+}
+
 template <typename T>
-TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid)
+TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid,
+                                  const std::function<void(StepCommunicators&)>& wrap)
     : cfg_(cfg), grid_(grid), comms_(make_step_communicators(cfg, grid)) {
+  if (wrap) wrap(comms_);
   MoeComms comms;
   if (cfg.moe.enabled) {
     routing_group_ = moe::make_routing_group(grid.world(), cfg.moe.group_size,
@@ -44,6 +58,19 @@ TrainingEngine<T>::TrainingEngine(const Config& cfg, ProcessGrid& grid)
   host_targets_.resize(local_tokens);
   inputs_.resize(local_tokens);
   targets_.resize(local_tokens);
+  if (std::is_same_v<T, float> && on_device() && cuda_graph_status(cfg, grid.world_size()).rfind("captured", 0) == 0)
+    use_graph_step_eagerly(), replay_ = true;
+}
+
+template <typename T>
+void TrainingEngine<T>::use_graph_step_eagerly() {
+  FINEMOE_CHECK((std::is_same_v<T, float>), "the graph step is fp32 storage only");
+  FINEMOE_CHECK(grid_.world_size() == 1 && cfg_.train.accumulation_steps() == 1,
+                "the graph step needs one rank and one micro-batch");
+  graph_mode_ = true;
+  replay_ = false;
+  step_inputs_.resize(2);
+  adamw_constants_.resize(ops::kAdamWConstants);
 }
 
 template <typename T>
@@ -122,6 +149,92 @@ void TrainingEngine<T>::apply_update(int64_t step, double lr, double grad_norm) 
   }
 }
 
+namespace {
+std::vector<std::pair<const void*, size_t>> sorted_live_buffers() {
+  auto b = live_buffers();
+  std::sort(b.begin(), b.end());
+  return b;
+}
+}  // namespace
+
+// The captured work: forward, backward, the norm's sums of squares, clipping and AdamW, every
+// scalar read from device memory (inputs_ / targets_, step_inputs_), one rank so nothing to reduce.
+template <typename T>
+void TrainingEngine<T>::graph_body(const TokenBatch& batch) {
+  if constexpr (std::is_same_v<T, float>) {
+    store_.zero_grads();
+    model_->zero_loss_sums();
+    model_->accumulate_forward_backward(inputs_.data(), targets_.data(), batch);
+    optimizer_watch_.start();
+    sync_->compute_squares();
+    cpu::AdamWStep fixed;
+    fixed.beta1 = cfg_.train.beta1;
+    fixed.beta2 = cfg_.train.beta2;
+    fixed.eps = cfg_.train.eps;
+    fixed.weight_decay = cfg_.train.weight_decay;
+    ops::adamw_prepare(step_inputs_.data(), sync_->squares(), fixed, cfg_.train.grad_clip, adamw_constants_.data());
+    for (int i = 0; i < store_.count(); ++i) {
+      const ParamSpec& spec = store_.spec(i);
+      const ParamGroup g = spec.group;
+      const int64_t off = store_.offset(i);
+      ops::adamw_update_prepared(store_.values(g).data() + off, store_.grads(g).data() + off,
+                                 optimizer_.first(g).data() + off, optimizer_.second(g).data() + off, spec.numel(),
+                                 adamw_constants_.data(), spec.weight_decay);
+    }
+    optimizer_watch_.stop();
+  } else {
+    (void)batch;
+  }
+}
+
+template <typename T>
+StepResult TrainingEngine<T>::graph_step(int64_t step, double lr, const BatchSampler& data) {
+  const TokenBatch batch = micro_batch(0);
+  // Inputs of the step into the fixed device buffers the graph reads, ordered before its work
+  // (pageable sources: staged before the calls return).
+  load_tokens([&](int32_t* in, int32_t* tg) {
+    data.fill(uint64_t(step), uint64_t(batch.first_global_seq), batch.n_seq, in, tg);
+  });
+  const double inputs[2] = {lr, double(step + 1)};
+  copy_to_device(step_inputs_.data(), inputs, 2);
+
+  const bool eager = !replay_ || timed_next_ || !warmed_;
+  timed_next_ = false;
+  // A replay needs every buffer where the capture saw it (an evaluation or a larger batch could
+  // have moved one): otherwise capture again.
+  if (!eager && graph_.captured() && sorted_live_buffers() != graph_buffers_) graph_.reset();
+  if (eager || !graph_.captured()) {
+    for (auto* ffn : model_->ffn_layers()) ffn->reset_stats();  // static counts: replays keep them
+    model_->reset_attention_time();
+    optimizer_watch_.reset();
+  }
+  if (eager) {
+    graph_body(batch);
+    warmed_ = true;
+  } else {
+    if (!graph_.captured()) {
+      graph_.begin_capture();
+      graph_body(batch);
+      graph_.end_capture();
+      graph_buffers_ = sorted_live_buffers();
+    }
+    graph_.replay();
+  }
+  double sums[2];  // the step's two waits: its losses, then its gradient norm (for the record)
+  copy_to_host(sums, model_->loss_sums(), 2);
+  grid_.world().all_reduce_sum(sums, 2);
+  double squares[2];
+  copy_to_host(squares, sync_->squares(), 2);
+  StepResult r;
+  r.loss = sums[0] / (double(cfg_.train.batch_size) * cfg_.model.context);
+  r.aux_loss = sums[1];
+  r.grad_norm = std::sqrt(squares[0] + squares[1]);
+  if (!std::isfinite(r.loss))
+    throw RuntimeFailure("training loss is " + std::to_string(r.loss) + " at step " + std::to_string(step + 1) +
+                         " (lower train.lr or check the data)");
+  return r;
+}
+
 template <typename T>
 void TrainingEngine<T>::update_routing_biases() {
   if (!cfg_.moe.enabled || !cfg_.moe.bias_balance()) return;
@@ -138,6 +251,7 @@ void TrainingEngine<T>::update_routing_biases() {
 
 template <typename T>
 StepResult TrainingEngine<T>::step(int64_t step, double lr, const BatchSampler& data) {
+  if (graph_mode_) return graph_step(step, lr, data);
   StepResult r = compute_gradients(step, data);
   optimizer_watch_.reset();  // this step's only
   optimizer_watch_.start();

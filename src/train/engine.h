@@ -3,7 +3,10 @@
 // over the global batch (micro-batches, overlapped gradient reduction, clipping, update). The
 // Trainer adds data files, records, checkpoints and progress around it; layout tests drive it
 // directly on sub-worlds of different sizes.
+#include <functional>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
@@ -37,19 +40,37 @@ struct StepMetrics {
   std::vector<int64_t> expert_load;  // [n_blocks x n_experts] tokens per expert
 };
 
+// train.cuda_graph: "captured ..." when the step is captured once as a CUDA graph and replayed,
+// else "off" or "off: <why not>" (what the run record's rank_devices says). Captured: the CUDA
+// backend with fp32 storage types, one rank, one micro-batch, expert choice (static per-expert
+// counts: the step never waits for the device) or a dense model.
+std::string cuda_graph_status(const Config& cfg, int world_size);
+
 template <typename T>
 class TrainingEngine {
  public:
   // Collective over grid.world(): registers and initialises the parameters from train.seed.
-  TrainingEngine(const Config& cfg, ProcessGrid& grid);
+  // wrap (tests) may replace the step's communicators before the model takes them (e.g. with
+  // recorders of the order collectives are issued in), keeping the originals alive in `owned`.
+  TrainingEngine(const Config& cfg, ProcessGrid& grid,
+                 const std::function<void(StepCommunicators&)>& wrap = {});
 
   // Forward + backward of every micro-batch of `step` and the gradient reduction; the store then
   // holds the gradient of the global mean loss. Returns loss and aux loss (global).
   StepResult compute_gradients(int64_t step, const BatchSampler& data);
   // Clipping and AdamW with learning rate `lr`; t = step + 1 for bias correction.
   void apply_update(int64_t step, double lr, double grad_norm);
-  // Both, and the gradient norm.
+  // Both, and the gradient norm. With train.cuda_graph (cuda_graph_status), the first step runs
+  // eagerly (every buffer at its size), the second is captured and replayed, later ones replayed;
+  // a step after time_next_step() runs eagerly with its stopwatches (the phase times come from those).
   StepResult step(int64_t step, double lr, const BatchSampler& data);
+  // The next step() runs uncaptured and timed (the trainer asks for it on the steps it logs).
+  void time_next_step() { timed_next_ = true; }
+  // Tests: run the captured step's work eagerly every step (same kernels and device scalars);
+  // use_graph_step_eagerly() also turns the graph step on where it would be off (the CPU: T = float).
+  void set_replay(bool replay) { replay_ = replay; }
+  void use_graph_step_eagerly();
+  bool graph_mode() const { return graph_mode_; }
 
   // Mean loss over the held-out set (train.eval_sequences sequences).
   double evaluate(const EvalBatches& eval);
@@ -85,6 +106,15 @@ class TrainingEngine {
   std::vector<int32_t> host_inputs_, host_targets_;
   DeviceBuffer<int32_t> inputs_, targets_;  // the model's token ids
   ops::Stopwatch optimizer_watch_;
+
+  // train.cuda_graph: the step's work with its scalars in fixed device memory.
+  StepResult graph_step(int64_t step, double lr, const BatchSampler& data);
+  void graph_body(const TokenBatch& batch);
+  std::vector<std::pair<const void*, size_t>> graph_buffers_;  // the buffers the capture saw
+  bool graph_mode_ = false, replay_ = true, timed_next_ = false, warmed_ = false;
+  ops::StepGraph graph_;
+  DeviceBuffer<double> step_inputs_;  // [lr, t], copied in before each step
+  DeviceBuffer<float> adamw_constants_;
 };
 
 // The FFN of every block as configured: dense, or MoE with the given communicators.

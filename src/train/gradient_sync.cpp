@@ -40,11 +40,16 @@ void GradientSync<T>::finish() {
 }
 
 template <typename T>
-double GradientSync<T>::global_norm() {
+void GradientSync<T>::compute_squares() {
   const auto& rep = store_.grads(ParamGroup::replicated);
   const auto& exp = store_.grads(ParamGroup::expert);
   ops::sum_of_squares(rep.data(), int64_t(rep.size()), squares_.data());
   ops::sum_of_squares(exp.data(), int64_t(exp.size()), squares_.data() + 1);
+}
+
+template <typename T>
+double GradientSync<T>::global_norm() {
+  compute_squares();
   double host[2];
   copy_to_host(host, squares_.data(), 2);  // the step's one wait for the norm
   // Replicas of an expert hold identical reduced gradients: sum over the EP group only.

@@ -28,6 +28,10 @@ class GradientSync {
   void finish();
   // Global L2 norm, each tensor counted once (replicated once, each expert once). One host wait.
   double global_norm();
+  // The two local sums of squares [replicated, expert] into squares() on the compute backend, without
+  // a wait or a reduction (a captured step on one rank: global_norm's first half).
+  void compute_squares();
+  const double* squares() const { return squares_.data(); }
 
  private:
   void start_ranges(ParamGroup g, int block, Communicator& comm);

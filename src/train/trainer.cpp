@@ -327,6 +327,8 @@ int Trainer<T>::run() {
       StepResult r;
       {
         const auto p = phase("forward, backward and gradient reduction");
+        // Logged steps run uncaptured with their stopwatches (train.cuda_graph): the phase times.
+        if ((step + 1) % cfg_.output.log_interval == 0 || step + 1 == total) engine_->time_next_step();
         r = engine_->step(step, row.lr, *sampler_);
       }
       row.loss = r.loss;

@@ -2,6 +2,10 @@
 // selection scores on the GPU against their CPU references.
 #include <cuda_runtime_api.h>
 
+#include <cstring>
+#include <limits>
+
+#include "backend/bf16.h"
 #include "backend/cpu/activation.h"
 #include "backend/cpu/adamw.h"
 #include "backend/cpu/embedding.h"
@@ -10,6 +14,7 @@
 #include "gpu_test_support.h"
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
+#include "kernels/bf16_storage.h"
 #include "kernels/embedding.h"
 #include "kernels/selection_bias.h"
 #include "kernels/swiglu.h"
@@ -50,6 +55,46 @@ TEST_F(ElementwiseKernels, ActivationBf16WithinRounding) {
     expect_bf16_close(dev_y.download(), y);
     expect_bf16_close(dev_dx.download(), dx);
   }
+}
+
+// The kept-activation storage (backend/kept_activation.h): the GPU's packing is the host's
+// finemoe::to_bf16 bit for bit (ties to even, carries into the exponent, infinities, NaN stays NaN),
+// and unpacking is exact.
+TEST_F(ElementwiseKernels, Bf16StorageMatchesHostRoundingBitForBit) {
+  auto x = random_vector(20011, 13, -5, 5);
+  for (size_t i = 0; i < 256; ++i) {  // exact ties, both parities
+    uint32_t bits;
+    std::memcpy(&bits, &x[i], sizeof bits);
+    bits = (bits & 0xffff0000u) | 0x8000u;
+    std::memcpy(&x[i], &bits, sizeof bits);
+  }
+  x[256] = std::numeric_limits<float>::infinity();
+  x[257] = -std::numeric_limits<float>::infinity();
+  x[258] = std::numeric_limits<float>::max();  // rounds up to infinity
+  x[259] = std::numeric_limits<float>::denorm_min();
+  x[260] = 0x1.fffffep0f;  // carries into the exponent: 2
+  const int64_t n = int64_t(x.size());
+  auto dev_x = on_device(x);
+  cuda::DeviceBuffer<bf16> packed(n);
+  cuda::DeviceBuffer<float> back(n);
+  cuda::pack_bf16(packed.data(), dev_x.data(), n);
+  cuda::unpack_bf16(back.data(), packed.data(), n);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto got = packed.download();
+  const auto got_back = back.download();
+  int mismatches = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, &got[i], sizeof bits);
+    mismatches += bits != finemoe::to_bf16(x[i]).bits;
+    mismatches += got_back[i] != finemoe::to_float(finemoe::to_bf16(x[i]));
+  }
+  EXPECT_EQ(mismatches, 0);
+  std::vector<float> nan(1, std::numeric_limits<float>::quiet_NaN());
+  auto dev_nan = on_device(nan);
+  cuda::pack_bf16(packed.data(), dev_nan.data(), 1);
+  cuda::unpack_bf16(back.data(), packed.data(), 1);
+  EXPECT_TRUE(std::isnan(back.download()[0]));
 }
 
 // Issue 20: SwiGLU, rows of [gate | up] (an odd width, so rows do not align with warps).

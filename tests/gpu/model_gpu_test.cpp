@@ -3,8 +3,13 @@
 //   OneStepMatchesCpu:    one fp32 step (TF32 off) per routing: the same routing decisions as the
 //                         CPU, loss and every gradient tensor within 1e-4 (relative, norm-wise);
 //                         with NCCL communicators (world 1) the same as with MPI.
-//   Bf16FollowsFp32:      200 steps with bf16 GEMM inputs follow the fp32 loss curve within 1%
-//                         (20-step moving averages).
+//   Bf16FollowsFp32:      200 steps with bf16 GEMM inputs and bf16 activation storage follow the fp32
+//                         loss curve within 1% (20-step moving averages).
+//   FusedAttentionStepMatchesCublas: a bf16 step with cuDNN's fused attention against the same step
+//                         through the cuBLAS attention: loss within 1e-3, gradients within 2e-2
+//                         norm-wise (skipped with a message where cuDNN is unavailable).
+//   Bf16StorageMatchesCpu: one step with bf16 activation storage against the CPU's (its reference):
+//                         the same routing, loss and every gradient within 1e-3 norm-wise.
 //   SharedGpuLayouts:     2 or 4 ranks sharing the GPU through the host-staged MPI path (EP = world,
 //                         and EP < world) reproduce the 1-rank GPU run as on the CPU: identical
 //                         routing at step 1, step-1 gradients and 5 per-step losses within 1e-4.
@@ -12,6 +17,11 @@
 //                         (cudaPointerGetAttributes), the step waits for the device exactly as the
 //                         CPU budget test says (expert choice: its two reads; token choice: one more
 //                         per MoE layer), and the pool's high-water mark against the memory plan.
+//   CapturedStepMatchesUncapturedBitForBit: train.cuda_graph (TrainingEngine::graph_step): 6 steps
+//                         replayed from a graph captured at step 2 (step 4 eager and timed, as a
+//                         logged step) against the same steps run eagerly: losses, gradient norms
+//                         and every parameter bit for bit (the scatter-adds are deterministic), fp32
+//                         and bf16 (with cuDNN's attention where it is usable).
 //   ExpertChoiceCaptures: forward + backward of an expert-choice micro-batch and the AdamW update
 //                         captured under cudaStreamCaptureModeGlobal (any host synchronisation,
 //                         blocking copy, cudaMalloc or cudaFree inside fails the capture), then
@@ -20,6 +30,8 @@
 #include <gtest/gtest.h>
 
 #include <cuda_runtime_api.h>
+
+#include <cstring>
 
 #include "../mpi/train/training_harness.h"
 #include "backend/compute.h"
@@ -33,10 +45,12 @@ namespace {
 
 using namespace test;
 
-void use(ComputeDevice device, GemmInputs inputs = GemmInputs::full) {
+void use(ComputeDevice device, GemmInputs inputs = GemmInputs::full,
+         ActivationStorage storage = ActivationStorage::full) {
   ComputeSettings s;
   s.device = device;
   s.gemm_inputs = inputs;
+  s.activation_storage = storage;
   if (device == ComputeDevice::cuda) cuda::select_device(MPI_COMM_WORLD, -1);
   configure_compute(s);
 }
@@ -122,7 +136,7 @@ TEST_F(GpuModel, Bf16FollowsFp32) {
   use(ComputeDevice::cuda);
   const Trained<float> fp32 = train<float>(cfg, MPI_COMM_SELF, 1, data, c.steps);
   use(ComputeDevice::cpu);
-  use(ComputeDevice::cuda, GemmInputs::bf16);
+  use(ComputeDevice::cuda, GemmInputs::bf16, ActivationStorage::bf16);
   const Trained<float> bf16 = train<float>(cfg, MPI_COMM_SELF, 1, data, c.steps);
   use(ComputeDevice::cpu);
   EXPECT_NE(bf16.loss, fp32.loss) << "bf16 inputs changed nothing: the rounding is not applied";
@@ -130,6 +144,93 @@ TEST_F(GpuModel, Bf16FollowsFp32) {
   EXPECT_LE(worst, 0.01);
   std::printf("  bf16 vs fp32 on the GPU, 200 steps: loss %.4f -> %.4f vs %.4f -> %.4f, worst 20-step mean gap %.2f%%\n",
               bf16.loss.front(), bf16.loss.back(), fp32.loss.front(), fp32.loss.back(), 100 * worst);
+}
+
+TEST_F(GpuModel, Bf16StorageMatchesCpu) {
+  for (const Case& c : step_cases()) {
+    SCOPED_TRACE(c.name);
+    const Config cfg = make_config(c, "bf16");
+    BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+    use(ComputeDevice::cpu, GemmInputs::full, ActivationStorage::bf16);
+    const Trained<float> cpu = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+    use(ComputeDevice::cuda, GemmInputs::full, ActivationStorage::bf16);
+    const Trained<float> gpu = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+    use(ComputeDevice::cpu);
+    ASSERT_EQ(gpu.routed, cpu.routed) << "routing decisions of step 1 differ";
+    std::string worst;
+    const double grad_diff = tensor_diff(gpu, gpu.grads, cpu, cpu.grads, rel_norm<float>, &worst);
+    EXPECT_LE(rel_scalar(gpu.loss[0], cpu.loss[0]), 1e-4);
+    // An fp32 difference can flip a rounding to bf16 (2^-8 relative on that element): 1e-3 norm-wise.
+    EXPECT_LE(grad_diff, 1e-3) << "gradient of " << worst;
+    std::printf("  %-14s GPU vs CPU, bf16 storage: worst gradient %s rel %.1e\n", c.name.c_str(), worst.c_str(),
+                grad_diff);
+  }
+}
+
+TEST_F(GpuModel, FusedAttentionStepMatchesCublas) {
+  Case c;
+  c.name = "fused";
+  Config cfg = make_config(c, "bf16");
+  cfg.model.d_model = 128;  // head size 64, as h100-100m's
+  cfg.model.n_heads = 2;
+  BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+  use(ComputeDevice::cuda, GemmInputs::bf16, ActivationStorage::bf16);
+  const Trained<float> cublas = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+  const std::string path =
+      ops::select_attention(cfg.train.micro_batch_size(), cfg.model.context, cfg.model.n_heads, cfg.model.d_model);
+  if (path.rfind("cudnn-sdpa", 0) != 0) {
+    use(ComputeDevice::cpu);
+    GTEST_SKIP() << "cuDNN unavailable: skipped (" << path << ")";
+  }
+  const Trained<float> fused = train<float>(cfg, MPI_COMM_SELF, 1, data, 1);
+  ops::device::use_cublas_attention();
+  use(ComputeDevice::cpu);
+  ASSERT_EQ(fused.routed, cublas.routed) << "routing decisions of step 1 differ";
+  std::string worst;
+  const double grad_diff = tensor_diff(fused, fused.grads, cublas, cublas.grads, rel_norm<float>, &worst);
+  EXPECT_LE(rel_scalar(fused.loss[0], cublas.loss[0]), 1e-3);
+  EXPECT_LE(grad_diff, 2e-2) << "gradient of " << worst;
+  std::printf("  %s: fused vs cuBLAS attention step: loss %.6f vs %.6f, worst gradient %s rel %.1e\n", path.c_str(),
+              fused.loss[0], cublas.loss[0], worst.c_str(), grad_diff);
+}
+
+TEST_F(GpuModel, CapturedStepMatchesUncapturedBitForBit) {
+  for (const char* precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    Case c;
+    c.name = "graph";
+    Config cfg = make_config(c, precision);
+    cfg.train.device = "cuda";
+    cfg.train.cuda_graph = true;
+    const bool bf16 = std::string(precision) == "bf16";
+    use(ComputeDevice::cuda, bf16 ? GemmInputs::bf16 : GemmInputs::full,
+        bf16 ? ActivationStorage::bf16 : ActivationStorage::full);
+    if (bf16)
+      std::printf("  attention: %s\n", ops::select_attention(cfg.train.micro_batch_size(), cfg.model.context,
+                                                             cfg.model.n_heads, cfg.model.d_model).c_str());
+    BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+    {
+      ProcessGrid grid(MPI_COMM_SELF, 1);
+      TrainingEngine<float> captured(cfg, grid), eager(cfg, grid);
+      ASSERT_TRUE(captured.graph_mode()) << cuda_graph_status(cfg, 1);
+      eager.set_replay(false);
+      for (int s = 0; s < 6; ++s) {
+        if (s == 4) captured.time_next_step();
+        const StepResult a = captured.step(s, 1e-2, data), b = eager.step(s, 1e-2, data);
+        EXPECT_EQ(a.loss, b.loss) << "step " << s;
+        EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << s;
+      }
+      for (int g = 0; g < 2; ++g) {
+        const auto pa = to_host(captured.store().values(ParamGroup(g)));
+        const auto pb = to_host(eager.store().values(ParamGroup(g)));
+        ASSERT_EQ(pa.size(), pb.size());
+        EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0) << "parameters, group " << g;
+      }
+      std::printf("  %s: captured vs uncaptured, 6 steps: losses, norms and parameters bit for bit\n", precision);
+    }
+    ops::device::use_cublas_attention();
+    use(ComputeDevice::cpu);
+  }
 }
 
 TEST_F(GpuModel, DeviceResidency) {

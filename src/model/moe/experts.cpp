@@ -18,7 +18,7 @@ void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std:
   FINEMOE_CHECK(counts.size() == size_t(n_local_), "expected " << n_local_ << " expert counts");
   for (int j = 0; j < n_local_; ++j) offsets_[j + 1] = offsets_[j] + counts[j];
   const int64_t rows = offsets_[n_local_];
-  T* h = ensure_size(hidden_, size_t(rows) * d_pre_);
+  T* h = hidden_.forward_buffer(size_t(rows) * d_pre_, scratch.hidden_work);
   T* a = ensure_size(scratch.activated, size_t(rows) * d_expert_);
   const int dm = d_model_, de = d_expert_, dp = d_pre_;
   const int64_t w1_size = int64_t(dm) * dp, w2_size = int64_t(de) * dm;
@@ -28,6 +28,7 @@ void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std:
     return ops::GemmProblem<T>{m, dp, dm, x + r0 * dm, dm, w1 + j * w1_size, dp, h + r0 * dp, dp};
   }), T(0));
   ffn_activation_forward<T>(a, h, rows, de, activation_);
+  hidden_.keep();
   ops::grouped_gemm<T>(false, false, T(1), per_expert([&](int j, int64_t r0, int m) {
     return ops::GemmProblem<T>{m, dm, de, a + r0 * de, de, w2 + j * w2_size, dm, y + r0 * dm, dm};
   }), T(0));
@@ -41,7 +42,7 @@ void GroupedExperts<T>::backward(const T* w1, const T* w2, const T* x, const T* 
   T* da = ensure_size(scratch.dactivated, size_t(rows) * de);
   T* dh = ensure_size(scratch.dhidden, size_t(rows) * dp);
   T* a = ensure_size(scratch.activated, size_t(rows) * de);
-  const T* h = hidden_.data();
+  const T* h = hidden_.restore(scratch.hidden_work);
   const int64_t w1_size = int64_t(dm) * dp, w2_size = int64_t(de) * dm;
   ffn_activation_forward<T>(a, h, rows, de, activation_);  // recomputed: cheaper than kept
   cpu::FlopScope flops(cpu::FlopCategory::ffn);

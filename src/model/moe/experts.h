@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/compute.h"
+#include "backend/kept_activation.h"
 #include "backend/ops.h"
 #include "model/layer_support.h"
 
@@ -19,6 +20,7 @@ template <typename T>
 struct ExpertScratch {
   DeviceBuffer<T> activated, dactivated;  // [rows, d_expert]
   DeviceBuffer<T> dhidden;                // [rows, pre_width(d_expert)]
+  DeviceBuffer<T> hidden_work;            // bf16 activation storage: the pre-activations in fp32
 };
 
 template <typename T>
@@ -44,7 +46,7 @@ class GroupedExperts {
   int d_pre_;  // columns of W1 and of the pre-activations
   std::vector<int64_t> offsets_;  // first row of each local expert; offsets_[n_local_] = rows
   std::vector<ops::GemmProblem<T>> problems_;
-  DeviceBuffer<T> hidden_;  // [rows, d_pre_], kept for backward
+  KeptActivation<T> hidden_;  // [rows, d_pre_], kept for backward
 };
 
 }  // namespace finemoe::moe

@@ -201,7 +201,7 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   FINEMOE_CHECK(store_.allocated(), "MoE layer used before its parameters were allocated");
   FINEMOE_CHECK(dispatcher_, "an expert-parallel MoE layer needs MoeComms::expert_group to run");
   tokens_ = batch.tokens();
-  ops::copy(ensure_size(x_, size_t(tokens_) * d_model_), x, tokens_ * d_model_);
+  x_.keep_copy(x, size_t(tokens_) * d_model_);
   context_ = batch.context;
   ops::fill_zero(aux_sum_.data(), 1);
   MoeScratch<T>& scratch = *scratch_;
@@ -245,7 +245,7 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   count_copies();
   const int64_t received = dispatcher_->received_rows();
   T* x_expert = ensure_size(scratch.x_expert, size_t(received) * d);
-  T* y_expert = ensure_size(y_expert_, size_t(received) * d);
+  T* y_expert = y_expert_.forward_buffer(size_t(received) * d, scratch.y_expert_work);
   T* x_staged = staged_rows(scratch.x_staged, copies_);
   timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x, copy_row_.data(), d, x_staged, x_expert); });
   expert_watch_.start();
@@ -253,12 +253,13 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
                    y_expert, scratch.experts);
   expert_watch_.stop();
 
-  T* combined = out_ln_ ? ensure_size(y_combined_, size_t(tokens_) * d) : y;
+  T* combined = out_ln_ ? y_combined_.forward_buffer(size_t(tokens_) * d, scratch.y_combined_work) : y;
   T* y_staged = staged_rows(y_staged_, copies_);
   timed_combine([&] {
     ops::fill_zero(combined, tokens_ * d);
     moe::combine_from_experts(*dispatcher_, y_expert, copy_row_.data(), copy_gate_.data(), d, y_staged, combined);
   });
+  y_expert_.keep();
   if (shared_) {  // every token, weight 1, before the output LayerNorm
     expert_watch_.start();
     cpu::FlopScope flops(cpu::FlopCategory::ffn);
@@ -267,7 +268,10 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
     ops::add(combined, combined, shared_out, tokens_ * d);
     expert_watch_.stop();
   }
-  if (out_ln_) out_ln_->forward(combined, y, tokens_);
+  if (out_ln_) {
+    y_combined_.keep();
+    out_ln_->forward(combined, y, tokens_);
+  }
 }
 
 template <typename T>
@@ -278,22 +282,24 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   if (out_ln_) {
     T* buf = ensure_size(scratch.dy_combined, size_t(tokens_) * d);
     ops::fill_zero(buf, tokens_ * d);
-    out_ln_->backward(dy, buf);
+    out_ln_->backward(dy, buf, y_combined_.restore(scratch.y_combined_work));
     dcombined = buf;
   }
+  const T* x = x_.restore(scratch.x_work);
   const int64_t received = dispatcher_->received_rows();
   T* dy_expert = ensure_size(scratch.dy_expert, size_t(received) * d);
   T* dx_expert = ensure_size(scratch.dx_expert, size_t(received) * d);
   T* dy_staged = staged_rows(scratch.dy_staged, copies_);
   T* dgate = ensure_size(scratch.dgate, size_t(copies_));
   timed_combine([&] {
-    moe::combine_backward_to_experts(*dispatcher_, dcombined, y_expert_.data(), y_staged_.data(), copy_row_.data(),
+    moe::combine_backward_to_experts(*dispatcher_, dcombined, y_expert_.restore(scratch.y_expert_work),
+                                     y_staged_.data(), copy_row_.data(),
                                      copy_gate_.data(), d, dy_staged, dy_expert, dgate);
   });
   // The experts' input rows again, from the kept layer input (the forward's were scratch).
   T* x_expert = ensure_size(scratch.x_expert, size_t(received) * d);
   T* x_staged = staged_rows(scratch.x_staged, copies_);
-  timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x_.data(), copy_row_.data(), d, x_staged, x_expert); });
+  timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x, copy_row_.data(), d, x_staged, x_expert); });
   expert_watch_.start();
   experts_.backward(store_.value(w1_), store_.value(w2_), x_expert, dy_expert, dx_expert, store_.grad(w1_),
                     store_.grad(w2_), scratch.experts);
@@ -326,7 +332,7 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   }
   {
     cpu::FlopScope flops(cpu::FlopCategory::router);
-    moe::router_backward(x_.data(), store_.value(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
+    moe::router_backward(x, store_.value(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
                          store_.grad(router_));
   }
   router_watch_.stop();

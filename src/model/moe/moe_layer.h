@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/compute.h"
+#include "backend/kept_activation.h"
 #include "backend/ops.h"
 #include "config/config.h"
 #include "model/dense_ffn.h"
@@ -43,6 +44,8 @@ struct MoeScratch {
   DeviceBuffer<T> shared_rows;      // [tokens, d_model]: the shared experts' output, then their dx
   DeviceBuffer<T> selection_scores;  // [routing buffer rows, n_experts]: probabilities + bias (moe.balance = bias)
   DeviceBuffer<T> bias_delta;        // [n_experts]: the bias step, copied from the host
+  // bf16 activation storage: fp32 working copies of the kept tensors (backend/kept_activation.h).
+  DeviceBuffer<T> x_work, y_expert_work, y_combined_work;
 };
 
 template <typename T>
@@ -130,7 +133,7 @@ class MoeLayer final : public FeedForwardLayer<T> {
   moe::GroupedExperts<T> experts_;
 
   // State of the last forward.
-  DeviceBuffer<T> x_;  // the layer input, for the router gradient
+  KeptActivation<T> x_;  // the layer input, for the router gradient and the re-gather
   int64_t tokens_ = 0;
   int context_ = 0;
   double loss_scale_ = 0;
@@ -150,7 +153,8 @@ class MoeLayer final : public FeedForwardLayer<T> {
   DeviceBuffer<T> balance_grad_;  // [slot][expert]: d balance term / d p
   // Kept for backward: the experts' output in expert order, the rows other ranks sent back
   // (staged, send order) and the combined output (the output LayerNorm's input).
-  DeviceBuffer<T> y_expert_, y_staged_, y_combined_;
+  KeptActivation<T> y_expert_, y_combined_;
+  DeviceBuffer<T> y_staged_;
   std::shared_ptr<MoeScratch<T>> scratch_;
   FeedForwardStats stats_;
   double exchange_in_combine_s_ = 0;  // host-timed exchanges inside the combine stopwatch

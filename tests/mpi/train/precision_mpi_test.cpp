@@ -3,13 +3,24 @@
 // where there is no GPU.
 //   Bf16GemmRoundsInputs: ops::gemm equals a float64 product of the inputs rounded to bf16 by an
 //     independent rounding (frexp / nearbyint, ties to even), and differs from the unrounded one.
-//   Bf16FollowsFp32: 200 training steps follow the fp32 loss curve within 1% (20-step means), the
+//   Bf16FollowsFp32: 200 training steps with bf16 GEMM inputs and bf16 activation storage (what
+//     train.precision = bf16 sets) follow the fp32 loss curve within 1% (20-step means), the
 //     criterion the GPU test (tests/gpu/model_gpu_test) applies on the device.
+//   Bf16StorageRoundsKeptActivations: a kept activation comes back as the independently rounded
+//     bf16 value of what the forward wrote (ties to even included) and costs 2 bytes a value.
+//   Bf16StorageGradientsFollowFloat64: step-1 gradients with bf16 activation storage (fp32 GEMM
+//     inputs, so the forward and its routing are the fp32 path's: storage rounding only reaches
+//     the backward) against the float64 path within the bf16 tolerance, and different from the
+//     fp32 path's (the storage rounding points are live).
+// Runtime about 2 s in all.
 #include <gtest/gtest.h>
 
 #include <cfenv>
 #include <random>
 
+#include <cstring>
+
+#include "backend/kept_activation.h"
 #include "backend/ops.h"
 #include "training_harness.h"
 
@@ -18,9 +29,10 @@ namespace {
 
 using namespace test;
 
-void use_gemm_inputs(GemmInputs inputs) {
+void use_gemm_inputs(GemmInputs inputs, ActivationStorage storage = ActivationStorage::full) {
   ComputeSettings s;
   s.gemm_inputs = inputs;
+  s.activation_storage = storage;
   configure_compute(s);
 }
 
@@ -68,7 +80,7 @@ TEST(Precision, Bf16FollowsFp32) {
   BatchSampler data(corpus.data(), kContext, cfg.train.seed, kTrainStream);
   use_gemm_inputs(GemmInputs::full);
   const Trained<float> fp32 = train<float>(cfg, MPI_COMM_SELF, 1, data, c.steps);
-  use_gemm_inputs(GemmInputs::bf16);
+  use_gemm_inputs(GemmInputs::bf16, ActivationStorage::bf16);
   const Trained<float> bf16 = train<float>(cfg, MPI_COMM_SELF, 1, data, c.steps);
   use_gemm_inputs(GemmInputs::full);
   EXPECT_NE(bf16.loss, fp32.loss) << "bf16 inputs changed nothing";
@@ -77,6 +89,90 @@ TEST(Precision, Bf16FollowsFp32) {
   EXPECT_LE(worst, 0.01);
   std::printf("  CPU bf16 vs fp32, 200 steps: loss %.4f -> %.4f vs %.4f -> %.4f, worst 20-step mean gap %.3f%%\n",
               bf16.loss.front(), bf16.loss.back(), fp32.loss.front(), fp32.loss.back(), 100 * worst);
+}
+
+TEST(Precision, Bf16StorageRoundsKeptActivations) {
+  ASSERT_EQ(std::fegetround(), FE_TONEAREST);
+  const size_t n = 4096;
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> dist(-3, 3);
+  std::vector<float> values(n);
+  for (float& x : values) x = dist(gen);
+  // Exact ties between two bf16 values (low 16 bits 0x8000), both parities of the kept bit.
+  for (size_t i = 0; i < 64; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &values[i], sizeof bits);
+    bits = (bits & 0xffff0000u) | 0x8000u;
+    std::memcpy(&values[i], &bits, sizeof bits);
+  }
+  for (const ActivationStorage storage : {ActivationStorage::full, ActivationStorage::bf16}) {
+    use_gemm_inputs(GemmInputs::full, storage);
+    DeviceBuffer<float> working;
+    KeptActivation<float> kept;
+    const int64_t before = buffer_memory_use().live_bytes;
+    float* w = kept.forward_buffer(n, working);
+    copy_to_device(w, values.data(), n);
+    kept.keep();
+    const int64_t used = buffer_memory_use().live_bytes - before;
+    ops::fill_zero(working.data(), int64_t(working.size()));  // the next block reuses the working buffer
+    std::vector<float> back(n);
+    copy_to_host(back.data(), kept.restore(working), n);
+    size_t mismatches = 0, changed = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const double want = storage == ActivationStorage::bf16 ? bf16_reference(values[i]) : double(values[i]);
+      mismatches += double(back[i]) != want;
+      changed += back[i] != values[i];
+    }
+    EXPECT_EQ(mismatches, 0u) << (storage == ActivationStorage::bf16 ? "bf16" : "full");
+    if (storage == ActivationStorage::bf16) {
+      EXPECT_GT(changed, n / 2) << "the values were not rounded";
+      EXPECT_EQ(used, int64_t(n) * (4 + 2)) << "an fp32 working buffer and 2 bytes a kept value";
+    } else {
+      EXPECT_EQ(changed, 0u);
+      EXPECT_EQ(used, int64_t(n) * 4) << "the kept tensor is the forward's buffer";
+    }
+  }
+  use_gemm_inputs(GemmInputs::full);
+}
+
+TEST(Precision, Bf16StorageGradientsFollowFloat64) {
+  Corpus corpus;
+  for (const char* routing : {"expert_choice", "token_choice"}) {
+    Case c;
+    c.routing = routing;
+    c.batch = 8;
+    const Config cfg64 = make_config(c, "fp64");
+    Config cfg16 = make_config(c, "bf16");
+    BatchSampler data(corpus.data(), kContext, cfg64.train.seed, kTrainStream);
+    use_gemm_inputs(GemmInputs::full);
+    const Trained<double> ref = train<double>(cfg64, MPI_COMM_SELF, 1, data, 0);
+    const Trained<float> fp32 = train<float>(make_config(c, "fp32"), MPI_COMM_SELF, 1, data, 0);
+    use_gemm_inputs(GemmInputs::full, ActivationStorage::bf16);
+    const Trained<float> stored = train<float>(cfg16, MPI_COMM_SELF, 1, data, 0);
+    use_gemm_inputs(GemmInputs::full);
+    ASSERT_EQ(stored.routed, ref.routed) << routing << ": the comparison needs the same routing";
+    double worst = 0, moved = 0;
+    std::string worst_name;
+    for (size_t i = 0; i < ref.specs.size(); ++i) {
+      const ParamSpec& s = ref.specs[i];
+      const int g = int(s.group);
+      const int64_t off = ref.offsets[i];
+      std::vector<double> got(stored.grads[g].begin() + off, stored.grads[g].begin() + off + s.numel());
+      std::vector<double> without(fp32.grads[g].begin() + off, fp32.grads[g].begin() + off + s.numel());
+      const double d = rel_norm(got.data(), ref.grads[g].data() + off, s.numel());
+      if (d > worst) {
+        worst = d;
+        worst_name = s.name;
+      }
+      moved = std::max(moved, rel_norm(got.data(), without.data(), s.numel()));
+    }
+    // bf16 keeps 8 significant bits (relative rounding <= 2^-9); a few roundings in sequence,
+    // norm-wise over a tensor: 2e-2.
+    EXPECT_LE(worst, 2e-2) << routing << ": " << worst_name;
+    EXPECT_GT(moved, 1e-4) << routing << ": storing activations in bf16 changed no gradient";
+    std::printf("  %s: bf16 storage step-1 gradients vs float64: worst %.2e (%s); vs fp32 storage %.2e\n",
+                routing, worst, worst_name.c_str(), moved);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,71 @@
+#include <cub/device/device_radix_sort.cuh>
+
+#include "kernels/cuda_check.h"
+#include "kernels/device_util.cuh"
+#include "kernels/sorted_scatter.h"
+#include "util/check.h"
+
+namespace finemoe::cuda {
+namespace {
+using namespace detail;
+
+__global__ void iota_kernel(int32_t* out, int64_t n) {
+  for (int64_t i = thread_id(); i < n; i += thread_count()) out[i] = int32_t(i);
+}
+
+// keys: the target rows in ascending order, order: the copy of each (ascending within a row). The
+// thread at the first copy of a row sums the row's copies in order for its column.
+template <typename T>
+__global__ void run_sum_kernel(const T* src, const int32_t* keys, const int32_t* order, const float* gate, int64_t n,
+                               int width, float* dst) {
+  const int64_t total = n * width;
+  for (int64_t idx = thread_id(); idx < total; idx += thread_count()) {
+    const int64_t i = idx / width;
+    const int col = int(idx % width);
+    const int32_t key = keys[i];
+    if (i > 0 && keys[i - 1] == key) continue;
+    float* out = dst + int64_t(key) * width + col;
+    float acc = *out;
+    for (int64_t j = i; j < n && keys[j] == key; ++j) {
+      const int64_t c = order[j];
+      const float v = to_float(src[c * width + col]);
+      acc += gate ? gate[c] * v : v;
+    }
+    *out = acc;
+  }
+}
+
+size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
+}  // namespace
+
+template <typename T>
+void sorted_scatter_add(const T* src, const int32_t* rows, const float* gate, int64_t n, int width, float* dst,
+                        cudaStream_t stream) {
+  if (n == 0 || width == 0) return;
+  FINEMOE_CHECK(n < (int64_t(1) << 31), "sorted scatter-add of " << n << " copies (the sort takes int counts)");
+  const int count = int(n);
+  size_t sort_bytes = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const int32_t*>(nullptr),
+                                             static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                             static_cast<int32_t*>(nullptr), count, 0, 32, stream));
+  const size_t ints = aligned(size_t(n) * sizeof(int32_t));
+  char* block = nullptr;
+  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&block), 3 * ints + aligned(sort_bytes), stream));
+  auto* keys = reinterpret_cast<int32_t*>(block);
+  auto* copies = reinterpret_cast<int32_t*>(block + ints);
+  auto* order = reinterpret_cast<int32_t*>(block + 2 * ints);
+  iota_kernel<<<grid_for(n), kThreads, 0, stream>>>(copies, n);
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(block + 3 * ints, sort_bytes, rows, keys, copies, order, count, 0, 32,
+                                             stream));
+  run_sum_kernel<T><<<grid_for(n * width), kThreads, 0, stream>>>(src, keys, order, gate, n, width, dst);
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cudaFreeAsync(block, stream));
+}
+
+template void sorted_scatter_add<float>(const float*, const int32_t*, const float*, int64_t, int, float*,
+                                        cudaStream_t);
+template void sorted_scatter_add<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*, const float*, int64_t, int,
+                                                float*, cudaStream_t);
+
+}  // namespace finemoe::cuda

@@ -1,0 +1,111 @@
+// The GPU's scatter-adds are deterministic (kernels/sorted_scatter.h, the LayerNorm slices): each is
+// run three times from the same inputs under heavy contention (many copies per target row) and
+// must give the same bits every time, and match its CPU reference (moe::combine_rows /
+// scatter_add_rows, cpu::embedding_backward, cpu::layernorm_backward: sequential sums) within fp32
+// rounding. This is what lets tests/gpu/model_gpu_test compare a captured step with an uncaptured
+// one bit for bit.
+#include <cstring>
+
+#include "backend/cpu/embedding.h"
+#include "backend/cpu/layernorm.h"
+#include "gpu_test_support.h"
+#include "kernels/embedding.h"
+#include "kernels/layernorm.h"
+#include "kernels/permute.h"
+#include "model/moe/dispatcher.h"
+
+namespace finemoe::gpu_test {
+namespace {
+
+using DeterministicScatter = GpuTest;
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST_F(DeterministicScatter, CombineAndScatterAddRowsRepeatBitForBit) {
+  const int64_t tokens = 97, copies = 60001;  // about 600 copies per token
+  const int width = 64;
+  const auto rows = random_ints(size_t(copies), int32_t(tokens), 80);
+  const auto gate = random_vector(size_t(copies), 81), back = random_vector(size_t(copies) * width, 82);
+  const auto y0 = random_vector(size_t(tokens) * width, 83);
+  auto y = y0, dx = y0;
+  moe::combine_rows(back.data(), rows.data(), gate.data(), copies, width, y.data());
+  moe::scatter_add_rows(back.data(), rows.data(), copies, width, dx.data());
+  auto dev_rows = on_device(rows);
+  auto dev_gate = on_device(gate), dev_back = on_device(back);
+  std::vector<float> first_y, first_dx;
+  for (int run = 0; run < 3; ++run) {
+    auto dev_y = on_device(y0), dev_dx = on_device(y0);
+    cuda::combine_rows(dev_back.data(), dev_rows.data(), dev_gate.data(), copies, width, dev_y.data());
+    cuda::scatter_add_rows(dev_back.data(), dev_rows.data(), copies, width, dev_dx.data());
+    const auto got_y = dev_y.download(), got_dx = dev_dx.download();
+    if (run == 0) {
+      // Sums of ~600 terms in the CPU's order; only fused multiply-adds may round differently.
+      EXPECT_LE(relative_max_error(got_y, y), 1e-5);
+      EXPECT_LE(relative_max_error(got_dx, dx), 1e-5);
+      first_y = got_y;
+      first_dx = got_dx;
+    } else {
+      EXPECT_TRUE(same_bits(got_y, first_y)) << "combine_rows, run " << run;
+      EXPECT_TRUE(same_bits(got_dx, first_dx)) << "scatter_add_rows, run " << run;
+    }
+  }
+}
+
+TEST_F(DeterministicScatter, EmbeddingBackwardRepeatsBitForBit) {
+  const int n_seq = 16, context = 256, d = 96, vocab = 7;  // ~600 rows per token id
+  const auto tokens = random_ints(size_t(n_seq) * context, vocab, 84);
+  const auto dout = random_vector(size_t(n_seq) * context * d, 85);
+  const auto dwte0 = random_vector(size_t(vocab) * d, 86), dwpe0 = random_vector(size_t(context) * d, 87);
+  auto dwte = dwte0, dwpe = dwpe0;
+  cpu::embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), n_seq, context, d);
+  auto dev_tokens = on_device(tokens);
+  auto dev_dout = on_device(dout);
+  std::vector<float> first;
+  for (int run = 0; run < 3; ++run) {
+    auto dev_dwte = on_device(dwte0), dev_dwpe = on_device(dwpe0);
+    cuda::embedding_backward(dev_dwte.data(), dev_dwpe.data(), dev_dout.data(), dev_tokens.data(), n_seq, context, d);
+    const auto got = dev_dwte.download();
+    if (run == 0) {
+      EXPECT_LE(relative_max_error(got, dwte), 1e-5);
+      EXPECT_TRUE(same_bits(got, dwte)) << "the same additions in the same order as the CPU";
+      first = got;
+    } else {
+      EXPECT_TRUE(same_bits(got, first)) << "run " << run;
+    }
+  }
+}
+
+TEST_F(DeterministicScatter, LayerNormParameterGradientsRepeatBitForBit) {
+  const int64_t rows = 8192;
+  const int cols = 200;
+  const auto x = random_vector(size_t(rows) * cols, 88), dy = random_vector(size_t(rows) * cols, 89);
+  const auto w = random_vector(cols, 90), b = random_vector(cols, 91);
+  std::vector<float> y(x.size()), mean(rows), rstd(rows), dx(x.size(), 0.0f), dw(cols, 0.0f), db(cols, 0.0f);
+  cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, cols, 1e-5f);
+  cpu::layernorm_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                          rows, cols);
+  auto dev_x = on_device(x), dev_dy = on_device(dy), dev_w = on_device(w);
+  auto dev_mean = on_device(mean), dev_rstd = on_device(rstd);
+  std::vector<float> first_w, first_b;
+  for (int run = 0; run < 3; ++run) {
+    cuda::DeviceBuffer<float> dev_dx(std::vector<float>(x.size(), 0.0f)), dev_dw(std::vector<float>(cols, 0.0f)),
+        dev_db(std::vector<float>(cols, 0.0f));
+    cuda::layernorm_backward<float>(dev_dx.data(), dev_dw.data(), dev_db.data(), dev_dy.data(), dev_x.data(),
+                                    dev_w.data(), dev_mean.data(), dev_rstd.data(), rows, cols);
+    const auto got_w = dev_dw.download(), got_b = dev_db.download();
+    if (run == 0) {
+      EXPECT_LE(relative_max_error(got_w, dw), 1e-4);  // 8192-term sums in another order
+      EXPECT_LE(relative_max_error(got_b, db), 1e-4);
+      first_w = got_w;
+      first_b = got_b;
+    } else {
+      EXPECT_TRUE(same_bits(got_w, first_w)) << "dweight, run " << run;
+      EXPECT_TRUE(same_bits(got_b, first_b)) << "dbias, run " << run;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace finemoe::gpu_test
