@@ -77,6 +77,14 @@ void configure(const ComputeSettings& s) {
 
 cudaStream_t compute_stream() { return context().stream; }
 
+void release_scratch() {
+  if (!g_context) return;
+  Context& c = *g_context;
+  for (auto* b : {&c.qkv16, &c.out16, &c.dout16, &c.dqkv16}) *b = DeviceBuffer<Bfloat16>();
+  c.fused_workspace = DeviceBuffer<uint8_t>();
+  c.losses = DeviceBuffer<float>();
+}
+
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
 
 void* allocate(size_t bytes) {
