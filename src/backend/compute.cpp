@@ -33,6 +33,9 @@ bool cuda_backend_built() {
 }
 
 void configure_compute(const ComputeSettings& s) {
+#ifdef FINEMOE_WITH_CUDA
+  if (g_settings.device == ComputeDevice::cuda && s.device != ComputeDevice::cuda) ops::device::release_scratch();
+#endif
   FINEMOE_CHECK(s.device == g_settings.device || g_live_buffers.load() == 0,
                 "the compute device changed while " << g_live_buffers.load() << " model buffers were allocated");
   if (s.device == ComputeDevice::cuda) {

@@ -43,9 +43,19 @@ struct Context {
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   }
   ~Context() {
+    // Everything that uses the stream goes before it: the buffers below are freed through
+    // ops::device::free (cudaFreeAsync on g_context's stream, which at exit is still this one).
     (void)cudaStreamSynchronize(stream);
+    release_scratch();
+    fused.reset();
     cublas.reset();
     (void)cudaStreamDestroy(stream);
+  }
+  // The context's own DeviceBuffers (counted as live buffers like the model's).
+  void release_scratch() {
+    for (auto* b : {&qkv16, &out16, &dout16, &dqkv16}) *b = DeviceBuffer<Bfloat16>();
+    fused_workspace = DeviceBuffer<uint8_t>();
+    losses = DeviceBuffer<float>();
   }
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::CublasHandle> cublas;
@@ -77,6 +87,10 @@ void configure(const ComputeSettings& s) {
 
 cudaStream_t compute_stream() { return context().stream; }
 
+void release_scratch() {
+  if (g_context) g_context->release_scratch();
+}
+
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
 
 void* allocate(size_t bytes) {
@@ -90,6 +104,7 @@ void free(void* p) noexcept {
   // Stream-ordered: the memory returns to the pool after the work queued before it.
   if (!g_context) return;
   const cudaError_t e = cudaFreeAsync(p, g_context->stream);
+  if (e == cudaErrorCudartUnloading) return;  // exit after the runtime's own teardown: nothing to free
   if (e != cudaSuccess) {  // e.g. a buffer freed inside a graph capture: a bug, never to pass silently
     std::fprintf(stderr, "fatal: cudaFreeAsync failed: %s\n", cudaGetErrorString(e));
     std::abort();

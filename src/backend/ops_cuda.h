@@ -18,6 +18,10 @@ namespace finemoe::ops::device {
 void configure(const ComputeSettings& s);
 cudaStream_t compute_stream();
 void synchronize();
+// Frees the context's own scratch (cross-entropy rows, the fused attention's bf16 operands and
+// workspace), counted as live buffers like the model's: configure_compute does it before it leaves
+// the device, whose check would otherwise refuse the change after any step.
+void release_scratch();
 
 // Stream-ordered device memory from the device's default pool, on the compute stream (no host wait).
 void* allocate(size_t bytes);

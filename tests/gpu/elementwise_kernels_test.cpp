@@ -58,8 +58,8 @@ TEST_F(ElementwiseKernels, ActivationBf16WithinRounding) {
 }
 
 // The kept-activation storage (backend/kept_activation.h): the GPU's packing is the host's
-// finemoe::to_bf16 bit for bit (ties to even, carries into the exponent, infinities, NaN stays NaN),
-// and unpacking is exact.
+// finemoe::to_bf16 bit for bit (ties to even, carries into the exponent, infinities, NaN to the
+// canonical NaN 0x7fff), and unpacking is exact.
 TEST_F(ElementwiseKernels, Bf16StorageMatchesHostRoundingBitForBit) {
   auto x = random_vector(20011, 13, -5, 5);
   for (size_t i = 0; i < 256; ++i) {  // exact ties, both parities
@@ -95,6 +95,9 @@ TEST_F(ElementwiseKernels, Bf16StorageMatchesHostRoundingBitForBit) {
   cuda::pack_bf16(packed.data(), dev_nan.data(), 1);
   cuda::unpack_bf16(back.data(), packed.data(), 1);
   EXPECT_TRUE(std::isnan(back.download()[0]));
+  uint16_t nan_bits;
+  std::memcpy(&nan_bits, &packed.download()[0], sizeof nan_bits);
+  EXPECT_EQ(nan_bits, finemoe::to_bf16(nan[0]).bits) << "NaN packs to the host reference's bits";
 }
 
 // Issue 20: SwiGLU, rows of [gate | up] (an odd width, so rows do not align with warps).

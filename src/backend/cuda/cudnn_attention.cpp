@@ -117,9 +117,13 @@ struct FusedAttention::Impl {
       auto bstats = b.tensor(fe::graph::Tensor_attributes().set_name("stats").set_uid(kStats)
                                  .set_dim({B, H, T, 1}).set_stride({H * T, T, 1, 1})
                                  .set_data_type(fe::DataType_t::FLOAT));
+      // Deterministic: by default cuDNN accumulates dQ with atomics (run-to-run differences), which
+      // the bit-for-bit captured-vs-uncaptured step (train.cuda_graph) does not allow. On Hopper this
+      // takes the dP-workspace kernel: more workspace (workspace_bytes includes it), some speed.
       auto [dq, dk, dv] = b.sdpa_backward(bq, bk, bv, bo, dout, bstats,
                                           fe::graph::SDPA_backward_attributes().set_name("sdpa_backward")
-                                              .set_causal_mask(true).set_attn_scale(scale));
+                                              .set_causal_mask(true).set_attn_scale(scale)
+                                              .set_deterministic_algorithm(true));
       dq->set_output(true).set_dim(dims).set_stride(qkv_stride).set_uid(kDQ);
       dk->set_output(true).set_dim(dims).set_stride(qkv_stride).set_uid(kDK);
       dv->set_output(true).set_dim(dims).set_stride(qkv_stride).set_uid(kDV);
