@@ -29,8 +29,8 @@ install_cudnn_frontend() {
     return 0
   fi
   echo "[install-deps] installing nvidia-cudnn-frontend (headers for the cuDNN attention)"
-  python3 -m pip install -q --no-deps "nvidia-cudnn-frontend>=1.12" ||
-    python3 -m pip install -q --no-deps --break-system-packages "nvidia-cudnn-frontend>=1.12" ||
+  python3 -m pip install -q --no-deps "nvidia-cudnn-frontend~=1.32.0" ||
+    python3 -m pip install -q --no-deps --break-system-packages "nvidia-cudnn-frontend~=1.32.0" ||
     echo "[install-deps] warning: nvidia-cudnn-frontend not installed: CUDA builds use the cuBLAS attention" >&2
 }
 

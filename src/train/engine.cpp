@@ -214,7 +214,17 @@ StepResult TrainingEngine<T>::graph_step(int64_t step, double lr, const BatchSam
   } else {
     if (!graph_.captured()) {
       graph_.begin_capture();
-      graph_body(batch);
+      try {
+        graph_body(batch);
+      } catch (...) {
+        // End the capture so the stream leaves capture mode and the first error is the one reported.
+        try {
+          graph_.end_capture();
+        } catch (...) {
+        }
+        graph_.reset();
+        throw;
+      }
       graph_.end_capture();
       graph_buffers_ = sorted_live_buffers();
     }

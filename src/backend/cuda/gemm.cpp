@@ -104,6 +104,13 @@ void GroupedGemm::run(cublasHandle_t handle, bool trans_a, bool trans_b, float a
     pointers_.resize(host_pointers_.size());
     cudaStream_t stream = 0;
     CUBLAS_CHECK(cublasGetStream(handle, &stream));
+    // The pointer array comes from pageable host memory that the next grouped call overwrites: a
+    // captured graph would re-read it on every replay.
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+    FINEMOE_CHECK(capturing == cudaStreamCaptureStatusNone,
+                  "grouped expert GEMM (unequal expert row counts) inside a captured CUDA graph step: not "
+                  "capturable; set train.cuda_graph = false");
     // Stream-ordered after the previous run's grouped call, which read the same array.
     CUDA_CHECK(cudaMemcpyAsync(pointers_.data(), host_pointers_.data(), pointers_.bytes(), cudaMemcpyHostToDevice,
                                stream));
