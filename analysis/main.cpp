@@ -41,7 +41,9 @@ const char* const kUsage =
     "                            [--law joint] [--coefficients ... | --fit ...] [--peak-json --gemm-json --alltoall-json]\n"
     "       finemoe-analyze next RECORD|DIR|GLOB... --budget B --target F [--allocation ALLOC.ini] [--base P.ini --ranks R]\n";
 
-std::vector<double> parse_budgets(const std::string& text) {
+// A comma-separated list of positive finite numbers; InputError naming the option and the bad item.
+std::vector<double> parse_positive_list(const std::string& text, const std::string& option,
+                                        const std::string& unit = "", const std::string& when_empty = "empty list") {
   std::vector<double> out;
   std::stringstream ss(text);
   std::string item;
@@ -53,12 +55,12 @@ std::vector<double> parse_budgets(const std::string& text) {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used != item.size() || !std::isfinite(v) || v <= 0) {
-      throw InputError("--budgets: '" + item + "' is not a positive number of FLOPs");
+    if (used == 0 || used != item.size() || !std::isfinite(v) || !(v > 0)) {
+      throw InputError(option + ": '" + item + "' is not a positive number" + (unit.empty() ? "" : " of " + unit));
     }
     out.push_back(v);
   }
-  if (out.empty()) throw InputError("--budgets: no budgets given");
+  if (out.empty()) throw InputError(option + ": " + when_empty);
   return out;
 }
 
@@ -306,25 +308,6 @@ int run_plan_command(const po::variables_map& vm, bool joint, bool joint_fine_gr
   os << "\nwrote " << sweep_path << " (finemoe-sweep expand / slurm/submit.sh) and " << out_dir
      << "/plan.ini (the run's parameter file)\n";
   return 0;
-}
-
-std::vector<double> parse_positive_list(const std::string& text, const std::string& option) {
-  std::vector<double> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    std::size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || !(v > 0)) throw InputError(option + ": '" + item + "' is not a positive number");
-    out.push_back(v);
-  }
-  if (out.empty()) throw InputError(option + ": empty list");
-  return out;
 }
 
 // finemoe-analyze next (docs/analysis.md, "The next runs to make").
@@ -655,7 +638,8 @@ int run(int argc, char** argv) {
   const double max_g = vm["max-g"].as<double>();
   if (!(max_g >= 1)) throw InputError("--max-g must be at least 1");
   const std::vector<double> granularities = powers_of_two(max_g);
-  const std::vector<double> budgets = parse_budgets(vm["budgets"].as<std::string>());
+  const std::vector<double> budgets =
+      parse_positive_list(vm["budgets"].as<std::string>(), "--budgets", "FLOPs", "no budgets given");
 
   if (command == "plan") return run_plan_command(vm, joint, joint_form == "fine-grained", flops, granularities, out_dir);
 
