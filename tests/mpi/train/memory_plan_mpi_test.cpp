@@ -5,8 +5,9 @@
 // heads, E 8, G 1 and 8) with 2 blocks and 2 sequences (routing groups of 2, so expert choice keeps
 // one token per expert and slot: 4 and 32 copies per token, about 1.7 and 2.1 GB); on 2 ranks a
 // small expert-parallel case. Each expert-choice and token-choice case runs in fp32 and with bf16
-// activation storage (train.precision = bf16: kept activations in 2 bytes, fp32 working copies).
-// Runtime about 50 s on one rank, up to 104 s under a parallel load of 2 (TIMEOUT 400).
+// activation storage (train.precision = bf16: kept activations in 2 bytes, fp32 working copies),
+// and with the GPU's bf16 operands as well (the weights' bf16 copy, packed operands).
+// Runtime about 70 s on one rank, 152 s with three other builds and tests running (TIMEOUT 600).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -26,11 +27,13 @@ struct Measured {
   double predicted = 0;
 };
 
-Measured run_one_step(const Config& cfg, const Corpus& corpus) {
+// bf16_operands: the bf16 run as on a GPU (the weights' bf16 copy, operands packed once).
+Measured run_one_step(const Config& cfg, const Corpus& corpus, bool bf16_operands = false) {
   ComputeSettings settings;
   if (cfg.train.precision == "bf16") {
     settings.gemm_inputs = GemmInputs::bf16;
     settings.activation_storage = ActivationStorage::bf16;
+    settings.bf16_operands = bf16_operands;
   }
   configure_compute(settings);
   int world = 1;
@@ -48,7 +51,7 @@ Measured run_one_step(const Config& cfg, const Corpus& corpus) {
   configure_compute(ComputeSettings{});
   Measured m;
   m.peak = double(buffer_memory_use().peak_bytes);
-  m.predicted = plan_memory(cfg, world, false).total();
+  m.predicted = plan_memory(cfg, world, false, settings.bf16_operands).total();
   return m;
 }
 
@@ -76,9 +79,10 @@ int world_size() {
 TEST(MemoryPlan, ExpertChoicePredictionIsATightUpperBound) {
   if (world_size() != 1) GTEST_SKIP() << "the h100-100m shape runs on one rank";
   Corpus corpus;
-  for (const char* precision : {"fp32", "bf16"})
+  for (const char* precision : {"fp32", "bf16", "bf16 operands"})
     for (int G : {1, 8}) {
-      const Measured m = run_one_step(h100_shape("expert_choice", G, precision), corpus);
+      const bool operands = std::string(precision) == "bf16 operands";
+      const Measured m = run_one_step(h100_shape("expert_choice", G, operands ? "bf16" : precision), corpus, operands);
       EXPECT_LE(m.peak, m.predicted) << precision << " G " << G;
       EXPECT_LE(m.predicted, 1.05 * m.peak) << precision << " G " << G;
       std::printf("[memory] expert choice %s G %d: measured peak %.1f MiB, predicted %.1f MiB (%.4f)\n", precision,
@@ -89,8 +93,9 @@ TEST(MemoryPlan, ExpertChoicePredictionIsATightUpperBound) {
 TEST(MemoryPlan, TokenChoicePredictionBoundsTheMeasuredPeak) {
   if (world_size() != 1) GTEST_SKIP() << "the h100-100m shape runs on one rank";
   Corpus corpus;
-  for (const char* precision : {"fp32", "bf16"}) {
-    const Measured m = run_one_step(h100_shape("token_choice", 8, precision), corpus);
+  for (const char* precision : {"fp32", "bf16", "bf16 operands"}) {
+    const bool operands = std::string(precision) == "bf16 operands";
+    const Measured m = run_one_step(h100_shape("token_choice", 8, operands ? "bf16" : precision), corpus, operands);
     EXPECT_LE(m.peak, m.predicted) << precision;
     std::printf("[memory] token choice %s G 8: measured peak %.1f MiB, predicted bound %.1f MiB\n", precision,
                 m.peak / (1 << 20), m.predicted / (1 << 20));
@@ -140,8 +145,9 @@ TEST(MemoryPlan, H100ModelFitsFortyGiBWithBf16Storage) {
 TEST(MemoryPlan, SharedExpertsAndSwigluPredictionIsATightUpperBound) {
   if (world_size() != 1) GTEST_SKIP() << "runs on one rank";
   Corpus corpus;
-  for (const char* precision : {"fp32", "bf16"})
+  for (const char* precision : {"fp32", "bf16", "bf16 operands"})
   for (const bool moe : {true, false}) {
+    const bool operands = std::string(precision) == "bf16 operands";
     Case c;
     c.E = 4;
     c.G = 4;
@@ -149,13 +155,13 @@ TEST(MemoryPlan, SharedExpertsAndSwigluPredictionIsATightUpperBound) {
     c.batch = 4;
     c.shared_experts = moe ? 1 : 0;
     c.activation = "swiglu";
-    Config cfg = make_config(c, precision);
+    Config cfg = make_config(c, operands ? "bf16" : precision);
     cfg.moe.enabled = moe;
     cfg.model.d_model = 256;
     cfg.model.n_heads = 4;
     cfg.model.context = 256;
     cfg.model.vocab = kVocab;
-    const Measured m = run_one_step(cfg, corpus);
+    const Measured m = run_one_step(cfg, corpus, operands);
     EXPECT_LE(m.peak, m.predicted) << (moe ? "moe " : "dense ") << precision;
     EXPECT_LE(m.predicted, 1.05 * m.peak) << (moe ? "moe " : "dense ") << precision;
     std::printf("[memory] %s swiglu %s: measured peak %.1f MiB, predicted %.1f MiB (%.4f)\n",
