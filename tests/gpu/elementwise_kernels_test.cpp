@@ -23,7 +23,7 @@ namespace finemoe::gpu_test {
 namespace {
 
 using ElementwiseKernels = GpuTest;
-const cpu::Activation kActivations[] = {cpu::Activation::relu, cpu::Activation::gelu};
+const cpu::Activation kActivations[] = {cpu::Activation::relu, cpu::Activation::gelu, cpu::Activation::gelu_tanh};
 
 TEST_F(ElementwiseKernels, ActivationFp32MatchesCpu) {
   const int64_t n = 10007;
