@@ -35,51 +35,65 @@ __device__ __forceinline__ float derivative(float x) {
   return x > 0.0f ? 1.0f : 0.0f;
 }
 
-template <typename T, Activation A>
-__global__ void forward_kernel(T* out, const T* inp, int64_t n) {
-  for (int64_t i = thread_id(); i < n; i += thread_count()) out[i] = from_float<T>(activate<A>(to_float(inp[i])));
+template <typename TOut, typename TIn, Activation A>
+__global__ void forward_kernel(TOut* out, const TIn* inp, int64_t n) {
+  for (int64_t i = thread_id(); i < n; i += thread_count()) out[i] = from_float<TOut>(activate<A>(to_float(inp[i])));
 }
 
-template <typename T, Activation A>
-__global__ void backward_kernel(T* dinp, const T* inp, const T* dout, int64_t n) {
+template <typename TGrad, typename TIn, Activation A>
+__global__ void backward_kernel(TGrad* dinp, const TIn* inp, const TGrad* dout, int64_t n) {
   for (int64_t i = thread_id(); i < n; i += thread_count()) {
     const float x = to_float(inp[i]), dy = to_float(dout[i]);
     // relu passes dy itself (not 1 * dy): a NaN gradient where x <= 0 stays masked, as on the CPU.
     const float dx = A == Activation::relu ? (x > 0.0f ? dy : 0.0f) : derivative<A>(x) * dy;
-    dinp[i] = from_float<T>(dx);
+    dinp[i] = from_float<TGrad>(dx);
   }
-}
-
-template <typename T, Activation A>
-void launch_forward(T* out, const T* inp, int64_t n, cudaStream_t stream) {
-  forward_kernel<T, A><<<grid_for(n), kThreads, 0, stream>>>(out, inp, n);
-}
-template <typename T, Activation A>
-void launch_backward(T* dinp, const T* inp, const T* dout, int64_t n, cudaStream_t stream) {
-  backward_kernel<T, A><<<grid_for(n), kThreads, 0, stream>>>(dinp, inp, dout, n);
 }
 }  // namespace
 
-template <typename T>
-void activation_forward(T* out, const T* inp, int64_t n, Activation a, cudaStream_t stream) {
+template <typename TOut, typename TIn>
+void activation_forward_mixed(TOut* out, const TIn* inp, int64_t n, Activation a, cudaStream_t stream) {
   if (n == 0) return;
   switch (a) {
-    case Activation::relu: launch_forward<T, Activation::relu>(out, inp, n, stream); break;
-    case Activation::gelu: launch_forward<T, Activation::gelu>(out, inp, n, stream); break;
-    case Activation::gelu_tanh: launch_forward<T, Activation::gelu_tanh>(out, inp, n, stream); break;
+    case Activation::relu:
+      forward_kernel<TOut, TIn, Activation::relu><<<grid_for(n), kThreads, 0, stream>>>(out, inp, n);
+      break;
+    case Activation::gelu:
+      forward_kernel<TOut, TIn, Activation::gelu><<<grid_for(n), kThreads, 0, stream>>>(out, inp, n);
+      break;
+    case Activation::gelu_tanh:
+      forward_kernel<TOut, TIn, Activation::gelu_tanh><<<grid_for(n), kThreads, 0, stream>>>(out, inp, n);
+      break;
   }
   CUDA_CHECK_LAUNCH();
+}
+
+template <typename TGrad, typename TIn>
+void activation_backward_mixed(TGrad* dinp, const TIn* inp, const TGrad* dout, int64_t n, Activation a,
+                               cudaStream_t stream) {
+  if (n == 0) return;
+  switch (a) {
+    case Activation::relu:
+      backward_kernel<TGrad, TIn, Activation::relu><<<grid_for(n), kThreads, 0, stream>>>(dinp, inp, dout, n);
+      break;
+    case Activation::gelu:
+      backward_kernel<TGrad, TIn, Activation::gelu><<<grid_for(n), kThreads, 0, stream>>>(dinp, inp, dout, n);
+      break;
+    case Activation::gelu_tanh:
+      backward_kernel<TGrad, TIn, Activation::gelu_tanh><<<grid_for(n), kThreads, 0, stream>>>(dinp, inp, dout, n);
+      break;
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void activation_forward(T* out, const T* inp, int64_t n, Activation a, cudaStream_t stream) {
+  activation_forward_mixed<T, T>(out, inp, n, a, stream);
 }
 
 template <typename T>
 void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, Activation a, cudaStream_t stream) {
-  if (n == 0) return;
-  switch (a) {
-    case Activation::relu: launch_backward<T, Activation::relu>(dinp, inp, dout, n, stream); break;
-    case Activation::gelu: launch_backward<T, Activation::gelu>(dinp, inp, dout, n, stream); break;
-    case Activation::gelu_tanh: launch_backward<T, Activation::gelu_tanh>(dinp, inp, dout, n, stream); break;
-  }
-  CUDA_CHECK_LAUNCH();
+  activation_backward_mixed<T, T>(dinp, inp, dout, n, a, stream);
 }
 
 #define FINEMOE_ACTIVATION(T)                                                                     \
@@ -88,5 +102,15 @@ void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, Activa
 FINEMOE_ACTIVATION(float)
 FINEMOE_ACTIVATION(__nv_bfloat16)
 #undef FINEMOE_ACTIVATION
+
+#define FINEMOE_ACTIVATION_MIXED(TOut, TIn)                                                                  \
+  template void activation_forward_mixed<TOut, TIn>(TOut*, const TIn*, int64_t, cpu::Activation, cudaStream_t); \
+  template void activation_backward_mixed<TOut, TIn>(TOut*, const TIn*, const TOut*, int64_t, cpu::Activation,  \
+                                                     cudaStream_t);
+FINEMOE_ACTIVATION_MIXED(float, float)
+FINEMOE_ACTIVATION_MIXED(float, __nv_bfloat16)
+FINEMOE_ACTIVATION_MIXED(__nv_bfloat16, float)
+FINEMOE_ACTIVATION_MIXED(__nv_bfloat16, __nv_bfloat16)
+#undef FINEMOE_ACTIVATION_MIXED
 
 }  // namespace finemoe::cuda
