@@ -11,6 +11,8 @@
 #include "backend/cuda/cublas_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemm_epilogue.h"
+#include "backend/strided_runs.h"
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
 #include "kernels/bf16_storage.h"
@@ -61,6 +63,7 @@ struct Context {
   std::unique_ptr<cuda::CublasHandle> cublas;
   cuda::GemmPrecision precision;
   cuda::GroupedGemm grouped;
+  cuda::GemmEpilogue epilogue;  // gemm_activation's cuBLASLt plans (gelu_tanh)
   cudaMemPool_t pool = nullptr;
   cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials (fixed size)
   DeviceBuffer<float> losses;               // per-row cross-entropy of the last call
@@ -176,6 +179,44 @@ void grouped_gemm(bool ta, bool tb, float alpha, const std::vector<Problem>& pro
   q.reserve(problems.size());
   for (const Problem& p : problems) q.push_back({p.m, p.n, p.k, p.A, p.lda, p.B, p.ldb, p.C, p.ldc});
   c.grouped.run(c.cublas->get(), ta, tb, alpha, q, beta, c.precision);
+}
+
+std::string gemm_activation(bool ta, bool tb, int m, int n, int k, const float* A, int lda, int64_t sa,
+                            const float* B, int ldb, int64_t sb, float* pre, float* out, int ldc, int64_t sc,
+                            int batch, cpu::Activation a) {
+  Context& c = context();
+  if (m == 0 || n == 0 || batch == 0) return "separate (empty)";
+  if (a == cpu::Activation::gelu_tanh) {
+    const cuda::StridedProduct g{ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch};
+    c.epilogue.gelu_forward(*c.cublas, g, out, pre, cuda::GemmDType::f32, ldc, sc, c.precision);
+    if (c.epilogue.last_path() == cuda::EpiloguePath::fused) return "cublaslt-epilogue";
+    return "separate (" + c.epilogue.last_reason() + ")";
+  }
+  cuda::gemm_strided_batched(c.cublas->get(), ta, tb, m, n, k, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, pre, ldc, sc, batch,
+                             c.precision);
+  for_each_strided_run(m, n, ldc, sc, batch, [&](int64_t offset, int64_t count) {
+    cuda::activation_forward<float>(out + offset, pre + offset, count, a, c.stream);
+  });
+  return std::string("separate (no cuBLASLt epilogue for ") + cpu::activation_name(a) + ")";
+}
+
+std::string gemm_activation_backward(bool ta, bool tb, int m, int n, int k, const float* A, int lda, int64_t sa,
+                                     const float* B, int ldb, int64_t sb, const float* pre, float* dpre, int ldc,
+                                     int64_t sc, int batch, cpu::Activation a) {
+  Context& c = context();
+  if (m == 0 || n == 0 || batch == 0) return "separate (empty)";
+  if (a == cpu::Activation::gelu_tanh) {
+    const cuda::StridedProduct g{ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch};
+    c.epilogue.gelu_backward(*c.cublas, g, pre, cuda::GemmDType::f32, dpre, ldc, sc, c.precision);
+    if (c.epilogue.last_path() == cuda::EpiloguePath::fused) return "cublaslt-epilogue";
+    return "separate (" + c.epilogue.last_reason() + ")";
+  }
+  cuda::gemm_strided_batched(c.cublas->get(), ta, tb, m, n, k, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, dpre, ldc, sc,
+                             batch, c.precision);
+  for_each_strided_run(m, n, ldc, sc, batch, [&](int64_t offset, int64_t count) {
+    cuda::activation_backward<float>(dpre + offset, pre + offset, dpre + offset, count, a, c.stream);
+  });
+  return std::string("separate (no cuBLASLt epilogue for ") + cpu::activation_name(a) + ")";
 }
 
 void add(float* out, const float* a, const float* b, int64_t n) {

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "backend/cuda/cublas_check.h"
+#include "backend/strided_runs.h"
 #include "kernels/activation.h"
 #include "kernels/cuda_check.h"
 #include "util/check.h"
@@ -48,20 +49,6 @@ void with_type(GemmDType t, F&& f) {
     f(__nv_bfloat16{});
   else
     f(float{});
-}
-
-// f(offset, count) over the contiguous runs of `batch` row-major m x n matrices (leading dimension
-// ld, batch stride `stride`, in elements): one run when they are packed.
-template <typename F>
-void for_each_run(int m, int n, int ld, int64_t stride, int batch, F&& f) {
-  if (ld == n && (batch == 1 || stride == int64_t(m) * n)) return f(int64_t(0), int64_t(batch) * m * n);
-  for (int b = 0; b < batch; ++b) {
-    if (ld == n) {
-      f(b * stride, int64_t(m) * n);
-      continue;
-    }
-    for (int r = 0; r < m; ++r) f(b * stride + int64_t(r) * ld, int64_t(n));
-  }
 }
 
 }  // namespace
@@ -218,7 +205,7 @@ void GemmEpilogue::gelu_forward(const CublasHandle& handle, const StridedProduct
     with_type(pre_type, [&](auto pre_tag) {
       using TOut = decltype(out_tag);
       using TPre = decltype(pre_tag);
-      for_each_run(g.m, g.n, ldc, stride_c, g.batch, [&](int64_t offset, int64_t count) {
+      for_each_strided_run(g.m, g.n, ldc, stride_c, g.batch, [&](int64_t offset, int64_t count) {
         activation_forward_mixed(static_cast<TOut*>(out) + offset, static_cast<const TPre*>(pre) + offset, count,
                                  cpu::Activation::gelu_tanh, handle.stream());
       });
@@ -241,7 +228,7 @@ void GemmEpilogue::gelu_backward(const CublasHandle& handle, const StridedProduc
     with_type(pre_type, [&](auto pre_tag) {
       using TGrad = decltype(grad_tag);
       using TPre = decltype(pre_tag);
-      for_each_run(g.m, g.n, ldc, stride_c, g.batch, [&](int64_t offset, int64_t count) {
+      for_each_strided_run(g.m, g.n, ldc, stride_c, g.batch, [&](int64_t offset, int64_t count) {
         TGrad* d = static_cast<TGrad*>(dpre) + offset;
         activation_backward_mixed(d, static_cast<const TPre*>(pre) + offset, d, count, cpu::Activation::gelu_tanh,
                                   handle.stream());
