@@ -192,6 +192,9 @@ bool GemmEpilogue::run_fused(bool backward, const CublasHandle& handle, const St
 void GemmEpilogue::gelu_forward(const CublasHandle& handle, const StridedProduct& g, void* out, void* pre,
                                 GemmDType pre_type, int ldc, int64_t stride_c, const GemmPrecision& p) {
   FINEMOE_CHECK(out != pre, "gelu_forward: out and pre must be different matrices");
+  FINEMOE_CHECK(pre_type == p.output || p.inputs == GemmDType::bf16,
+                "gelu_forward: a pre-activation type other than the output's needs bf16 inputs (cuBLAS has no "
+                "fp32 x fp32 -> bf16 product)");
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
   if (run_fused(false, handle, g, out, pre, pre_type, ldc, stride_c, p)) {
     last_path_ = EpiloguePath::fused;

@@ -7,8 +7,9 @@
 //   backward  dpre = (op(A) op(B)) * gelu_tanh'(pre)           CUBLASLT_EPILOGUE_DGELU
 // cuBLASLt's GELU is the tanh approximation (cpu::Activation::gelu_tanh), not the erf form. The
 // C-side matrices (out and pre, dpre and pre) share one leading dimension and batch stride. out and
-// dpre are stored in the precision's output type, pre in its own type (fp32 or bf16); inputs fp32 or
-// bf16 with fp32 accumulation (GemmPrecision). alpha = 1, beta = 0: the C-side is overwritten.
+// dpre are stored in the precision's output type, pre in its own type (fp32 or bf16; in the forward
+// another type than the output's only with bf16 inputs); inputs fp32 or bf16 with fp32 accumulation
+// (GemmPrecision). alpha = 1, beta = 0: the C-side is overwritten.
 //
 // Where cuBLASLt cannot take the product (no algorithm for the shape, types or alignment; the
 // pre-activation's leading dimension or batch stride not a multiple of 8, which cuBLASLt requires;
