@@ -148,8 +148,11 @@ cuda::EpiloguePath run_case(cuda::GemmEpilogue& epi, const Case& c) {
   std::vector<float> dpre_ref = cpu_products(c, A, B);
   cpu::activation_backward(dpre_ref.data(), pre_in.data(), dpre_ref.data(), int64_t(nc), cpu::Activation::gelu_tanh);
   const double e_dpre =
-      check_close(valid(c, download_as_float(d_dpre)), valid(c, dpre_ref), out_rel, kActivatedTolerance, what + ": dpre");
-  auto name = [](cuda::EpiloguePath q) { return q == cuda::EpiloguePath::fused ? "fused" : "separate"; };
+      check_close(valid(c, download_as_float(d_dpre)), valid(c, dpre_ref), out_rel, kActivatedTolerance,
+                  what + ": dpre");
+  auto name = [](cuda::EpiloguePath q) {
+    return q == cuda::EpiloguePath::fused ? "cublaslt-epilogue" : "separate";
+  };
   std::cout << "[epilogue] " << what << ": forward " << name(forward_path)
             << (forward_reason.empty() ? "" : " (" + forward_reason + ")") << ", backward " << name(backward_path)
             << (epi.last_reason().empty() ? "" : " (" + epi.last_reason() + ")") << "; max error pre " << e_pre
