@@ -1,13 +1,15 @@
 // cuBLASLt's GELU epilogues (cuda::GemmEpilogue) against the CPU reference (cpu::gemm, then
 // cpu::activation_* with gelu_tanh), forward and backward, strided-batched, every transpose, fp32
 // and bf16, with the pre-activation kept in the output's type or the other one; the separate pass
-// asked for and chosen by itself (leading dimension not a multiple of 8, padded rows); and
+// asked for and chosen by itself (leading dimension not a multiple of 8, padded rows); calls captured
+// in a CUDA graph replaying the eager results bit for bit; and
 // ops::gemm_activation on the CUDA backend against the CPU backend for every activation. Each case
 // prints the path it took. Tolerance of the activated values: cuBLASLt may evaluate tanh with the
 // hardware approximation (relative error about 2^-11), so 1e-3 of the largest value; the
 // pre-activation, a plain product, keeps the GEMM tolerances (1e-5 fp32, bf16 rounding).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "backend/cuda/gemm_epilogue.h"
 #include "backend/ops.h"
 #include "gpu_test_support.h"
+#include "kernels/cuda_check.h"
 
 namespace finemoe::gpu_test {
 namespace {
@@ -210,6 +213,66 @@ TEST_F(GemmEpilogueTest, LeadingDimensionNotAMultipleOf8FallsBack) {
     EXPECT_NE(epi.last_reason().find("multiples of 8"), std::string::npos) << epi.last_reason();
     EXPECT_EQ((run_case<bf16, bf16, bf16>(epi, c)), cuda::EpiloguePath::separate) << c.name();
   }
+}
+
+// Inside a stream capture (global mode, as the trainer's step graph): nothing allocated, and the
+// replayed graph gives the eager results bit for bit. The plan is built by an eager call first, as
+// the trainer's first step does; then a capture with a fresh object builds its plan while capturing.
+TEST_F(GemmEpilogueTest, CapturedCallsReplayTheEagerResults) {
+  const Case c{false, false, 64, 96, 48, 4, 96};
+  const auto A = to_bf16(random_vector(size_t(c.sa()) * c.batch, 31));
+  const auto B = to_bf16(random_vector(size_t(c.sb()) * c.batch, 32));
+  auto dA = on_device(A), dB = on_device(B);
+  const size_t nc = size_t(c.sc()) * c.batch;
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  {
+    cuda::CublasHandle handle(stream);
+    cuda::GemmPrecision p;
+    p.inputs = p.output = GemmDType::bf16;
+    cuda::DeviceBuffer<bf16> out(nc), pre(nc), dpre(nc);
+    auto run = [&](cuda::GemmEpilogue& e) {
+      e.gelu_forward(handle, c.product(dA.data(), dB.data()), out.data(), pre.data(), GemmDType::bf16, c.ldc, c.sc(),
+                     p);
+      e.gelu_backward(handle, c.product(dA.data(), dB.data()), pre.data(), GemmDType::bf16, dpre.data(), c.ldc,
+                      c.sc(), p);
+    };
+    auto results = [&] {
+      CUDA_CHECK(cudaStreamSynchronize(stream));
+      return std::vector<std::vector<float>>{to_float(out.download()), to_float(pre.download()),
+                                             to_float(dpre.download())};
+    };
+    cuda::GemmEpilogue warm, cold;
+    run(warm);
+    const auto eager = results();
+    for (cuda::GemmEpilogue* e : {&warm, &cold}) {
+      CUDA_CHECK(cudaMemsetAsync(out.data(), 0xFF, out.bytes(), stream));
+      CUDA_CHECK(cudaMemsetAsync(pre.data(), 0xFF, pre.bytes(), stream));
+      CUDA_CHECK(cudaMemsetAsync(dpre.data(), 0xFF, dpre.bytes(), stream));
+      CUDA_CHECK(cudaStreamSynchronize(stream));
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+      try {
+        run(*e);
+      } catch (...) {  // leave capture mode, or every later test's cudaMalloc fails too
+        (void)cudaStreamEndCapture(stream, &graph);
+        if (graph) (void)cudaGraphDestroy(graph);
+        throw;
+      }
+      CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_CHECK(cudaGraphLaunch(exec, stream));
+      const auto replayed = results();
+      CUDA_CHECK(cudaGraphExecDestroy(exec));
+      CUDA_CHECK(cudaGraphDestroy(graph));
+      const char* which = e == &warm ? "plan built before the capture" : "plan built inside the capture";
+      for (size_t i = 0; i < eager.size(); ++i)
+        EXPECT_EQ(std::memcmp(eager[i].data(), replayed[i].data(), eager[i].size() * sizeof(float)), 0)
+            << which << ", result " << i;
+    }
+  }
+  CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 // ops::gemm_activation(_backward) on the CUDA backend (fp32 storage) against the CPU backend, every
