@@ -547,10 +547,11 @@ int ffn_epilogue(GpuCommon& c, const Options& o) {
                                              int64_t(de) * d, n_exp};
         const int64_t sc = int64_t(cap) * de;
         auto forward = [&](cuda::GemmEpilogue& e) {
-          e.gelu_forward(handle, up, h.data(), pre.data(), p.output, de, sc, p);
+          e.forward(handle, up, h.data(), pre.data(), p.output, de, sc, p, cpu::Activation::gelu_tanh);
         };
         auto backward = [&](cuda::GemmEpilogue& e) {
-          e.gelu_backward(handle, down_grad, pre.data(), p.output, dpre.data(), de, sc, p);
+          e.backward(handle, down_grad, pre.data(), p.output, dpre.data(), de, sc, p,
+                     cpu::Activation::gelu_tanh);
         };
         auto gemm_only = [&](const cuda::StridedProduct& g, void* C) {
           cuda::gemm_strided_batched(handle.get(), g.trans_a, g.trans_b, g.m, g.n, g.k, 1.0f, g.A, g.lda, g.stride_a,

@@ -12,7 +12,6 @@
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gemm_epilogue.h"
-#include "backend/strided_runs.h"
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
 #include "kernels/bf16_storage.h"
@@ -63,7 +62,7 @@ struct Context {
   std::unique_ptr<cuda::CublasHandle> cublas;
   cuda::GemmPrecision precision;
   cuda::GroupedGemm grouped;
-  cuda::GemmEpilogue epilogue;  // gemm_activation's cuBLASLt plans (gelu_tanh)
+  cuda::GemmEpilogue epilogue;  // gemm_activation: cuBLASLt plans (gelu_tanh), the separate pass
   cudaMemPool_t pool = nullptr;
   cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials (fixed size)
   DeviceBuffer<float> losses;               // per-row cross-entropy of the last call
@@ -181,23 +180,21 @@ void grouped_gemm(bool ta, bool tb, float alpha, const std::vector<Problem>& pro
   c.grouped.run(c.cublas->get(), ta, tb, alpha, q, beta, c.precision);
 }
 
+namespace {
+std::string epilogue_path(const cuda::GemmEpilogue& e) {
+  if (e.last_path() == cuda::EpiloguePath::fused) return "cublaslt-epilogue";
+  return "separate (" + e.last_reason() + ")";
+}
+}  // namespace
+
 std::string gemm_activation(bool ta, bool tb, int m, int n, int k, const float* A, int lda, int64_t sa,
                             const float* B, int ldb, int64_t sb, float* pre, float* out, int ldc, int64_t sc,
                             int batch, cpu::Activation a) {
   Context& c = context();
   if (m == 0 || n == 0 || batch == 0) return "separate (empty)";
-  if (a == cpu::Activation::gelu_tanh) {
-    const cuda::StridedProduct g{ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch};
-    c.epilogue.gelu_forward(*c.cublas, g, out, pre, cuda::GemmDType::f32, ldc, sc, c.precision);
-    if (c.epilogue.last_path() == cuda::EpiloguePath::fused) return "cublaslt-epilogue";
-    return "separate (" + c.epilogue.last_reason() + ")";
-  }
-  cuda::gemm_strided_batched(c.cublas->get(), ta, tb, m, n, k, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, pre, ldc, sc, batch,
-                             c.precision);
-  for_each_strided_run(m, n, ldc, sc, batch, [&](int64_t offset, int64_t count) {
-    cuda::activation_forward<float>(out + offset, pre + offset, count, a, c.stream);
-  });
-  return std::string("separate (no cuBLASLt epilogue for ") + cpu::activation_name(a) + ")";
+  const cuda::StridedProduct g{ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch};
+  c.epilogue.forward(*c.cublas, g, out, pre, cuda::GemmDType::f32, ldc, sc, c.precision, a);
+  return epilogue_path(c.epilogue);
 }
 
 std::string gemm_activation_backward(bool ta, bool tb, int m, int n, int k, const float* A, int lda, int64_t sa,
@@ -205,18 +202,9 @@ std::string gemm_activation_backward(bool ta, bool tb, int m, int n, int k, cons
                                      int64_t sc, int batch, cpu::Activation a) {
   Context& c = context();
   if (m == 0 || n == 0 || batch == 0) return "separate (empty)";
-  if (a == cpu::Activation::gelu_tanh) {
-    const cuda::StridedProduct g{ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch};
-    c.epilogue.gelu_backward(*c.cublas, g, pre, cuda::GemmDType::f32, dpre, ldc, sc, c.precision);
-    if (c.epilogue.last_path() == cuda::EpiloguePath::fused) return "cublaslt-epilogue";
-    return "separate (" + c.epilogue.last_reason() + ")";
-  }
-  cuda::gemm_strided_batched(c.cublas->get(), ta, tb, m, n, k, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, dpre, ldc, sc,
-                             batch, c.precision);
-  for_each_strided_run(m, n, ldc, sc, batch, [&](int64_t offset, int64_t count) {
-    cuda::activation_backward<float>(dpre + offset, pre + offset, dpre + offset, count, a, c.stream);
-  });
-  return std::string("separate (no cuBLASLt epilogue for ") + cpu::activation_name(a) + ")";
+  const cuda::StridedProduct g{ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch};
+  c.epilogue.backward(*c.cublas, g, pre, cuda::GemmDType::f32, dpre, ldc, sc, c.precision, a);
+  return epilogue_path(c.epilogue);
 }
 
 void add(float* out, const float* a, const float* b, int64_t n) {

@@ -122,7 +122,8 @@ cuda::EpiloguePath run_case(cuda::GemmEpilogue& epi, const Case& c) {
   // Forward.
   cuda::DeviceBuffer<Out> d_out(nc);
   cuda::DeviceBuffer<Pre> d_pre(nc);
-  epi.gelu_forward(handle, c.product(dA.data(), dB.data()), d_out.data(), d_pre.data(), pre_type, c.ldc, c.sc(), p);
+  const auto gelu = cpu::Activation::gelu_tanh;
+  epi.forward(handle, c.product(dA.data(), dB.data()), d_out.data(), d_pre.data(), pre_type, c.ldc, c.sc(), p, gelu);
   const cuda::EpiloguePath forward_path = epi.last_path();
   const std::string forward_reason = epi.last_reason();
   CUDA_CHECK(cudaDeviceSynchronize());
@@ -144,8 +145,8 @@ cuda::EpiloguePath run_case(cuda::GemmEpilogue& epi, const Case& c) {
   else
     d_pre_in.upload(to_bf16(pre_in));
   cuda::DeviceBuffer<Out> d_dpre(nc);
-  epi.gelu_backward(handle, c.product(dA.data(), dB.data()), d_pre_in.data(), pre_type, d_dpre.data(), c.ldc, c.sc(),
-                    p);
+  epi.backward(handle, c.product(dA.data(), dB.data()), d_pre_in.data(), pre_type, d_dpre.data(), c.ldc, c.sc(), p,
+               gelu);
   const cuda::EpiloguePath backward_path = epi.last_path();
   CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<float> dpre_ref = cpu_products(c, A, B);
@@ -232,10 +233,11 @@ TEST_F(GemmEpilogueTest, CapturedCallsReplayTheEagerResults) {
     p.inputs = p.output = GemmDType::bf16;
     cuda::DeviceBuffer<bf16> out(nc), pre(nc), dpre(nc);
     auto run = [&](cuda::GemmEpilogue& e) {
-      e.gelu_forward(handle, c.product(dA.data(), dB.data()), out.data(), pre.data(), GemmDType::bf16, c.ldc, c.sc(),
-                     p);
-      e.gelu_backward(handle, c.product(dA.data(), dB.data()), pre.data(), GemmDType::bf16, dpre.data(), c.ldc,
-                      c.sc(), p);
+      const auto gelu = cpu::Activation::gelu_tanh;
+      e.forward(handle, c.product(dA.data(), dB.data()), out.data(), pre.data(), GemmDType::bf16, c.ldc, c.sc(), p,
+                gelu);
+      e.backward(handle, c.product(dA.data(), dB.data()), pre.data(), GemmDType::bf16, dpre.data(), c.ldc, c.sc(),
+                 p, gelu);
     };
     auto results = [&] {
       CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -153,10 +153,15 @@ GemmEpilogue::Plan& GemmEpilogue::plan_for(bool backward, const StridedProduct& 
   return q;
 }
 
-bool GemmEpilogue::run_fused(bool backward, const CublasHandle& handle, const StridedProduct& g, void* D,
-                             const void* aux, GemmDType aux_type, int ldc, int64_t stride_c, const GemmPrecision& p) {
+bool GemmEpilogue::run_fused(bool backward, cpu::Activation act, const CublasHandle& handle, const StridedProduct& g,
+                             void* D, const void* aux, GemmDType aux_type, int ldc, int64_t stride_c,
+                             const GemmPrecision& p) {
   if (path_ == EpiloguePath::separate) {
     last_reason_ = "separate pass requested";
+    return false;
+  }
+  if (act != cpu::Activation::gelu_tanh) {
+    last_reason_ = std::string("no cuBLASLt epilogue for ") + cpu::activation_name(act);
     return false;
   }
   if (g.k == 0) {
@@ -189,14 +194,14 @@ bool GemmEpilogue::run_fused(bool backward, const CublasHandle& handle, const St
   return true;
 }
 
-void GemmEpilogue::gelu_forward(const CublasHandle& handle, const StridedProduct& g, void* out, void* pre,
-                                GemmDType pre_type, int ldc, int64_t stride_c, const GemmPrecision& p) {
-  FINEMOE_CHECK(out != pre, "gelu_forward: out and pre must be different matrices");
+void GemmEpilogue::forward(const CublasHandle& handle, const StridedProduct& g, void* out, void* pre,
+                           GemmDType pre_type, int ldc, int64_t stride_c, const GemmPrecision& p, cpu::Activation act) {
+  FINEMOE_CHECK(out != pre, "GemmEpilogue::forward: out and pre must be different matrices");
   FINEMOE_CHECK(pre_type == p.output || p.inputs == GemmDType::bf16,
-                "gelu_forward: a pre-activation type other than the output's needs bf16 inputs (cuBLAS has no "
+                "GemmEpilogue::forward: a pre-activation type other than the output's needs bf16 inputs (cuBLAS has no "
                 "fp32 x fp32 -> bf16 product)");
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
-  if (run_fused(false, handle, g, out, pre, pre_type, ldc, stride_c, p)) {
+  if (run_fused(false, act, handle, g, out, pre, pre_type, ldc, stride_c, p)) {
     last_path_ = EpiloguePath::fused;
     return;
   }
@@ -210,18 +215,18 @@ void GemmEpilogue::gelu_forward(const CublasHandle& handle, const StridedProduct
       using TPre = decltype(pre_tag);
       for_each_strided_run(g.m, g.n, ldc, stride_c, g.batch, [&](int64_t offset, int64_t count) {
         activation_forward_mixed(static_cast<TOut*>(out) + offset, static_cast<const TPre*>(pre) + offset, count,
-                                 cpu::Activation::gelu_tanh, handle.stream());
+                                 act, handle.stream());
       });
     });
   });
   last_path_ = EpiloguePath::separate;
 }
 
-void GemmEpilogue::gelu_backward(const CublasHandle& handle, const StridedProduct& g, const void* pre,
-                                 GemmDType pre_type, void* dpre, int ldc, int64_t stride_c, const GemmPrecision& p) {
-  FINEMOE_CHECK(dpre != pre, "gelu_backward: dpre and pre must be different matrices");
+void GemmEpilogue::backward(const CublasHandle& handle, const StridedProduct& g, const void* pre, GemmDType pre_type,
+                            void* dpre, int ldc, int64_t stride_c, const GemmPrecision& p, cpu::Activation act) {
+  FINEMOE_CHECK(dpre != pre, "GemmEpilogue::backward: dpre and pre must be different matrices");
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
-  if (run_fused(true, handle, g, dpre, pre, pre_type, ldc, stride_c, p)) {
+  if (run_fused(true, act, handle, g, dpre, pre, pre_type, ldc, stride_c, p)) {
     last_path_ = EpiloguePath::fused;
     return;
   }
@@ -233,8 +238,7 @@ void GemmEpilogue::gelu_backward(const CublasHandle& handle, const StridedProduc
       using TPre = decltype(pre_tag);
       for_each_strided_run(g.m, g.n, ldc, stride_c, g.batch, [&](int64_t offset, int64_t count) {
         TGrad* d = static_cast<TGrad*>(dpre) + offset;
-        activation_backward_mixed(d, static_cast<const TPre*>(pre) + offset, d, count, cpu::Activation::gelu_tanh,
-                                  handle.stream());
+        activation_backward_mixed(d, static_cast<const TPre*>(pre) + offset, d, count, act, handle.stream());
       });
     });
   });
