@@ -6,7 +6,8 @@
 // ops::gemm_activation on the CUDA backend against the CPU backend for every activation. Each case
 // prints the path it took. Tolerance of the activated values: cuBLASLt may evaluate tanh with the
 // hardware approximation (relative error about 2^-11), so 1e-3 of the largest value; the
-// pre-activation, a plain product, keeps the GEMM tolerances (1e-5 fp32, bf16 rounding).
+// pre-activation, a plain product, keeps the GEMM tolerances (1e-5 fp32, bf16 rounding). Small
+// shapes: expected to take a few seconds on a GPU (not yet run there; TIMEOUT 300).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
