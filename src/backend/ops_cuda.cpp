@@ -148,7 +148,8 @@ namespace {
 
 // The bf16 copy of op(M) (rows x cols, leading dimension ld): the operand's own, or its values packed
 // into scratch (the stored extent, same leading dimension).
-const Bfloat16* bf16_operand(const Operand& M, bool trans, int rows, int cols, int ld, DeviceBuffer<Bfloat16>& scratch) {
+const Bfloat16* bf16_operand(const Operand& M, bool trans, int rows, int cols, int ld,
+                             DeviceBuffer<Bfloat16>& scratch) {
   if (M.rounded || rows == 0 || cols == 0) return M.rounded;
   FINEMOE_CHECK(M.values, "a matrix product's operand without values or a bf16 copy");
   const int stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;

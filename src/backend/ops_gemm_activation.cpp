@@ -66,8 +66,8 @@ void gemm_activation(bool ta, bool tb, int m, int n, int k, Operand<T> A, int ld
   if constexpr (std::is_same_v<T, float>) {
     if (use_device<T>()) {
       count_flops(m, n, k, batch);
-      g_last_path = device::gemm_activation(ta, tb, m, n, k, device_operand(A), lda, sa, device_operand(B), ldb, sb, pre,
-                                            out, ldc, sc, batch, a);
+      g_last_path = device::gemm_activation(ta, tb, m, n, k, device_operand(A), lda, sa, device_operand(B), ldb,
+                                            sb, pre, out, ldc, sc, batch, a);
       return;
     }
   } else {

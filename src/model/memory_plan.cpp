@@ -186,7 +186,8 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
     if (bf16_operands) {  // the products whose operands come without a bf16 copy: two buffers, each the widest
       const double dense_width = cfg.moe.enabled ? cfg.moe.shared_experts * cfg.d_expert() : cfg.d_ff();
       const double widest = std::max({d, V, cfg.moe.enabled ? double(cfg.n_experts()) : 0.0, gate * dense_width});
-      add("scratch", "products' operands packed in bf16 on the fly: router, head, dense FFN (CUDA)", 2 * t * widest * 2);
+      add("scratch", "products' operands packed in bf16 on the fly: router, head, dense FFN (CUDA)",
+          2 * t * widest * 2);
     }
     add("allowance", "sum-of-squares partials (cudaMalloc)", 256 * 8);
     add("allowance", "CUDA context, kernel images (stated allowance)", 512.0 * 1024 * 1024);

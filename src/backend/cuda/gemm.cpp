@@ -12,18 +12,6 @@ void cublas_fail(cublasStatus_t status, const char* call, const char* file, int 
           std::string(call) + " failed: " + cublasGetStatusName(status) + ": " + cublasGetStatusString(status));
 }
 
-namespace {
-
-cudaDataType_t data_type(GemmDType t) { return t == GemmDType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
-
-cublasComputeType_t compute_type(const GemmPrecision& p) {
-  if (p.inputs == GemmDType::f32 && p.bf16_math) return CUBLAS_COMPUTE_32F_FAST_16BF;
-  return p.inputs == GemmDType::f32 && p.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-}
-
-cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
-
-}  // namespace
 
 CublasHandle::CublasHandle(cudaStream_t stream) : stream_(stream) {
   CUBLAS_CHECK(cublasCreate(&handle_));
@@ -43,19 +31,19 @@ CublasHandle::~CublasHandle() {
 void gemm(cublasHandle_t handle, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const void* A,
           int lda, const void* B, int ldb, float beta, void* C, int ldc, const GemmPrecision& p) {
   if (m == 0 || n == 0) return;
-  CUBLAS_CHECK(cublasGemmEx(handle, op(trans_b), op(trans_a), n, m, k, &alpha, B, data_type(p.inputs), ldb, A,
-                            data_type(p.inputs), lda, &beta, C, data_type(p.output), ldc, compute_type(p),
-                            CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK(cublasGemmEx(handle, cublas_op(trans_b), cublas_op(trans_a), n, m, k, &alpha, B,
+                            cublas_data_type(p.inputs), ldb, A, cublas_data_type(p.inputs), lda, &beta, C,
+                            cublas_data_type(p.output), ldc, cublas_compute_type(p), CUBLAS_GEMM_DEFAULT));
 }
 
 void gemm_strided_batched(cublasHandle_t handle, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                           const void* A, int lda, int64_t stride_a, const void* B, int ldb, int64_t stride_b,
                           float beta, void* C, int ldc, int64_t stride_c, int batch, const GemmPrecision& p) {
   if (m == 0 || n == 0 || batch == 0) return;
-  CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, op(trans_b), op(trans_a), n, m, k, &alpha, B,
-                                          data_type(p.inputs), ldb, stride_b, A, data_type(p.inputs), lda,
-                                          stride_a, &beta, C, data_type(p.output), ldc, stride_c, batch,
-                                          compute_type(p), CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, cublas_op(trans_b), cublas_op(trans_a), n, m, k, &alpha, B,
+                                          cublas_data_type(p.inputs), ldb, stride_b, A, cublas_data_type(p.inputs), lda,
+                                          stride_a, &beta, C, cublas_data_type(p.output), ldc, stride_c, batch,
+                                          cublas_compute_type(p), CUBLAS_GEMM_DEFAULT));
 }
 
 void GroupedGemm::run_loop(cublasHandle_t handle, bool trans_a, bool trans_b, float alpha,
@@ -81,8 +69,8 @@ void GroupedGemm::run(cublasHandle_t handle, bool trans_a, bool trans_b, float a
       continue;
     }
     // Column-major view, operands swapped as in gemm().
-    op_a_.push_back(op(trans_b));
-    op_b_.push_back(op(trans_a));
+    op_a_.push_back(cublas_op(trans_b));
+    op_b_.push_back(cublas_op(trans_a));
     m_.push_back(q.n);
     n_.push_back(q.m);
     k_.push_back(q.k);
@@ -119,8 +107,8 @@ void GroupedGemm::run(cublasHandle_t handle, bool trans_a, bool trans_b, float a
     void* const* c = pointers_.data() + 2 * count;
     const cublasStatus_t status = cublasGemmGroupedBatchedEx(
         handle, op_a_.data(), op_b_.data(), m_.data(), n_.data(), k_.data(), alpha_.data(), a,
-        data_type(p.inputs), lda_.data(), b, data_type(p.inputs), ldb_.data(), beta_.data(), c,
-        data_type(p.output), ldc_.data(), count, ones_.data(), compute_type(p));
+        cublas_data_type(p.inputs), lda_.data(), b, cublas_data_type(p.inputs), ldb_.data(), beta_.data(), c,
+        cublas_data_type(p.output), ldc_.data(), count, ones_.data(), cublas_compute_type(p));
     if (status == CUBLAS_STATUS_NOT_SUPPORTED) return run_loop(handle, trans_a, trans_b, alpha, problems, beta, p);
     CUBLAS_CHECK(status);
   }

@@ -21,6 +21,15 @@ struct GemmPrecision {
   bool bf16_math = false;             // fp32 inputs only: rounded to bf16 for the tensor cores, fp32 sums
 };
 
+// The cuBLAS types and compute mode of a precision (shared by cuBLAS and cuBLASLt calls, so that
+// both round alike).
+inline cudaDataType_t cublas_data_type(GemmDType t) { return t == GemmDType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+inline cublasComputeType_t cublas_compute_type(const GemmPrecision& p) {
+  if (p.inputs == GemmDType::f32 && p.bf16_math) return CUBLAS_COMPUTE_32F_FAST_16BF;
+  return p.inputs == GemmDType::f32 && p.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+inline cublasOperation_t cublas_op(bool transpose) { return transpose ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
 // A cuBLAS handle (RAII) bound to a stream, in the default math mode (no TF32 unless a call asks).
 class CublasHandle {
  public:

@@ -14,14 +14,7 @@
 namespace finemoe::cuda {
 namespace {
 
-// The types and compute modes of cuda::gemm (gemm.cpp), so that both paths round alike.
-cudaDataType_t data_type(GemmDType t) { return t == GemmDType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
 size_t element_bytes(GemmDType t) { return t == GemmDType::bf16 ? 2 : 4; }
-cublasComputeType_t compute_type(const GemmPrecision& p) {
-  if (p.inputs == GemmDType::f32 && p.bf16_math) return CUBLAS_COMPUTE_32F_FAST_16BF;
-  return p.inputs == GemmDType::f32 && p.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-}
-cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
 // The alignment (bytes, at most cuBLASLt's default assumption of 256) that every matrix of a strided
 // batch keeps: the heuristic must not pick a kernel that needs more.
@@ -83,18 +76,17 @@ GemmEpilogue::Plan& GemmEpilogue::plan_for(bool backward, const StridedProduct& 
   const uint32_t align_b = alignment(g.A, g.stride_a, g.batch, p.inputs);
   const uint32_t align_d = alignment(D, stride_c, g.batch, p.output);
   const uint32_t align_aux = alignment(aux, stride_c, g.batch, aux_type);
-  const Key key = {backward,   g.trans_a,          g.trans_b,      g.m,       g.n,       g.k,
-                   g.lda,      g.ldb,              ldc,            g.stride_a, g.stride_b, stride_c,
-                   g.batch,    int64_t(p.inputs),  int64_t(p.output), int64_t(aux_type), int64_t(compute_type(p)),
-                   align_a,    align_b,            align_d,        align_aux};
+  const Key key = {backward, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, ldc, g.stride_a, g.stride_b,
+                   stride_c, g.batch, int64_t(p.inputs), int64_t(p.output), int64_t(aux_type),
+                   int64_t(cublas_compute_type(p)), align_a, align_b, align_d, align_aux};
   auto found = plans_.find(key);
   if (found != plans_.end()) return *found->second;
   auto plan = std::make_unique<Plan>();
   Plan& q = *plan;
   plans_.emplace(key, std::move(plan));
 
-  const cublasOperation_t op_a = op(g.trans_b), op_b = op(g.trans_a);
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&q.desc, compute_type(p), CUDA_R_32F));
+  const cublasOperation_t op_a = cublas_op(g.trans_b), op_b = cublas_op(g.trans_a);
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&q.desc, cublas_compute_type(p), CUDA_R_32F));
   set_desc(q.desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a);
   set_desc(q.desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b);
   const cublasLtEpilogue_t epilogue = backward ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_GELU_AUX;
@@ -103,7 +95,7 @@ GemmEpilogue::Plan& GemmEpilogue::plan_for(bool backward, const StridedProduct& 
   set_desc(q.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(ldc));
   if (g.batch > 1) set_desc(q.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE, stride_c);
   if (aux_type != p.output) {  // the default aux type is D's; another one only where cuBLASLt accepts it
-    const int32_t t = data_type(aux_type);
+    const int32_t t = cublas_data_type(aux_type);
     if (cublasLtMatmulDescSetAttribute(q.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &t, sizeof t) !=
         CUBLAS_STATUS_SUCCESS) {
       q.reason = "cuBLASLt: the pre-activation's type differs from the output's and is not accepted";
@@ -113,9 +105,9 @@ GemmEpilogue::Plan& GemmEpilogue::plan_for(bool backward, const StridedProduct& 
 
   const uint64_t ra = op_a == CUBLAS_OP_N ? g.n : g.k, ca = op_a == CUBLAS_OP_N ? g.k : g.n;
   const uint64_t rb = op_b == CUBLAS_OP_N ? g.k : g.m, cb = op_b == CUBLAS_OP_N ? g.m : g.k;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&q.lt_a, data_type(p.inputs), ra, ca, g.ldb));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&q.lt_b, data_type(p.inputs), rb, cb, g.lda));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&q.lt_d, data_type(p.output), uint64_t(g.n), uint64_t(g.m), ldc));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&q.lt_a, cublas_data_type(p.inputs), ra, ca, g.ldb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&q.lt_b, cublas_data_type(p.inputs), rb, cb, g.lda));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&q.lt_d, cublas_data_type(p.output), uint64_t(g.n), uint64_t(g.m), ldc));
   if (g.batch > 1) {
     const int32_t count = g.batch;
     const std::pair<cublasLtMatrixLayout_t, int64_t> strided[] = {
