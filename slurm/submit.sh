@@ -8,7 +8,7 @@
 #     --build DIR        build folder with bin/finemoe-{sweep,train,analyze} (default: build)
 #     --throttle K       at most K runs at once (default: the allocation's array_throttle)
 #     --no-analysis      submit the array only
-#     --dry-run          expand and print the sbatch commands; submit nothing
+#     --dry-run          validate, print the sbatch commands; write and submit nothing
 #   e.g. slurm/submit.sh inputs/sweeps/paper-e64.ini inputs/allocations/generic-4gpu.ini
 #        slurm/submit.sh inputs/sweeps/tiny-cpu.ini inputs/allocations/local-cpu.ini -- --set data.train=...
 #
@@ -61,24 +61,41 @@ if [ "$dry" = 0 ]; then
   command -v sbatch >/dev/null || die "sbatch not found (is this a Slurm login node? is SLURM_CONF set?)"
 fi
 
-# Expand: validates every point, writes parameter files, manifest, slurm.env and setup.sh.
-# Every point is checked before any file is written.
-"$build/bin/finemoe-sweep" expand "$sweep_file" --allocation "$alloc_file" "${expand_args[@]}" \
-  || die "the sweep is invalid (above); nothing was submitted"
-
-# The output folder: --output among the expand options, else the sweep's.
+# The output folder and manifest: --output / --manifest among the expand options, else the sweep's.
 output=""
+manifest=""
 for ((i = 0; i < ${#expand_args[@]}; i++)); do
   case "${expand_args[$i]}" in
     --output) output="${expand_args[$((i + 1))]:-}" ;;
     --output=*) output="${expand_args[$i]#--output=}" ;;
+    --manifest) manifest="${expand_args[$((i + 1))]:-}" ;;
+    --manifest=*) manifest="${expand_args[$i]#--manifest=}" ;;
   esac
 done
 if [ -z "$output" ]; then
   output=$(awk '/^[[:space:]]*\[/ {sec=$0; gsub(/[][[:space:]]/, "", sec)}
                 sec == "sweep" && $1 == "output" {sub(/^[^=]*=[[:space:]]*/, ""); sub(/[[:space:]]*([#;].*)?$/, ""); print}' "$sweep_file")
 fi
-env_file="$output/slurm.env"
+
+# Expand: validates every point, writes parameter files, manifest, slurm.env and setup.sh.
+# Every point is checked before any file is written. A dry run writes nothing of the sweep's: it
+# expands into a scratch folder and prints the paths a submission would use.
+if [ "$dry" = 1 ]; then
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  kept=()
+  for ((i = 0; i < ${#expand_args[@]}; i++)); do
+    case "${expand_args[$i]}" in
+      --params-dir|--manifest) i=$((i + 1)) ;;
+      --params-dir=*|--manifest=*) ;;
+      *) kept+=("${expand_args[$i]}") ;;
+    esac
+  done
+  expand_args=(${kept[@]+"${kept[@]}"} --params-dir "$scratch/params" --manifest "$scratch/manifest.txt")
+fi
+"$build/bin/finemoe-sweep" expand "$sweep_file" --allocation "$alloc_file" ${expand_args[@]+"${expand_args[@]}"} \
+  || die "the sweep is invalid (above); nothing was submitted"
+if [ "$dry" = 1 ]; then env_file="$scratch/slurm.env"; else env_file="$(dirname "${manifest:-$output/manifest.txt}")/slurm.env"; fi
 [ -f "$env_file" ] || die "$env_file was not written by finemoe-sweep"
 # shellcheck disable=SC1090
 source "$env_file"
@@ -90,8 +107,12 @@ common=()
 [ -n "$FINEMOE_PARTITION" ] && common+=("--partition=$FINEMOE_PARTITION")
 [ -n "$FINEMOE_QOS" ] && common+=("--qos=$FINEMOE_QOS")
 [ -n "$FINEMOE_CONSTRAINT" ] && common+=("--constraint=$FINEMOE_CONSTRAINT")
-export FINEMOE_HOME="$home" FINEMOE_BUILD="$build" FINEMOE_SETUP FINEMOE_LAUNCHER FINEMOE_SRUN_MPI
-mkdir -p "$output/logs"
+if [ "$dry" = 1 ]; then  # the paths of a real submission, not the scratch folder's
+  FINEMOE_MANIFEST=$(realpath -m "${manifest:-$output/manifest.txt}")
+else
+  export FINEMOE_HOME="$home" FINEMOE_BUILD="$build" FINEMOE_SETUP FINEMOE_LAUNCHER FINEMOE_SRUN_MPI
+  mkdir -p "$output/logs"
+fi
 
 array="0-$((FINEMOE_RUNS - 1))"
 [ -n "$throttle" ] && [ "$throttle" -gt 0 ] && array="$array%$throttle"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every committed allocation file (inputs/allocations/*.ini) parses, expands the tiny sweep with
 # `finemoe-sweep expand --allocation FILE --check`, and goes through `slurm/submit.sh --dry-run`:
-# the printed sbatch command carries the file's account, partition, QoS, constraint and GPUs.
+# the printed sbatch command carries the file's account, partition, QoS, constraint and GPUs, and
+# the dry run writes nothing.
 # No Slurm needed (the dry run submits nothing). Runtime: ~2 s for 8 files.
 #   allocation_files_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
@@ -18,6 +19,8 @@ for alloc in inputs/allocations/*.ini; do
   slurm/submit.sh inputs/sweeps/tiny-cpu.ini "$alloc" --build "$build_dir" --dry-run -- \
     --output "$work/$name" --no-data-check > "$work/$name.dry" 2>&1 \
     || { cat "$work/$name.dry"; echo "FAIL: $alloc: submit.sh --dry-run"; exit 1; }
+  # A dry run writes nothing: no parameter files, manifest or logs folder.
+  [ ! -e "$work/$name" ] || { find "$work/$name" | head; echo "FAIL: $alloc: submit.sh --dry-run wrote files"; exit 1; }
   # The file's own settings must reach the sbatch line.
   value() { awk -F= -v k="$1" '/^\[/ {sec=$0} sec=="[allocation]" && $1 ~ "^"k"[[:space:]]*$" {v=$2; sub(/#.*/, "", v); gsub(/^[[:space:]]+|[[:space:]]+$/, "", v); print v}' "$alloc"; }
   for key in account partition qos constraint; do
