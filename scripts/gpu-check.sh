@@ -355,6 +355,7 @@ PY
   local rc=0
   OMP_NUM_THREADS=1 "$build/tests/finemoe_gpu_kernels_test" --gtest_filter='FusedAttentionTest.*' || rc=1
   model_test 1 GpuModel.FusedAttentionStepMatchesCublas || rc=1
+  model_test 1 GpuModel.FusedAttentionAtContextOne || rc=1
   return $rc
 }
 throughput() {

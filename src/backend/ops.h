@@ -97,6 +97,10 @@ void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int
 template <typename T>
 void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, const T* out, int n_seq,
                         int context, int n_heads, int d);
+// Whether attention on n_seq sequences takes cuDNN's fused path (att then holds the statistics).
+// The layers ask this rather than compare sizes: at context 1 both kinds of att have one element a row.
+template <typename T>
+bool attention_fused(int n_seq);
 // Elements of att for n_seq sequences (and of the backward's datt: 0 on the fused path).
 template <typename T>
 int64_t attention_kept_size(int n_seq, int context, int n_heads);

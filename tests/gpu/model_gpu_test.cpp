@@ -8,6 +8,11 @@
 //   FusedAttentionStepMatchesCublas: a bf16 step with cuDNN's fused attention against the same step
 //                         through the cuBLAS attention: loss within 1e-3, gradients within 2e-2
 //                         norm-wise (skipped with a message where cuDNN is unavailable).
+//   FusedAttentionAtContextOne: one attention layer at context 1 (where the statistics and the
+//                         probabilities have the same size) on cuDNN's fused path: the layer knows it
+//                         took that path (ops::attention_fused), and its input and weight gradients
+//                         are within 2e-2 norm-wise of the cuBLAS path's (skipped where cuDNN is
+//                         unavailable or does not build the graph at context 1).
 //   Bf16StorageMatchesCpu: one step with bf16 activation storage against the CPU's (its reference):
 //                         the same routing, loss and every gradient within 1e-3 norm-wise.
 //   SharedGpuLayouts:     2 or 4 ranks sharing the GPU through the host-staged MPI path (EP = world,
@@ -38,6 +43,7 @@
 #include "backend/cuda/device.h"
 #include "backend/ops_cuda.h"
 #include "kernels/cuda_check.h"
+#include "model/attention.h"
 #include "model/memory_plan.h"
 
 namespace finemoe {
@@ -192,6 +198,53 @@ TEST_F(GpuModel, FusedAttentionStepMatchesCublas) {
   EXPECT_LE(grad_diff, 2e-2) << "gradient of " << worst;
   std::printf("  %s: fused vs cuBLAS attention step: loss %.6f vs %.6f, worst gradient %s rel %.1e\n", path.c_str(),
               fused.loss[0], cublas.loss[0], worst.c_str(), grad_diff);
+}
+
+TEST_F(GpuModel, FusedAttentionAtContextOne) {
+  const int n_seq = 4, n_heads = 2, d = 128;  // head size 64, as h100-100m's
+  const TokenBatch batch{n_seq, 1};
+  const size_t n = size_t(batch.tokens()) * d;
+  use(ComputeDevice::cuda, GemmInputs::bf16, ActivationStorage::bf16);
+  const std::string path = ops::select_attention(n_seq, batch.context, n_heads, d);
+  if (path.rfind("cudnn-sdpa", 0) != 0) {
+    use(ComputeDevice::cpu);
+    GTEST_SKIP() << "cuDNN unavailable: skipped (" << path << ")";
+  }
+  std::vector<float> dx_fused, dx_cublas, grads_fused, grads_cublas;
+  bool fused_first = false, fused_second = true;
+  {
+    ParameterStore<float> store;
+    AttentionScratch<float> scratch;
+    CausalSelfAttention<float> attn(store, 0, d, n_heads, 1.0, scratch);
+    store.allocate(5);
+    std::vector<float> x_host(n), dy_host(n);
+    for (size_t i = 0; i < n; ++i) {
+      x_host[i] = float(uniform_open(6, i) * 4 - 2);
+      dy_host[i] = float(uniform_open(7, i) * 2 - 1);
+    }
+    DeviceBuffer<float> x, dy, y(n), dx(n);
+    to_device(x, x_host);
+    to_device(dy, dy_host);
+    auto run = [&](std::vector<float>& dx_host, std::vector<float>& grads_host) {
+      store.zero_grads();
+      attn.forward(x.data(), y.data(), batch);
+      attn.backward(dy.data(), dx.data());
+      dx_host = to_host(dx);
+      grads_host = to_host(store.grads(ParamGroup::replicated));
+      return attn.fused();
+    };
+    fused_first = run(dx_fused, grads_fused);
+    ops::device::use_cublas_attention();
+    fused_second = run(dx_cublas, grads_cublas);
+  }
+  use(ComputeDevice::cpu);
+  EXPECT_TRUE(fused_first) << "the layer did not take the fused path " << path << " chose";
+  EXPECT_FALSE(fused_second);
+  const double dx_diff = rel_norm(dx_fused.data(), dx_cublas.data(), int64_t(n));
+  const double grad_diff = rel_norm(grads_fused.data(), grads_cublas.data(), int64_t(grads_cublas.size()));
+  EXPECT_LE(dx_diff, 2e-2);
+  EXPECT_LE(grad_diff, 2e-2);
+  std::printf("  %s at context 1: dx rel %.1e, weight gradients rel %.1e\n", path.c_str(), dx_diff, grad_diff);
 }
 
 TEST_F(GpuModel, CapturedStepMatchesUncapturedBitForBit) {
