@@ -141,7 +141,8 @@ void adamw_update_prepared(float* param, const float* grad, float* m, float* v, 
 
 // A stretch of compute-stream work captured once as a CUDA graph and replayed (CUDA backend only):
 // begin_capture() .. end_capture() records (nothing runs), replay() launches it without a host wait.
-// Capture is global-mode: a host synchronisation, blocking copy, cudaMalloc or cudaFree inside fails.
+// Capture is thread-local: a host synchronisation, blocking copy, cudaMalloc or cudaFree inside fails
+// on the capturing thread; other threads (the watchdog's) are not held to it.
 class StepGraph {
  public:
   StepGraph() = default;

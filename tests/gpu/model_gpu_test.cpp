@@ -27,6 +27,9 @@
 //                         logged step) against the same steps run eagerly: losses, gradient norms
 //                         and every parameter bit for bit (the scatter-adds are deterministic), fp32
 //                         and bf16 (with cuDNN's attention where it is usable).
+//   StepGraphCaptureLetsOtherThreadsCallCuda: while ops::StepGraph captures, another thread (as the
+//                         watchdog's may, through a CUDA-aware MPI) calls cudaMalloc: it must succeed
+//                         (a global-mode capture refuses it), and the graph still replays correctly.
 //   ExpertChoiceCaptures: forward + backward of an expert-choice micro-batch and the AdamW update
 //                         captured under cudaStreamCaptureModeGlobal (any host synchronisation,
 //                         blocking copy, cudaMalloc or cudaFree inside fails the capture), then
@@ -37,6 +40,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstring>
+#include <thread>
 
 #include "../mpi/train/training_harness.h"
 #include "backend/compute.h"
@@ -324,6 +328,37 @@ TEST_F(GpuModel, DeviceResidency) {
     }
     use(ComputeDevice::cpu);
   }
+}
+
+TEST_F(GpuModel, StepGraphCaptureLetsOtherThreadsCallCuda) {
+  use(ComputeDevice::cuda);
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const std::vector<float> host = {1.0f, -2.0f, 3.5f, 0.25f};
+  std::vector<float> after;
+  cudaError_t other_thread = cudaErrorUnknown;
+  void* other_memory = nullptr;
+  {
+    DeviceBuffer<float> x;
+    to_device(x, host);
+    ops::synchronize();
+    ops::StepGraph graph;
+    graph.begin_capture();
+    ops::scale<float>(x.data(), int64_t(x.size()), 2.0f);  // recorded, not run
+    std::thread([&] {
+      cudaSetDevice(device);
+      other_thread = cudaMalloc(&other_memory, 256);
+    }).join();
+    graph.end_capture();
+    graph.replay();
+    graph.replay();
+    after = to_host(x);
+  }
+  if (other_memory) CUDA_CHECK(cudaFree(other_memory));
+  use(ComputeDevice::cpu);
+  EXPECT_EQ(other_thread, cudaSuccess) << cudaGetErrorString(other_thread);
+  ASSERT_EQ(after.size(), host.size());
+  for (size_t i = 0; i < host.size(); ++i) EXPECT_EQ(after[i], host[i] * 4.0f) << i;
 }
 
 TEST_F(GpuModel, ExpertChoiceCaptures) {
