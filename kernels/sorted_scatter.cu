@@ -13,8 +13,15 @@ __global__ void iota_kernel(int32_t* out, int64_t n) {
   for (int64_t i = thread_id(); i < n; i += thread_count()) out[i] = int32_t(i);
 }
 
+// How many copies of its row a thread loads before adding them. The additions stay serial and in
+// ascending copy order (the CPU loop's, bit for bit), so a row's sum is a chain as long as its copy
+// count, which no order-preserving kernel can shorten; but the loads of a batch depend neither on one
+// another nor on the sum, so a frequent row waits for memory once a batch instead of once a copy.
+constexpr int kLoadAhead = 8;
+
 // keys: the target rows in ascending order, order: the copy of each (ascending within a row). The
-// thread at the first copy of a row sums the row's copies in order for its column.
+// thread at the first copy of a row sums the row's copies in order for its column; consecutive
+// threads take consecutive columns (coalesced loads of each copy's row).
 template <typename T>
 __global__ void run_sum_kernel(const T* src, const int32_t* keys, const int32_t* order, const float* gate, int64_t n,
                                int width, float* dst) {
@@ -26,10 +33,23 @@ __global__ void run_sum_kernel(const T* src, const int32_t* keys, const int32_t*
     if (i > 0 && keys[i - 1] == key) continue;
     float* out = dst + int64_t(key) * width + col;
     float acc = *out;
-    for (int64_t j = i; j < n && keys[j] == key; ++j) {
-      const int64_t c = order[j];
-      const float v = to_float(src[c * width + col]);
-      acc += gate ? gate[c] * v : v;
+    for (int64_t j = i;;) {
+      float value[kLoadAhead] = {}, weight[kLoadAhead] = {};
+      int loaded = 0;  // the row's copies among j .. j + kLoadAhead - 1: a prefix (keys are sorted)
+#pragma unroll
+      for (int k = 0; k < kLoadAhead; ++k) {
+        if (j + k < n && keys[j + k] == key) {
+          const int64_t c = order[j + k];
+          value[k] = to_float(src[c * width + col]);
+          weight[k] = gate ? gate[c] : 1.0f;
+          ++loaded;
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kLoadAhead; ++k)
+        if (k < loaded) acc += gate ? weight[k] * value[k] : value[k];
+      if (loaded < kLoadAhead) break;
+      j += kLoadAhead;
     }
     *out = acc;
   }
