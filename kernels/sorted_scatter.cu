@@ -56,28 +56,41 @@ __global__ void run_sum_kernel(const T* src, const int32_t* keys, const int32_t*
 }
 
 size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The scratch of one call: the sorted keys, the copy ids and their sorted order (n ints each), then
+// CUB's storage for sorting n (key, value) int pairs on all 32 bits; each part 256-byte aligned.
+struct ScratchLayout {
+  size_t ints = 0, sort = 0;
+  size_t total() const { return 3 * ints + sort; }
+};
+
+ScratchLayout scratch_layout(int64_t n, cudaStream_t stream) {
+  FINEMOE_CHECK(n < (int64_t(1) << 31), "sorted scatter-add of " << n << " copies (the sort takes int counts)");
+  size_t sort_bytes = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const int32_t*>(nullptr),
+                                             static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                             static_cast<int32_t*>(nullptr), int(n), 0, 32, stream));
+  return {aligned(size_t(n) * sizeof(int32_t)), aligned(sort_bytes)};
+}
 }  // namespace
+
+size_t sorted_scatter_scratch_bytes(int64_t n, cudaStream_t stream) { return scratch_layout(n, stream).total(); }
 
 template <typename T>
 void sorted_scatter_add(const T* src, const int32_t* rows, const float* gate, int64_t n, int width, float* dst,
                         cudaStream_t stream) {
   if (n == 0 || width == 0) return;
-  FINEMOE_CHECK(n < (int64_t(1) << 31), "sorted scatter-add of " << n << " copies (the sort takes int counts)");
-  const int count = int(n);
-  size_t sort_bytes = 0;
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const int32_t*>(nullptr),
-                                             static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                             static_cast<int32_t*>(nullptr), count, 0, 32, stream));
-  const size_t ints = aligned(size_t(n) * sizeof(int32_t));
+  const ScratchLayout layout = scratch_layout(n, stream);
   char* block = nullptr;
-  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&block), 3 * ints + aligned(sort_bytes), stream));
+  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&block), layout.total(), stream));
   auto* keys = reinterpret_cast<int32_t*>(block);
-  auto* copies = reinterpret_cast<int32_t*>(block + ints);
-  auto* order = reinterpret_cast<int32_t*>(block + 2 * ints);
+  auto* copies = reinterpret_cast<int32_t*>(block + layout.ints);
+  auto* order = reinterpret_cast<int32_t*>(block + 2 * layout.ints);
   iota_kernel<<<grid_for(n), kThreads, 0, stream>>>(copies, n);
   CUDA_CHECK_LAUNCH();
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(block + 3 * ints, sort_bytes, rows, keys, copies, order, count, 0, 32,
-                                             stream));
+  size_t sort_bytes = layout.sort;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(block + 3 * layout.ints, sort_bytes, rows, keys, copies, order, int(n),
+                                             0, 32, stream));
   run_sum_kernel<T><<<grid_for(n * width), kThreads, 0, stream>>>(src, keys, order, gate, n, width, dst);
   CUDA_CHECK_LAUNCH();
   CUDA_CHECK(cudaFreeAsync(block, stream));

@@ -16,6 +16,10 @@
 
 namespace finemoe::cuda {
 
+// Bytes of stream-ordered scratch sorted_scatter_add takes for n copies (CUB's sort queried for this
+// device); the memory plan counts a bound of it (model/memory_plan.h: sorted_scatter_scratch_bound).
+size_t sorted_scatter_scratch_bytes(int64_t n, cudaStream_t stream);
+
 template <typename T>
 void sorted_scatter_add(const T* src, const int32_t* rows, const float* gate, int64_t n, int width, float* dst,
                         cudaStream_t stream);

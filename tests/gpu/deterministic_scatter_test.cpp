@@ -16,6 +16,7 @@
 #include "kernels/layernorm.h"
 #include "kernels/permute.h"
 #include "kernels/sorted_scatter.h"
+#include "model/memory_plan.h"
 #include "model/moe/dispatcher.h"
 
 namespace finemoe::gpu_test {
@@ -100,6 +101,18 @@ TEST_F(DeterministicScatter, HotRowSumsInCopyOrder) {
       EXPECT_TRUE(same_bits(got_plain, first_plain)) << "run " << run;
       EXPECT_TRUE(same_bits(got_gated, first_gated)) << "gated, run " << run;
     }
+  }
+}
+
+// The scratch the memory plan counts for a scatter-add (sorted_scatter_scratch_bound) holds what the
+// kernel takes on this device (CUB's sort storage queried here), from 1 copy to 4M.
+TEST_F(DeterministicScatter, ScratchWithinThePlansBound) {
+  for (const int64_t n : {int64_t(1), int64_t(1000), int64_t(32768), int64_t(262144), int64_t(1) << 22}) {
+    const double bytes = double(cuda::sorted_scatter_scratch_bytes(n, nullptr));
+    const double bound = sorted_scatter_scratch_bound(double(n));
+    EXPECT_LE(bytes, bound) << n << " copies";
+    std::printf("  scatter-add scratch for %lld copies: %.0f bytes (plan's bound %.0f)\n", static_cast<long long>(n),
+                bytes, bound);
   }
 }
 

@@ -26,7 +26,8 @@
 //                         replayed from a graph captured at step 2 (step 4 eager and timed, as a
 //                         logged step) against the same steps run eagerly: losses, gradient norms
 //                         and every parameter bit for bit (the scatter-adds are deterministic), fp32
-//                         and bf16 (with cuDNN's attention where it is usable).
+//                         and bf16 (with cuDNN's attention where it is usable); the graph's memory-node
+//                         pool within the memory plan's allowance for it.
 //   StepGraphCaptureLetsOtherThreadsCallCuda: while ops::StepGraph captures, another thread (as the
 //                         watchdog's may, through a CUDA-aware MPI) calls cudaMalloc: it must succeed
 //                         (a global-mode capture refuses it), and the graph still replays correctly.
@@ -266,6 +267,10 @@ TEST_F(GpuModel, CapturedStepMatchesUncapturedBitForBit) {
       std::printf("  attention: %s\n", ops::select_attention(cfg.train.micro_batch_size(), cfg.model.context,
                                                              cfg.model.n_heads, cfg.model.d_model).c_str());
     BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    uint64_t zero = 0, graph_high = 0;
+    CUDA_CHECK(cudaDeviceSetGraphMemAttribute(device, cudaGraphMemAttrUsedMemHigh, &zero));
     {
       ProcessGrid grid(MPI_COMM_SELF, 1);
       TrainingEngine<float> captured(cfg, grid), eager(cfg, grid);
@@ -284,6 +289,14 @@ TEST_F(GpuModel, CapturedStepMatchesUncapturedBitForBit) {
         EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0) << "parameters, group " << g;
       }
       std::printf("  %s: captured vs uncaptured, 6 steps: losses, norms and parameters bit for bit\n", precision);
+      // The graph's memory-node pool within the plan's allowance for it.
+      CUDA_CHECK(cudaDeviceGetGraphMemAttribute(device, cudaGraphMemAttrUsedMemHigh, &graph_high));
+      double planned = 0;
+      for (const MemoryItem& item : plan_memory(cfg, 1, true).items)
+        if (item.name.rfind("CUDA graph", 0) == 0) planned = item.bytes;
+      EXPECT_LE(double(graph_high), planned) << "the graph's memory beyond the plan's allowance";
+      std::printf("  %s: graph memory high %.2f MiB, planned %.2f MiB\n", precision, graph_high / 1048576.0,
+                  planned / 1048576);
     }
     ops::device::use_cublas_attention();
     use(ComputeDevice::cpu);
