@@ -303,25 +303,22 @@ summary=$results/summary.txt
 : > "$summary"
 failed=() skipped_all=1
 pack() { tar -czf "$results/results.tar.gz" -C "$results" logs; }
-# stage N NAME COMMAND...: PASS (exit 0 with tests run), SKIP (no CUDA device / no torch), FAIL.
+# shellcheck source=scripts/gpu-check-report.sh
+. "$root/scripts/gpu-check-report.sh"
+# stage N NAME COMMAND...: PASS, PASS with the skipped cases named, SKIP (nothing ran: no CUDA
+# device, no cuDNN, no torch) or FAIL (stage_verdict).
 stage() {
   local n=$1 name=$2 t0 rc=0 verdict
   shift 2
   t0=$(date +%s)
   log "stage $n: $name"
   "$@" > "$logs/stage$n-$name.log" 2>&1 || rc=$?
-  if grep -q "no CUDA device: skipped\|no CUDA device (cudaGetDeviceCount\|no torch\|cuDNN unavailable: skipped" \
-       "$logs/stage$n-$name.log" &&
-     { [ $rc -eq 0 ] || [ $rc -eq 3 ]; }; then
-    verdict=SKIP
-  elif [ $rc -eq 0 ]; then
-    verdict=PASS
-    skipped_all=0
-  else
-    verdict="FAIL (exit $rc)"
-    failed+=("$n $name")
-    skipped_all=0
-  fi
+  verdict=$(stage_verdict "$logs/stage$n-$name.log" $rc)
+  case "$verdict" in
+    SKIP) ;;
+    FAIL*) failed+=("$n $name"); skipped_all=0 ;;
+    *) skipped_all=0 ;;
+  esac
   grep -E "^\[preflight\]|GPU vs CPU|host waits|captured|ranks on one GPU|bf16 vs fp32|MFU|tokens/s|peak|cuDNN|fused" \
     "$logs/stage$n-$name.log" | head -20 | sed 's/^/    /' || true
   printf '%s  stage %d %-12s %4d s  %s\n' "$(date -u +%T)" "$n" "$name" $(( $(date +%s) - t0 )) "$verdict" | tee -a "$summary"
