@@ -258,18 +258,20 @@ struct Precision {
 
 std::vector<Precision> precisions(const Options& o) {
   std::vector<Precision> out;
-  for (const std::string& n : string_list(o, "precision", "trainer-bf16,bf16,tf32,fp32")) {
+  for (const std::string& n : string_list(o, "precision", "trainer-bf16,fast-bf16,bf16,tf32,fp32")) {
     Precision pr;
     pr.name = n;
     if (n == "trainer-bf16") {
-      pr.p.bf16_math = true;  // what a bf16 training run runs: fp32 buffers, bf16 tensor-core inputs
+      pr.p.inputs = GemmDType::bf16;  // what a bf16 training run runs: bf16 operands, fp32 results
+    } else if (n == "fast-bf16") {
+      pr.p.bf16_math = true;  // fp32 buffers rounded inside cuBLAS (bf16 runs before native operands)
     } else if (n == "bf16") {
       pr.p.inputs = GemmDType::bf16;  // bf16 storage, fp32 accumulation, bf16 results
       pr.p.output = GemmDType::bf16;
     } else if (n == "tf32") {
       pr.p.allow_tf32 = true;
     } else if (n != "fp32") {
-      throw std::invalid_argument("--precision: trainer-bf16, bf16, tf32 or fp32, got " + n);
+      throw std::invalid_argument("--precision: trainer-bf16, fast-bf16, bf16, tf32 or fp32, got " + n);
     }
     out.push_back(pr);
   }

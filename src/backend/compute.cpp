@@ -36,6 +36,9 @@ void configure_compute(const ComputeSettings& s) {
 #ifdef FINEMOE_WITH_CUDA
   if (g_settings.device == ComputeDevice::cuda && s.device != ComputeDevice::cuda) ops::device::release_scratch();
 #endif
+  FINEMOE_CHECK(!s.bf16_operands ||
+                    (s.gemm_inputs == GemmInputs::bf16 && s.activation_storage == ActivationStorage::bf16),
+                "bf16 GEMM operands need bf16 GEMM inputs and bf16 activation storage");
   FINEMOE_CHECK(s.device == g_settings.device || g_live_buffers.load() == 0,
                 "the compute device changed while " << g_live_buffers.load() << " model buffers were allocated");
   if (s.device == ComputeDevice::cuda) {

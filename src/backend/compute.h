@@ -35,6 +35,13 @@ struct ComputeSettings {
   GemmInputs gemm_inputs = GemmInputs::full;
   bool allow_tf32 = false;  // cuda, GemmInputs::full only: TF32 tensor cores for fp32 products
   ActivationStorage activation_storage = ActivationStorage::full;  // bf16: fp32 models (T = float) only
+  // GemmInputs::bf16 with bf16 activation storage only: the products read stored bf16 operands
+  // (ops::Operand: the weights' bf16 copy, the kept activations' bf16 storage, gradients packed
+  // once for their two products) instead of rounding fp32 inputs inside each product. The same
+  // values either way; on the GPU it halves the operand traffic and makes the products native bf16
+  // cuBLAS calls. CUDA bf16 runs turn it on; on the CPU it is a test mode (the products then read
+  // exactly the pointers the GPU reads, so equal bits with it off show those copies are current).
+  bool bf16_operands = false;
 };
 
 // Applies `s`. Changing the device while buffers are allocated is a logic error (RuntimeFailure);
@@ -43,6 +50,7 @@ void configure_compute(const ComputeSettings& s);
 const ComputeSettings& compute_settings();
 inline bool on_device() { return compute_settings().device == ComputeDevice::cuda; }
 inline bool bf16_activation_storage() { return compute_settings().activation_storage == ActivationStorage::bf16; }
+inline bool bf16_operands() { return compute_settings().bf16_operands; }
 // Whether this build has the CUDA backend (FINEMOE_CUDA).
 bool cuda_backend_built();
 

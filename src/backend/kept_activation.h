@@ -41,9 +41,20 @@ class KeptActivation {
     ops::unpack_bf16(out, packed_.data(), int64_t(n_));
     return out;
   }
+  // The kept values (the forward's, or restore()'s) as a product's operand, after keep() or
+  // keep_copy(): with bf16 operands its bf16 copy too, which the products then read.
+  ops::Operand<T> operand(const T* values) const { return {values, rounded_copy()}; }
+  // The kept values as a product's operand in the backward: with bf16 operands the stored bf16 copy
+  // itself, without expanding it; otherwise restore(working).
+  ops::Operand<T> backward_operand(DeviceBuffer<T>& working) {
+    if (bf16_operands()) return {nullptr, packed_.data()};
+    return {restore(working)};
+  }
   size_t size() const { return n_; }
 
  private:
+  const Bfloat16* rounded_copy() const { return bf16_operands() ? packed_.data() : nullptr; }
+
   size_t n_ = 0;
   T* working_ = nullptr;
   DeviceBuffer<T> full_;

@@ -47,6 +47,31 @@ void cpu_gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int ld
   cpu::gemm<T>(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// op(M), rows x cols, as the CPU's product reads it: the values, or with bf16 operands the stored
+// bf16 copy where given, expanded (exactly) into a dense `out`.
+template <typename T>
+const T* cpu_operand(const Operand<T>& M, bool trans, int rows, int cols, int& ld, std::vector<T>& out) {
+  if (!bf16_operands() || !M.rounded) {
+    FINEMOE_CHECK(M.values, "a matrix product's operand has no fp32 values and bf16 operands are off");
+    return M.values;
+  }
+  const int stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;
+  out.resize(size_t(stored_rows) * stored_cols);
+  for (int r = 0; r < stored_rows; ++r)
+    for (int c = 0; c < stored_cols; ++c) out[size_t(r) * stored_cols + c] = T(to_float(M.rounded[size_t(r) * ld + c]));
+  ld = stored_cols;
+  return out.data();
+}
+
+template <typename T>
+void cpu_gemm_operands(bool ta, bool tb, int m, int n, int k, T alpha, const Operand<T>& A, int lda,
+                       const Operand<T>& B, int ldb, T beta, T* C, int ldc) {
+  thread_local std::vector<T> a_expanded, b_expanded;
+  const T* a = cpu_operand(A, ta, m, k, lda, a_expanded);
+  const T* b = cpu_operand(B, tb, k, n, ldb, b_expanded);
+  cpu_gemm<T>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, C, ldc);
+}
+
 }  // namespace
 
 void refuse_device_type() {
@@ -76,23 +101,28 @@ void synchronize() {
 #endif
 
 template <typename T>
-void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
+void gemm(bool ta, bool tb, int m, int n, int k, T alpha, Operand<T> A, int lda, Operand<T> B, int ldb, T beta, T* C,
           int ldc) {
 #ifdef FINEMOE_WITH_CUDA
   if constexpr (std::is_same_v<T, float>) {
     if (use_device<T>()) {
       cpu::count_gemm_flops(m, n, k);
-      return device::gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+      return device::gemm(ta, tb, m, n, k, alpha, {A.values, A.rounded}, lda, {B.values, B.rounded}, ldb, beta, C,
+                          ldc);
     }
   } else {
     use_device<T>();
   }
 #endif
-  cpu_gemm<T>(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  cpu_gemm_operands<T>(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 template <typename T>
 void grouped_gemm(bool ta, bool tb, T alpha, const std::vector<GemmProblem<T>>& problems, T beta) {
+  // Checked on both backends so that CPU tests catch what the GPU would refuse.
+  if (bf16_operands())
+    for (const auto& q : problems)
+      FINEMOE_CHECK(q.A.rounded && q.B.rounded, "a grouped product without the bf16 copy of an operand");
 #ifdef FINEMOE_WITH_CUDA
   if constexpr (std::is_same_v<T, float>) {
     if (use_device<T>()) {
@@ -100,7 +130,7 @@ void grouped_gemm(bool ta, bool tb, T alpha, const std::vector<GemmProblem<T>>& 
       p.reserve(problems.size());
       for (const auto& q : problems) {
         cpu::count_gemm_flops(q.m, q.n, q.k);
-        p.push_back({q.m, q.n, q.k, q.A, q.lda, q.B, q.ldb, q.C, q.ldc});
+        p.push_back({q.m, q.n, q.k, {q.A.values, q.A.rounded}, q.lda, {q.B.values, q.B.rounded}, q.ldb, q.C, q.ldc});
       }
       return device::grouped_gemm(ta, tb, alpha, p, beta);
     }
@@ -115,8 +145,16 @@ void grouped_gemm(bool ta, bool tb, T alpha, const std::vector<GemmProblem<T>>& 
   for (int i = 0; i < count; ++i) {
     const GemmProblem<T>& q = problems[i];
     if (q.m == 0 || q.n == 0) continue;
-    cpu_gemm<T>(ta, tb, q.m, q.n, q.k, alpha, q.A, q.lda, q.B, q.ldb, beta, q.C, q.ldc);
+    cpu_gemm_operands<T>(ta, tb, q.m, q.n, q.k, alpha, q.A, q.lda, q.B, q.ldb, beta, q.C, q.ldc);
   }
+}
+
+template <typename T>
+Operand<T> operand_for_products(const T* values, int64_t n, DeviceBuffer<Bfloat16>& rounded) {
+  if (!bf16_operands()) return {values};
+  Bfloat16* r = ensure_size(rounded, size_t(n));
+  pack_bf16<T>(r, values, n);
+  return {values, r};
 }
 
 template <typename T>
@@ -423,7 +461,8 @@ double Stopwatch::take_seconds() {
 }
 
 #define FINEMOE_OPS(T)                                                                                           \
-  template void gemm<T>(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int);                 \
+  template void gemm<T>(bool, bool, int, int, int, T, Operand<T>, int, Operand<T>, int, T, T*, int);             \
+  template Operand<T> operand_for_products<T>(const T*, int64_t, DeviceBuffer<Bfloat16>&);                       \
   template void grouped_gemm<T>(bool, bool, T, const std::vector<GemmProblem<T>>&, T);                           \
   template void add<T>(T*, const T*, const T*, int64_t);                                                         \
   template void fill_zero<T>(T*, int64_t);                                                                       \

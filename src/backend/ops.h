@@ -30,18 +30,36 @@ bool use_device() {
 // Waits for the operations issued so far (a counted host wait on both backends; no-op work on the CPU).
 void synchronize();
 
+// A matrix product's operand: its values, and with bf16 operands (bf16_operands(), backend/compute.h)
+// the same matrix rounded to bfloat16 and stored in 2 bytes an element, at the same offsets and
+// leading dimension. With bf16 operands a product reads `rounded` where given (a plain gemm packs
+// the values of an operand without it into scratch; a grouped gemm needs it on every operand);
+// otherwise it reads `values`, which must then be given.
+template <typename T>
+struct Operand {
+  Operand() = default;
+  Operand(const T* v) : values(v) {}  // NOLINT: a plain matrix is an operand
+  Operand(const T* v, const Bfloat16* r) : values(v), rounded(r) {}
+  // The operand starting `offset` elements further (a sub-matrix, one expert's rows).
+  Operand at(int64_t offset) const {
+    return {values ? values + offset : nullptr, rounded ? rounded + offset : nullptr};
+  }
+  const T* values = nullptr;
+  const Bfloat16* rounded = nullptr;
+};
+
 // C = alpha op(A) op(B) + beta C, row-major (cpu::gemm). Counted in cpu::gemm_flops on both backends.
 template <typename T>
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, Operand<T> A, int lda, Operand<T> B, int ldb,
           T beta, T* C, int ldc);
 
 // One product of a group sharing trans_a, trans_b, alpha and beta (the experts of an MoE layer).
 template <typename T>
 struct GemmProblem {
   int m = 0, n = 0, k = 0;
-  const T* A = nullptr;
+  Operand<T> A;
   int lda = 0;
-  const T* B = nullptr;
+  Operand<T> B;
   int ldb = 0;
   T* C = nullptr;
   int ldc = 0;
@@ -51,6 +69,11 @@ struct GemmProblem {
 // (cublasGemmGroupedBatchedEx, falling back to a loop of GEMMs where cuBLAS lacks it).
 template <typename T>
 void grouped_gemm(bool trans_a, bool trans_b, T alpha, const std::vector<GemmProblem<T>>& problems, T beta);
+
+// With bf16 operands: packs n values into `rounded` (grown as needed) and returns both as one
+// operand, for a matrix that feeds several products; otherwise returns the values alone.
+template <typename T>
+Operand<T> operand_for_products(const T* values, int64_t n, DeviceBuffer<Bfloat16>& rounded);
 
 // out = a + b, elementwise (out may alias a or b).
 template <typename T>

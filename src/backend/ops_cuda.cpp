@@ -34,6 +34,7 @@ struct Context {
     cublas = std::make_unique<cuda::CublasHandle>(stream);
     precision.allow_tf32 = s.gemm_inputs == GemmInputs::full && s.allow_tf32;
     precision.bf16_math = s.gemm_inputs == GemmInputs::bf16;
+    native_bf16.inputs = cuda::GemmDType::bf16;
     sum_partials.resize(cuda::kSumOfSquaresPartials);
     int device = 0;
     CUDA_CHECK(cudaGetDevice(&device));
@@ -53,13 +54,15 @@ struct Context {
   }
   // The context's own DeviceBuffers (counted as live buffers like the model's).
   void release_scratch() {
-    for (auto* b : {&qkv16, &out16, &dout16, &dqkv16}) *b = DeviceBuffer<Bfloat16>();
+    for (auto* b : {&qkv16, &out16, &dout16, &dqkv16, &operand16[0], &operand16[1]}) *b = DeviceBuffer<Bfloat16>();
     fused_workspace = DeviceBuffer<uint8_t>();
     losses = DeviceBuffer<float>();
   }
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::CublasHandle> cublas;
-  cuda::GemmPrecision precision;
+  cuda::GemmPrecision precision;    // fp32 inputs
+  cuda::GemmPrecision native_bf16;  // bf16 operands: bf16 inputs, fp32 output and sums
+  DeviceBuffer<Bfloat16> operand16[2];  // a plain product's operands without a bf16 copy, packed
   cuda::GroupedGemm grouped;
   cudaMemPool_t pool = nullptr;
   cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials (fixed size)
@@ -139,43 +142,78 @@ void copy_to_device(void* device, const void* host, size_t bytes) {
   if (bytes > 0) CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, context().stream));
 }
 
-void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
-          float beta, float* C, int ldc) {
-  Context& c = context();
-  cuda::gemm(c.cublas->get(), ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, c.precision);
+namespace {
+
+// The bf16 copy of op(M) (rows x cols, leading dimension ld): the operand's own, or its values packed
+// into scratch (the stored extent, same leading dimension).
+const Bfloat16* bf16_operand(const Operand& M, bool trans, int rows, int cols, int ld, DeviceBuffer<Bfloat16>& scratch) {
+  if (M.rounded || rows == 0 || cols == 0) return M.rounded;
+  FINEMOE_CHECK(M.values, "a matrix product's operand without values or a bf16 copy");
+  const int stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;
+  const int64_t extent = int64_t(stored_rows - 1) * ld + stored_cols;
+  Bfloat16* packed = ensure_size(scratch, size_t(extent));
+  pack_bf16(packed, M.values, extent);
+  return packed;
 }
 
-namespace {
-// Equal shapes at a constant distance (expert choice: equal tokens per expert).
-bool evenly_strided(const std::vector<Problem>& p, int64_t& sa, int64_t& sb, int64_t& sc) {
+const float* fp32_operand(const Operand& M) {
+  FINEMOE_CHECK(M.values, "a matrix product's operand has no fp32 values and bf16 operands are off");
+  return M.values;
+}
+
+// Equal shapes at a constant distance (expert choice: equal tokens per expert); strides in elements.
+bool evenly_strided(const std::vector<cuda::GemmProblem>& p, size_t element, int64_t& sa, int64_t& sb, int64_t& sc) {
   if (p.size() < 2) return false;
-  const Problem& f = p[0];
-  sa = p[1].A - f.A;
-  sb = p[1].B - f.B;
-  sc = p[1].C - f.C;
+  const cuda::GemmProblem& f = p[0];
+  auto distance = [element](const void* a, const void* b) {
+    return int64_t((static_cast<const char*>(b) - static_cast<const char*>(a)) / int64_t(element));
+  };
+  sa = distance(f.A, p[1].A);
+  sb = distance(f.B, p[1].B);
+  sc = (static_cast<const float*>(p[1].C) - static_cast<const float*>(f.C));
   for (size_t i = 0; i < p.size(); ++i) {
-    const Problem& q = p[i];
+    const cuda::GemmProblem& q = p[i];
     const int64_t j = int64_t(i);
     if (q.m != f.m || q.n != f.n || q.k != f.k || q.lda != f.lda || q.ldb != f.ldb || q.ldc != f.ldc ||
-        q.A != f.A + j * sa || q.B != f.B + j * sb || q.C != f.C + j * sc)
+        distance(f.A, q.A) != j * sa || distance(f.B, q.B) != j * sb ||
+        static_cast<const float*>(q.C) - static_cast<const float*>(f.C) != j * sc)
       return false;
   }
   return f.m > 0 && f.n > 0;
 }
+
 }  // namespace
+
+void gemm(bool ta, bool tb, int m, int n, int k, float alpha, Operand A, int lda, Operand B, int ldb, float beta,
+          float* C, int ldc) {
+  Context& c = context();
+  if (!bf16_operands())
+    return cuda::gemm(c.cublas->get(), ta, tb, m, n, k, alpha, fp32_operand(A), lda, fp32_operand(B), ldb, beta, C,
+                      ldc, c.precision);
+  if (m == 0 || n == 0) return;
+  const Bfloat16* a = bf16_operand(A, ta, m, k, lda, c.operand16[0]);
+  const Bfloat16* b = bf16_operand(B, tb, k, n, ldb, c.operand16[1]);
+  cuda::gemm(c.cublas->get(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, C, ldc, c.native_bf16);
+}
 
 void grouped_gemm(bool ta, bool tb, float alpha, const std::vector<Problem>& problems, float beta) {
   Context& c = context();
-  int64_t sa = 0, sb = 0, sc = 0;
-  if (evenly_strided(problems, sa, sb, sc)) {
-    const Problem& f = problems[0];
-    return cuda::gemm_strided_batched(c.cublas->get(), ta, tb, f.m, f.n, f.k, alpha, f.A, f.lda, sa, f.B, f.ldb, sb,
-                                      beta, f.C, f.ldc, sc, static_cast<int>(problems.size()), c.precision);
-  }
+  const bool bf16 = bf16_operands();  // ops::grouped_gemm checked that every operand has its copy
+  const cuda::GemmPrecision& precision = bf16 ? c.native_bf16 : c.precision;
   std::vector<cuda::GemmProblem> q;
   q.reserve(problems.size());
-  for (const Problem& p : problems) q.push_back({p.m, p.n, p.k, p.A, p.lda, p.B, p.ldb, p.C, p.ldc});
-  c.grouped.run(c.cublas->get(), ta, tb, alpha, q, beta, c.precision);
+  for (const Problem& p : problems) {
+    const void* a = bf16 ? static_cast<const void*>(p.A.rounded) : fp32_operand(p.A);
+    const void* b = bf16 ? static_cast<const void*>(p.B.rounded) : fp32_operand(p.B);
+    q.push_back({p.m, p.n, p.k, a, p.lda, b, p.ldb, p.C, p.ldc});
+  }
+  int64_t sa = 0, sb = 0, sc = 0;
+  if (evenly_strided(q, bf16 ? sizeof(Bfloat16) : sizeof(float), sa, sb, sc)) {
+    const cuda::GemmProblem& f = q[0];
+    return cuda::gemm_strided_batched(c.cublas->get(), ta, tb, f.m, f.n, f.k, alpha, f.A, f.lda, sa, f.B, f.ldb, sb,
+                                      beta, f.C, f.ldc, sc, static_cast<int>(q.size()), precision);
+  }
+  c.grouped.run(c.cublas->get(), ta, tb, alpha, q, beta, precision);
 }
 
 void add(float* out, const float* a, const float* b, int64_t n) {

@@ -34,13 +34,20 @@ void reset_pool_used_high();
 void copy_to_host(void* host, const void* device, size_t bytes);
 void copy_to_device(void* device, const void* host, size_t bytes);
 
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
-          int ldb, float beta, float* C, int ldc);
+// ops::Operand's two pointers (values, bf16 copy).
+struct Operand {
+  const float* values;
+  const Bfloat16* rounded;
+};
+// With bf16 operands: native bf16 products (an operand without its bf16 copy is packed into scratch);
+// otherwise fp32 inputs, rounded inside cuBLAS in bf16 runs.
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, Operand A, int lda, Operand B, int ldb,
+          float beta, float* C, int ldc);
 struct Problem {
   int m, n, k;
-  const float* A;
+  Operand A;
   int lda;
-  const float* B;
+  Operand B;
   int ldb;
   float* C;
   int ldc;

@@ -25,6 +25,7 @@ void CausalSelfAttention<T>::forward(const T* x, T* y, const TokenBatch& batch) 
   const int rows = static_cast<int>(n);
   x_ = x;
   if (bf16_activation_storage()) kept_x_.keep_copy(x, size_t(n) * d_);
+  const ops::Operand<T> x_operand = bf16_activation_storage() ? kept_x_.operand(x) : ops::Operand<T>(x);
   T* qkv = qkv_.forward_buffer(n * 3 * d_, scratch_.qkv_work);
   fused_ = ops::attention_fused<T>(n_seq_);
   const int64_t kept = ops::attention_kept_size<T>(n_seq_, seq_len_, n_heads_);
@@ -32,14 +33,15 @@ void CausalSelfAttention<T>::forward(const T* x, T* y, const TokenBatch& batch) 
   T* heads = heads_.forward_buffer(n * d_, scratch_.heads_work);
   {
     cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
-    ops::gemm<T>(false, false, rows, 3 * d_, d_, T(1), x, d_, store_.value(qkv_w_), 3 * d_, T(0), qkv, 3 * d_);
+    ops::gemm<T>(false, false, rows, 3 * d_, d_, T(1), x_operand, d_, store_.operand(qkv_w_), 3 * d_, T(0), qkv,
+                 3 * d_);
   }
   ops::attention_forward<T>(heads, att, qkv, n_seq_, seq_len_, n_heads_, d_);
   qkv_.keep();
   if (!fused_) att_.keep();
   heads_.keep();
   cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
-  ops::gemm<T>(false, false, rows, d_, d_, T(1), heads, d_, store_.value(out_w_), d_, T(0), y, d_);
+  ops::gemm<T>(false, false, rows, d_, d_, T(1), heads_.operand(heads), d_, store_.operand(out_w_), d_, T(0), y, d_);
 }
 
 template <typename T>
@@ -49,21 +51,26 @@ void CausalSelfAttention<T>::backward(const T* dy, T* dx) {
   T* dqkv = ensure_size(scratch_.dqkv, n * 3 * d_);
   T* datt = fused_ ? nullptr : ensure_size(scratch_.datt, att_.size());
   T* dheads = ensure_size(scratch_.dheads, n * d_);
-  const T* x = bf16_activation_storage() ? kept_x_.restore(scratch_.x_work) : x_;
   const T* qkv = qkv_.restore(scratch_.qkv_work);
   const T* att = fused_ ? stats_.data() : att_.restore(scratch_.att_work);
   const T* heads = heads_.restore(scratch_.heads_work);
   {
     cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
     // y = heads W_out: dW_out += heads^T dy, dheads = dy W_out^T.
-    ops::gemm<T>(true, false, d_, d_, rows, T(1), heads, d_, dy, d_, T(1), store_.grad(out_w_), d_);
-    ops::gemm<T>(false, true, rows, d_, d_, T(1), dy, d_, store_.value(out_w_), d_, T(0), dheads, d_);
+    if (bf16_operands()) ensure_size(scratch_.gradient16, size_t(n) * 3 * d_);  // dqkv's size: allocated once
+    const ops::Operand<T> dy_operand = ops::operand_for_products(dy, n * d_, scratch_.gradient16);
+    ops::gemm<T>(true, false, d_, d_, rows, T(1), heads_.operand(heads), d_, dy_operand, d_, T(1),
+                 store_.grad(out_w_), d_);
+    ops::gemm<T>(false, true, rows, d_, d_, T(1), dy_operand, d_, store_.operand(out_w_), d_, T(0), dheads, d_);
   }
   ops::attention_backward<T>(dqkv, datt, dheads, qkv, att, heads, n_seq_, seq_len_, n_heads_, d_);
   cpu::FlopScope flops(cpu::FlopCategory::attention_projection);
   // qkv = x W_qkv: dW_qkv += x^T dqkv, dx = dqkv W_qkv^T.
-  ops::gemm<T>(true, false, d_, 3 * d_, rows, T(1), x, d_, dqkv, 3 * d_, T(1), store_.grad(qkv_w_), 3 * d_);
-  ops::gemm<T>(false, true, rows, d_, 3 * d_, T(1), dqkv, 3 * d_, store_.value(qkv_w_), 3 * d_, T(0), dx, d_);
+  const ops::Operand<T> x = bf16_activation_storage() ? kept_x_.backward_operand(scratch_.x_work) : ops::Operand<T>(x_);
+  const ops::Operand<T> dqkv_operand = ops::operand_for_products<T>(dqkv, n * 3 * d_, scratch_.gradient16);
+  ops::gemm<T>(true, false, d_, 3 * d_, rows, T(1), x, d_, dqkv_operand, 3 * d_, T(1), store_.grad(qkv_w_), 3 * d_);
+  ops::gemm<T>(false, true, rows, d_, 3 * d_, T(1), dqkv_operand, 3 * d_, store_.operand(qkv_w_), 3 * d_, T(0), dx,
+               d_);
 }
 
 template class CausalSelfAttention<float>;

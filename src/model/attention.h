@@ -17,6 +17,7 @@ template <typename T>
 struct AttentionScratch {
   DeviceBuffer<T> dqkv, datt, dheads;
   DeviceBuffer<T> x_work, qkv_work, att_work, heads_work;
+  DeviceBuffer<Bfloat16> gradient16;  // bf16 operands: dy, then dqkv, packed for their two products
 };
 
 template <typename T>

@@ -33,9 +33,9 @@ void DenseFeedForward<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   const int pw = activation_.pre_width(d_ff_);
   T* pre = ensure_size(pre_, rows_ * pw);
   T* act = ensure_size(act_, rows_ * d_ff_);
-  ops::gemm<T>(false, false, rows, pw, d_, T(1), xs, d_, store_.value(w1_), pw, T(0), pre, pw);
+  ops::gemm<T>(false, false, rows, pw, d_, T(1), xs, d_, store_.operand(w1_), pw, T(0), pre, pw);
   ffn_activation_forward<T>(act, pre, rows_, d_ff_, activation_);
-  ops::gemm<T>(false, false, rows, d_, d_ff_, T(1), act, d_ff_, store_.value(w2_), d_, T(0), y, d_);
+  ops::gemm<T>(false, false, rows, d_, d_ff_, T(1), act, d_ff_, store_.operand(w2_), d_, T(0), y, d_);
 }
 
 template <typename T>
@@ -44,14 +44,14 @@ void DenseFeedForward<T>::backward(const T* dy, T* dx) {
   T* dact = ensure_size(dact_, rows_ * d_ff_);
   // y = act W2: dW2 += act^T dy, dact = dy W2^T.
   ops::gemm<T>(true, false, d_ff_, d_, rows, T(1), act_.data(), d_ff_, dy, d_, T(1), store_.grad(w2_), d_);
-  ops::gemm<T>(false, true, rows, d_ff_, d_, T(1), dy, d_, store_.value(w2_), d_, T(0), dact, d_ff_);
+  ops::gemm<T>(false, true, rows, d_ff_, d_, T(1), dy, d_, store_.operand(w2_), d_, T(0), dact, d_ff_);
   // dpre = act'(pre) dact: in place when elementwise.
   const int pw = activation_.pre_width(d_ff_);
   T* dpre = activation_.gated ? ensure_size(dpre_, rows_ * pw) : dact;
   ffn_activation_backward<T>(dpre, pre_.data(), dact, rows_, d_ff_, activation_);
   // pre = x W1: dW1 += x^T dpre, dx = dpre W1^T.
   ops::gemm<T>(true, false, d_, pw, rows, T(1), x_.data(), d_, dpre, pw, T(1), store_.grad(w1_), pw);
-  ops::gemm<T>(false, true, rows, d_, pw, T(1), dpre, pw, store_.value(w1_), pw, T(0), dx, d_);
+  ops::gemm<T>(false, true, rows, d_, pw, T(1), dpre, pw, store_.operand(w1_), pw, T(0), dx, d_);
 }
 
 template <typename T>

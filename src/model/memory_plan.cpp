@@ -89,6 +89,10 @@ double stored_parameters(const Config& cfg) {
 }
 
 MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
+  return plan_memory(cfg, world, gpu, gpu && cfg.train.precision == "bf16");
+}
+
+MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operands) {
   const ModelConfig& mc = cfg.model;
   const double S = cfg.train.precision == "fp64" ? 8 : 4;
   const double d = mc.d_model, nb = mc.n_blocks, V = mc.vocab, ctx = mc.context, H = mc.n_heads;
@@ -102,6 +106,7 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
   add("gradients", "parameter gradients", params * S);
   add("adamw", "AdamW first and second moments", 2 * params * S);
   add("scratch", "loss sums, gradient-norm sums", 4 * 8.0);
+  add("parameters", "parameter values: bf16 copy for the products (bf16 operands)", bf16_operands ? params * 2 : 0);
 
   add("activations", "token ids (inputs, targets)", 2 * 4 * t);
   // A: the bytes of a kept activation (bf16 runs store them in bf16, backend/kept_activation.h;
@@ -122,6 +127,8 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
   add("activations", "head: logits and their gradient", 2 * t * V * S);
   add("scratch", "model: ln2 output, branch, residual gradient, block gradient", 4 * td * S);
   add("scratch", "attention backward: dqkv, d scores, d heads (shared)", (4 * td + scores) * S);
+  add("scratch", "attention backward (shared): dy, then dqkv, packed in bf16 (bf16 operands)",
+      bf16_operands ? 3 * td * 2 : 0);
 
   const double gate = is_gated(mc.activation) ? 2 : 1;  // pre-activation columns per hidden column
   if (!cfg.moe.enabled) {
@@ -157,6 +164,8 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
     add("communication", "blocks.*.moe: returned rows (staged)", nb * staged);
     add("scratch", "moe (shared): expert input rows, output gradients, input gradients", 3 * r.received * d * S);
     add("scratch", "moe (shared): expert activations and their gradients", (2 + gate) * r.received * de * S);
+    add("scratch", "moe (shared): expert input rows (or dy), activations (or dh) packed in bf16 (bf16 operands)",
+        bf16_operands ? r.received * (d + gate * de) * 2 : 0);
     add("scratch", "moe (shared): combined-output gradient, gate, probability and logit gradients",
         ((m.output_layernorm ? td : 0) + r.copies + 2 * t * E) * S + (token_choice && m.z_loss_weight > 0 ? 8 : 0));
     add("communication", "moe (shared): staged send rows (input, output gradient, input gradient)", 3 * staged);
@@ -175,9 +184,20 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu) {
       add("scratch", "blocks.*.moe: routing workspace (CUDA)",
           nb * (slots * E * 4 + (cfg.moe.routing == "token_choice" ? buffer_rows * 8 : 0) + 1024 * E * 8 + 512));
     }
-    if (bf16)  // the fused path's operands; its att buffers then hold statistics only (an upper bound)
-      add("scratch", "attention (shared): bf16 qkv, output and their gradients for cuDNN, its workspace (CUDA, bound)",
-          16 * td + fused_attention_workspace_bound(seqs, mc.n_heads, mc.context, mc.d_model));
+    // bf16 runs may take cuDNN's fused path instead (ops::select_attention): its operands, its workspace
+    // (known only on a device: fused_attention_workspace_bound) and softmax statistics, but no
+    // probabilities. A run takes one path: the larger is planned.
+    const double fused = 16 * td + fused_attention_workspace_bound(seqs, mc.n_heads, mc.context, mc.d_model) +
+                         nb * seqs * H * ctx * 4;
+    const double probabilities = nb * scores * A + 2 * scores * S;
+    if (bf16 && fused > probabilities)
+      add("scratch", "attention: cuDNN's bf16 operands, workspace (bound), statistics beyond the probabilities (CUDA)",
+          fused - probabilities);
+    if (bf16_operands) {  // the products whose operands come without a bf16 copy: two buffers, each the widest
+      const double dense_width = cfg.moe.enabled ? cfg.moe.shared_experts * cfg.d_expert() : cfg.d_ff();
+      const double widest = std::max({d, V, cfg.moe.enabled ? double(cfg.n_experts()) : 0.0, gate * dense_width});
+      add("scratch", "products' operands packed in bf16 on the fly: router, head, dense FFN (CUDA)", 2 * t * widest * 2);
+    }
     // Stream-ordered scratch that a kernel takes and frees within one call (one at a time): the
     // deterministic scatter-add's sort (the embedding's token rows, the MoE copies) or the LayerNorm
     // backward's partial sums (at most 1024 slices of 2 x d_model floats, kernels/layernorm.cu).

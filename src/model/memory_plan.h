@@ -26,7 +26,10 @@ struct MemoryPlan {
 };
 
 // world ranks, expert-parallel size cfg.parallel.expert_parallel; bytes_per_value 8 (fp64) or 4.
-// gpu adds the allowance items.
+// gpu adds the allowance items. bf16_operands (ComputeSettings::bf16_operands: what CUDA bf16 runs
+// use) adds the weights' bf16 copy and the packed operands; the three-argument form assumes it
+// exactly for a bf16 run on a GPU.
+MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operands);
 MemoryPlan plan_memory(const Config& cfg, int world, bool gpu);
 
 // Device scratch the GPU plan counts whose size a library decides, as documented upper bounds (the

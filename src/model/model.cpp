@@ -56,6 +56,9 @@ std::vector<FeedForwardLayer<T>*> Model<T>::ffn_layers() {
 template <typename T>
 void Model<T>::forward(const int32_t* inputs, const int32_t* targets, const TokenBatch& batch, bool grad) {
   FINEMOE_CHECK(store_.allocated(), "model parameters used before ParameterStore::allocate");
+  // Every forward: the values may have changed since (optimizer, checkpoint, a test), and one pass
+  // over the parameters costs little beside a micro-batch's products.
+  store_.round_values();
   rows_ = batch.tokens();
   const int64_t nd = rows_ * d_;
   const int n_blocks = static_cast<int>(blocks_.size());

@@ -24,7 +24,7 @@ void OutputHead<T>::forward(const T* x, const int32_t* targets, int64_t rows, bo
   rows_ = rows;
   const int m = static_cast<int>(rows);
   T* logits = ensure_size(logits_, rows * vocab_);
-  const T* w = store_.value(weight_);
+  const ops::Operand<T> w = store_.operand(weight_);
   {
     cpu::FlopScope flops(cpu::FlopCategory::head);
     if (tied_)
@@ -39,7 +39,7 @@ void OutputHead<T>::forward(const T* x, const int32_t* targets, int64_t rows, bo
 template <typename T>
 void OutputHead<T>::backward(T* dx) {
   const int m = static_cast<int>(rows_);
-  const T* w = store_.value(weight_);
+  const ops::Operand<T> w = store_.operand(weight_);
   T* dw = store_.grad(weight_);
   const T* g = dlogits_.data();
   cpu::FlopScope flops(cpu::FlopCategory::head);

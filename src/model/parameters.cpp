@@ -78,6 +78,18 @@ void ParameterStore<T>::zero_grads() {
   for (auto& g : grads_) ops::fill_zero(g.data(), int64_t(g.size()));
 }
 
+template <typename T>
+void ParameterStore<T>::round_values() {
+  for (int g = 0; g < 2; ++g) {
+    if (!bf16_operands()) {
+      rounded_[g] = DeviceBuffer<Bfloat16>();
+      continue;
+    }
+    rounded_[g].resize(values_[g].size());
+    ops::pack_bf16<T>(rounded_[g].data(), values_[g].data(), int64_t(values_[g].size()));
+  }
+}
+
 template class ParameterStore<float>;
 template class ParameterStore<double>;
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/compute.h"
+#include "backend/ops.h"
 
 namespace finemoe {
 
@@ -52,6 +53,17 @@ class ParameterStore {
   T* value(ParamHandle h) { return values_[group_index(h)].data() + offsets_[h.index]; }
   T* grad(ParamHandle h) { return grads_[group_index(h)].data() + offsets_[h.index]; }
   const T* value(ParamHandle h) const { return values_[group_index(h)].data() + offsets_[h.index]; }
+  // The tensor as a matrix product's operand: its values and, with bf16 operands, their bf16 copy
+  // as of the last round_values().
+  ops::Operand<T> operand(ParamHandle h) const {
+    const int g = group_index(h);
+    const Bfloat16* r = rounded_[g].empty() ? nullptr : rounded_[g].data() + offsets_[h.index];
+    return {values_[g].data() + offsets_[h.index], r};
+  }
+  // With bf16 operands: the bf16 copy of every value, for the products of the forward and backward
+  // that follow (the model refreshes it at each forward; the optimizer changes the values between).
+  // Without: frees the copy.
+  void round_values();
   const ParamSpec& spec(ParamHandle h) const { return specs_[h.index]; }
   int count() const { return static_cast<int>(specs_.size()); }
   const ParamSpec& spec(int i) const { return specs_[i]; }
@@ -74,6 +86,7 @@ class ParameterStore {
   std::vector<int64_t> offsets_;
   DeviceBuffer<T> values_[2];
   DeviceBuffer<T> grads_[2];
+  DeviceBuffer<Bfloat16> rounded_[2];  // bf16 operands: the values rounded (round_values)
   bool allocated_ = false;
 };
 

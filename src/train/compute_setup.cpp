@@ -27,6 +27,8 @@ std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
     CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     label = "cuda:" + std::to_string(device) + " " + prop.name;
     s.device = ComputeDevice::cuda;
+    // Native bf16 products: the operands stored in bf16 (on the CPU only a test mode: same values).
+    s.bf16_operands = cfg.train.precision == "bf16";
 #else
     (void)grid;
     throw InputError("train.device = cuda: this finemoe-train was built without the CUDA backend; allowed here: cpu");
@@ -38,6 +40,7 @@ std::string setup_compute(const Config& cfg, ProcessGrid& grid) {
     const int n_seq = std::max(1, cfg.train.micro_batch_size() / grid.world_size());
     label += ", attention " + ops::select_attention(n_seq, cfg.model.context, cfg.model.n_heads, cfg.model.d_model);
     label += ", cuda graph " + cuda_graph_status(cfg, grid.world_size());
+    if (s.bf16_operands) label += ", bf16 operands (weights' bf16 copy, native bf16 products)";
   }
   return label;
 }

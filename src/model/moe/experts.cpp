@@ -13,8 +13,8 @@ GroupedExperts<T>::GroupedExperts(int n_local, int d_model, int d_expert, FfnAct
       d_pre_(activation.pre_width(d_expert)), offsets_(n_local + 1, 0) {}
 
 template <typename T>
-void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts, T* y,
-                                ExpertScratch<T>& scratch) {
+void GroupedExperts<T>::forward(ops::Operand<T> w1, ops::Operand<T> w2, const T* x,
+                                const std::vector<int64_t>& counts, T* y, ExpertScratch<T>& scratch) {
   FINEMOE_CHECK(counts.size() == size_t(n_local_), "expected " << n_local_ << " expert counts");
   for (int j = 0; j < n_local_; ++j) offsets_[j + 1] = offsets_[j] + counts[j];
   const int64_t rows = offsets_[n_local_];
@@ -24,19 +24,22 @@ void GroupedExperts<T>::forward(const T* w1, const T* w2, const T* x, const std:
   const int64_t w1_size = int64_t(dm) * dp, w2_size = int64_t(de) * dm;
   cpu::FlopScope flops(cpu::FlopCategory::ffn);
   // h = x W1, a = act(h), y = a W2, per expert.
+  const ops::Operand<T> xs = ops::operand_for_products(x, rows * dm, scratch.rows16);
   ops::grouped_gemm<T>(false, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, dp, dm, x + r0 * dm, dm, w1 + j * w1_size, dp, h + r0 * dp, dp};
+    return ops::GemmProblem<T>{m, dp, dm, xs.at(r0 * dm), dm, w1.at(j * w1_size), dp, h + r0 * dp, dp};
   }), T(0));
   ffn_activation_forward<T>(a, h, rows, de, activation_);
   hidden_.keep();
+  if (bf16_operands()) ensure_size(scratch.hidden16, size_t(rows) * dp);  // the backward's size: allocated once
+  const ops::Operand<T> as = ops::operand_for_products<T>(a, rows * de, scratch.hidden16);
   ops::grouped_gemm<T>(false, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, dm, de, a + r0 * de, de, w2 + j * w2_size, dm, y + r0 * dm, dm};
+    return ops::GemmProblem<T>{m, dm, de, as.at(r0 * de), de, w2.at(j * w2_size), dm, y + r0 * dm, dm};
   }), T(0));
 }
 
 template <typename T>
-void GroupedExperts<T>::backward(const T* w1, const T* w2, const T* x, const T* dy, T* dx, T* dw1, T* dw2,
-                                 ExpertScratch<T>& scratch) {
+void GroupedExperts<T>::backward(ops::Operand<T> w1, ops::Operand<T> w2, const T* x, const T* dy, T* dx, T* dw1,
+                                 T* dw2, ExpertScratch<T>& scratch) {
   const int64_t rows = offsets_[n_local_];
   const int dm = d_model_, de = d_expert_, dp = d_pre_;
   T* da = ensure_size(scratch.dactivated, size_t(rows) * de);
@@ -47,18 +50,23 @@ void GroupedExperts<T>::backward(const T* w1, const T* w2, const T* x, const T* 
   ffn_activation_forward<T>(a, h, rows, de, activation_);  // recomputed: cheaper than kept
   cpu::FlopScope flops(cpu::FlopCategory::ffn);
   // da = dy W2^T; dW2 += a^T dy; dh = act'(h) da; dW1 += x^T dh; dx = dh W1^T.
+  // Each bf16 buffer holds two operands in turn (dy then x; a then dh): the memory of one layer's rows.
+  const ops::Operand<T> dys = ops::operand_for_products(dy, rows * dm, scratch.rows16);
+  const ops::Operand<T> as = ops::operand_for_products<T>(a, rows * de, scratch.hidden16);
   ops::grouped_gemm<T>(false, true, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, de, dm, dy + r0 * dm, dm, w2 + j * w2_size, dm, da + r0 * de, de};
+    return ops::GemmProblem<T>{m, de, dm, dys.at(r0 * dm), dm, w2.at(j * w2_size), dm, da + r0 * de, de};
   }), T(0));
   ops::grouped_gemm<T>(true, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{de, dm, m, a + r0 * de, de, dy + r0 * dm, dm, dw2 + j * w2_size, dm};
+    return ops::GemmProblem<T>{de, dm, m, as.at(r0 * de), de, dys.at(r0 * dm), dm, dw2 + j * w2_size, dm};
   }), T(1));
   ffn_activation_backward<T>(dh, h, da, rows, de, activation_);
+  const ops::Operand<T> xs = ops::operand_for_products(x, rows * dm, scratch.rows16);
+  const ops::Operand<T> dhs = ops::operand_for_products<T>(dh, rows * dp, scratch.hidden16);
   ops::grouped_gemm<T>(true, false, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{dm, dp, m, x + r0 * dm, dm, dh + r0 * dp, dp, dw1 + j * w1_size, dp};
+    return ops::GemmProblem<T>{dm, dp, m, xs.at(r0 * dm), dm, dhs.at(r0 * dp), dp, dw1 + j * w1_size, dp};
   }), T(1));
   ops::grouped_gemm<T>(false, true, T(1), per_expert([&](int j, int64_t r0, int m) {
-    return ops::GemmProblem<T>{m, dm, dp, dh + r0 * dp, dp, w1 + j * w1_size, dp, dx + r0 * dm, dm};
+    return ops::GemmProblem<T>{m, dm, dp, dhs.at(r0 * dp), dp, w1.at(j * w1_size), dp, dx + r0 * dm, dm};
   }), T(0));
 }
 

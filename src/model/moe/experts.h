@@ -21,6 +21,9 @@ struct ExpertScratch {
   DeviceBuffer<T> activated, dactivated;  // [rows, d_expert]
   DeviceBuffer<T> dhidden;                // [rows, pre_width(d_expert)]
   DeviceBuffer<T> hidden_work;            // bf16 activation storage: the pre-activations in fp32
+  // bf16 operands, packed for their products: [rows, d_model] the input rows (the backward: dy,
+  // then the rows); [rows, pre_width] the activations, then (the backward) the pre-activation gradient.
+  DeviceBuffer<Bfloat16> rows16, hidden16;
 };
 
 template <typename T>
@@ -29,11 +32,11 @@ class GroupedExperts {
   GroupedExperts(int n_local, int d_model, int d_expert, FfnActivation activation);
   // x: rows grouped per local expert, counts[j] rows for expert j; w1 [n_local, d_model, pre_width],
   // w2 [n_local, d_expert, d_model]; y: same rows as x. Keeps only the hidden pre-activations.
-  void forward(const T* w1, const T* w2, const T* x, const std::vector<int64_t>& counts, T* y,
+  void forward(ops::Operand<T> w1, ops::Operand<T> w2, const T* x, const std::vector<int64_t>& counts, T* y,
                ExpertScratch<T>& scratch);
   // x: the same rows as the forward's (re-gathered by the caller); dy -> dx (overwritten); dw1,
   // dw2 accumulated (+=). The activations are recomputed from the kept pre-activations.
-  void backward(const T* w1, const T* w2, const T* x, const T* dy, T* dx, T* dw1, T* dw2,
+  void backward(ops::Operand<T> w1, ops::Operand<T> w2, const T* x, const T* dy, T* dx, T* dw1, T* dw2,
                 ExpertScratch<T>& scratch);
 
  private:

@@ -249,7 +249,7 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   T* x_staged = staged_rows(scratch.x_staged, copies_);
   timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x, copy_row_.data(), d, x_staged, x_expert); });
   expert_watch_.start();
-  experts_.forward(store_.value(w1_), store_.value(w2_), x_expert, dispatcher_->received_per_local_expert(),
+  experts_.forward(store_.operand(w1_), store_.operand(w2_), x_expert, dispatcher_->received_per_local_expert(),
                    y_expert, scratch.experts);
   expert_watch_.stop();
 
@@ -301,7 +301,7 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   T* x_staged = staged_rows(scratch.x_staged, copies_);
   timed_combine([&] { moe::dispatch_to_experts(*dispatcher_, x, copy_row_.data(), d, x_staged, x_expert); });
   expert_watch_.start();
-  experts_.backward(store_.value(w1_), store_.value(w2_), x_expert, dy_expert, dx_expert, store_.grad(w1_),
+  experts_.backward(store_.operand(w1_), store_.operand(w2_), x_expert, dy_expert, dx_expert, store_.grad(w1_),
                     store_.grad(w2_), scratch.experts);
   expert_watch_.stop();
   T* dx_staged = staged_rows(scratch.dx_staged, copies_);

@@ -12,7 +12,15 @@
 //     inputs, so the forward and its routing are the fp32 path's: storage rounding only reaches
 //     the backward) against the float64 path within the bf16 tolerance, and different from the
 //     fp32 path's (the storage rounding points are live).
-// Runtime about 2 s in all.
+//   Bf16OperandsReadTheStoredCopy: with bf16 operands a product reads an operand's bf16 copy
+//     where one is given (here deliberately not the values' rounding, so the reads show), packs the
+//     values of one without it, and a grouped product refuses an operand without it.
+//   Bf16OperandsEqualRoundingInsideProducts: training with bf16 operands (the weights' bf16 copy,
+//     kept activations read in bf16, gradients packed once: the pointers the GPU's native bf16
+//     products read) gives the same bits as rounding fp32 inputs inside each product: losses,
+//     step-1 gradients and final parameters, for expert and token choice, SwiGLU with a shared
+//     expert and two micro-batches. A stale or misplaced copy would change the bits.
+// Runtime about 3 s in all.
 #include <gtest/gtest.h>
 
 #include <cfenv>
@@ -21,6 +29,7 @@
 #include <cstring>
 
 #include "backend/kept_activation.h"
+#include "util/check.h"
 #include "backend/ops.h"
 #include "training_harness.h"
 
@@ -29,10 +38,12 @@ namespace {
 
 using namespace test;
 
-void use_gemm_inputs(GemmInputs inputs, ActivationStorage storage = ActivationStorage::full) {
+void use_gemm_inputs(GemmInputs inputs, ActivationStorage storage = ActivationStorage::full,
+                     bool bf16_operands = false) {
   ComputeSettings s;
   s.gemm_inputs = inputs;
   s.activation_storage = storage;
+  s.bf16_operands = bf16_operands;
   configure_compute(s);
 }
 
@@ -172,6 +183,86 @@ TEST(Precision, Bf16StorageGradientsFollowFloat64) {
     EXPECT_GT(moved, 1e-4) << routing << ": storing activations in bf16 changed no gradient";
     std::printf("  %s: bf16 storage step-1 gradients vs float64: worst %.2e (%s); vs fp32 storage %.2e\n",
                 routing, worst, worst_name.c_str(), moved);
+  }
+}
+
+TEST(Precision, Bf16OperandsReadTheStoredCopy) {
+  const int m = 6, n = 5, k = 9;
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> dist(-2, 2);
+  std::vector<float> a(m * k), b(k * n);
+  for (float& x : a) x = dist(gen);
+  for (float& x : b) x = dist(gen);
+  // A "copy" that is not the rounding of a: twice it, so a product that read it shows.
+  std::vector<Bfloat16> a_copy(a.size()), b_copy(b.size());
+  std::vector<float> a_twice(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    a_copy[i] = to_bf16(2 * a[i]);
+    a_twice[i] = to_float(a_copy[i]);
+  }
+  for (size_t i = 0; i < b.size(); ++i) b_copy[i] = to_bf16(b[i]);
+  auto product = [&](const std::vector<float>& left) {
+    std::vector<double> c(m * n, 0.0);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j)
+        for (int p = 0; p < k; ++p) c[i * n + j] += bf16_reference(left[i * k + p]) * bf16_reference(b[p * n + j]);
+    return c;
+  };
+  const std::vector<double> from_values = product(a), from_copy = product(a_twice);
+  auto worst_gap = [&](const std::vector<float>& got, const std::vector<double>& want) {
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
+    return worst;
+  };
+  std::vector<float> c(m * n);
+  for (const bool operands : {false, true}) {
+    use_gemm_inputs(GemmInputs::bf16, ActivationStorage::bf16, operands);
+    // B: its values only (packed on the fly with bf16 operands), or its copy alone.
+    ops::gemm<float>(false, false, m, n, k, 1.0f, ops::Operand<float>(a.data(), a_copy.data()), k,
+                     operands ? ops::Operand<float>(nullptr, b_copy.data()) : ops::Operand<float>(b.data()), n, 0.0f,
+                     c.data(), n);
+    EXPECT_LE(worst_gap(c, operands ? from_copy : from_values), 2e-5) << (operands ? "copy" : "values");
+    EXPECT_GE(worst_gap(c, operands ? from_values : from_copy), 1e-1) << "the other operand was read";
+  }
+  // Grouped: every operand needs its copy (the GPU's grouped call takes one type).
+  std::vector<ops::GemmProblem<float>> problems{{m, n, k, {a.data(), a_copy.data()}, k, {b.data()}, n, c.data(), n}};
+  EXPECT_THROW(ops::grouped_gemm<float>(false, false, 1.0f, problems, 0.0f), RuntimeFailure);
+  problems[0].B.rounded = b_copy.data();
+  ops::grouped_gemm<float>(false, false, 1.0f, problems, 0.0f);
+  EXPECT_LE(worst_gap(c, from_copy), 2e-5);
+  use_gemm_inputs(GemmInputs::full);
+}
+
+TEST(Precision, Bf16OperandsEqualRoundingInsideProducts) {
+  Corpus corpus;
+  std::vector<Case> cases(3);
+  cases[0].name = "expert choice, relu";
+  cases[1].name = "token choice, gelu";
+  cases[1].routing = "token_choice";
+  cases[1].activation = "gelu";
+  cases[2].name = "token choice, swiglu, shared expert, 2 micro-batches";
+  cases[2].routing = "token_choice";
+  cases[2].activation = "swiglu";
+  cases[2].shared_experts = 1;
+  cases[2].micro = 8;
+  for (Case& c : cases) {
+    c.steps = 4;
+    const Config cfg = make_config(c, "bf16");
+    BatchSampler data(corpus.data(), kContext, cfg.train.seed, kTrainStream);
+    use_gemm_inputs(GemmInputs::bf16, ActivationStorage::bf16, false);
+    const Trained<float> inside = train<float>(cfg, MPI_COMM_SELF, 1, data, c.steps);
+    use_gemm_inputs(GemmInputs::bf16, ActivationStorage::bf16, true);
+    const Trained<float> stored = train<float>(cfg, MPI_COMM_SELF, 1, data, c.steps);
+    use_gemm_inputs(GemmInputs::full);
+    ASSERT_EQ(stored.loss.size(), size_t(c.steps)) << c.name;
+    EXPECT_EQ(stored.loss, inside.loss) << c.name;
+    EXPECT_LT(stored.loss.back(), stored.loss.front()) << c.name << ": the steps must move the weights";
+    for (int g = 0; g < 2; ++g) {
+      EXPECT_EQ(stored.grads[g], inside.grads[g]) << c.name << ": step-1 gradients, group " << g;
+      EXPECT_EQ(stored.values[g], inside.values[g]) << c.name << ": parameters after the steps, group " << g;
+    }
+    std::printf("  %s: %d steps, loss %.6f -> %.6f with and without bf16 operands\n", c.name.c_str(), c.steps,
+                stored.loss.front(), stored.loss.back());
   }
 }
 
