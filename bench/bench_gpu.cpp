@@ -26,6 +26,7 @@
 #include "backend/cuda/device.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemm_epilogue.h"
 #include "bench_util.h"
 #include "kernels/cuda_check.h"
 #include "kernels/permute.h"
@@ -256,9 +257,10 @@ struct Precision {
   GemmPrecision p;
 };
 
-std::vector<Precision> precisions(const Options& o) {
+std::vector<Precision> precisions(const Options& o,
+                                  const std::string& default_list = "trainer-bf16,fast-bf16,bf16,tf32,fp32") {
   std::vector<Precision> out;
-  for (const std::string& n : string_list(o, "precision", "trainer-bf16,fast-bf16,bf16,tf32,fp32")) {
+  for (const std::string& n : string_list(o, "precision", default_list)) {
     Precision pr;
     pr.name = n;
     if (n == "trainer-bf16") {
@@ -492,6 +494,160 @@ int expert_gemm(GpuCommon& c, const Options& o) {
   emit_json(c, j);
   CUDA_CHECK(cudaStreamDestroy(stream));
   if (!all_ok) std::fprintf(stderr, "finemoe-bench gpu-expert-gemm: a result check FAILED (max_err column)\n");
+  return all_ok ? 0 : 1;
+}
+
+// ------------------------------------------------------------------------------------------------
+// gpu-ffn-epilogue: the experts' first product and its activation (gelu_tanh), fused in cuBLASLt's
+// GELU_AUX / DGELU epilogue against the separate pass (the product, then the activation kernel) and
+// against the product alone (the floor), on the expert-choice shapes: E G experts of width 4 d / G,
+// tokens / E rows each, strided-batched.
+//   forward   pre = X W1, h = gelu_tanh(pre)          X [rows, d], W1 [d, de]
+//   backward  dpre = (dY W2^T) * gelu_tanh'(pre)      dY [rows, d], W2 [de, d]
+int ffn_epilogue(GpuCommon& c, const Options& o) {
+  const int d = o.integer("d-model", 768), tokens = o.integer("tokens", 64 * 512), E = o.integer("E", 8);
+  const std::vector<int> Gs = o.int_list("G", {1, 8});
+  const std::vector<Precision> precs = precisions(o, "bf16,trainer-bf16");
+  if (tokens % E) throw std::invalid_argument("--tokens must be a multiple of --E");
+  for (int G : Gs)
+    if (G <= 0 || (4 * d) % G) throw std::invalid_argument("--G: 4 d_model must be a multiple of G");
+  if (c.ranks != 1) throw std::invalid_argument("gpu-ffn-epilogue runs on one rank");
+  begin(c, o);
+
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  bool all_ok = true;
+  {
+    cuda::CublasHandle handle(stream);
+    cuda::GemmEpilogue fused, separate(cuda::EpiloguePath::separate);
+    print_header(c, "gpu-ffn-epilogue (gelu_tanh: cuBLASLt GELU_AUX / DGELU vs GEMM + activation kernel)");
+    Json j;
+    j.begin_object();
+    json_common(j, c);
+    j.num("d_model", d).num("tokens", tokens).num("E", E).str("activation", "gelu_tanh");
+    j.begin_array("rows");
+    if (c.rank == 0 && !c.json)
+      std::printf("%12s %3s %7s %6s %8s %9s %9s %9s %9s %9s %9s %7s %7s %9s %9s\n", "prec", "G", "experts", "d_exp",
+                  "rows/exp", "fwd_fus", "fwd_sep", "fwd_gemm", "bwd_fus", "bwd_sep", "bwd_gemm", "fwd_x", "bwd_x",
+                  "path", "max_err");
+    for (const Precision& pr : precs) {
+      const GemmPrecision& p = pr.p;
+      const size_t in = dtype_bytes(p.inputs), out = dtype_bytes(p.output);
+      for (int G : Gs) {
+        const int n_exp = E * G, de = 4 * d / G, cap = tokens / E;
+        const int64_t rows = int64_t(n_exp) * cap;
+        cuda::DeviceBuffer<uint8_t> x(size_t(rows) * d * in), dy(size_t(rows) * d * in),
+            w1(size_t(n_exp) * d * de * in), w2(size_t(n_exp) * de * d * in), pre(size_t(rows) * de * out),
+            h(size_t(rows) * de * out), dpre(size_t(rows) * de * out);
+        fill_device(x.data(), size_t(rows) * d, p.inputs, 31, 1.0f, stream);
+        fill_device(dy.data(), size_t(rows) * d, p.inputs, 32, 1.0f, stream);
+        fill_device(w1.data(), size_t(n_exp) * d * de, p.inputs, 33, 0.05f, stream);
+        fill_device(w2.data(), size_t(n_exp) * de * d, p.inputs, 34, 0.05f, stream);
+        const cuda::StridedProduct up{false, false, cap, de, d, x.data(), d, int64_t(cap) * d, w1.data(), de,
+                                      int64_t(d) * de, n_exp};
+        const cuda::StridedProduct down_grad{false, true, cap, de, d, dy.data(), d, int64_t(cap) * d, w2.data(), d,
+                                             int64_t(de) * d, n_exp};
+        const int64_t sc = int64_t(cap) * de;
+        auto forward = [&](cuda::GemmEpilogue& e) {
+          e.forward(handle, up, h.data(), pre.data(), p.output, de, sc, p, cpu::Activation::gelu_tanh);
+        };
+        auto backward = [&](cuda::GemmEpilogue& e) {
+          e.backward(handle, down_grad, pre.data(), p.output, dpre.data(), de, sc, p,
+                     cpu::Activation::gelu_tanh);
+        };
+        auto gemm_only = [&](const cuda::StridedProduct& g, void* C) {
+          cuda::gemm_strided_batched(handle.get(), g.trans_a, g.trans_b, g.m, g.n, g.k, 1.0f, g.A, g.lda, g.stride_a,
+                                     g.B, g.ldb, g.stride_b, 0.0f, C, de, sc, g.batch, p);
+        };
+        // Check each path once on poisoned outputs: two rows of the first and the last expert
+        // against a double reference on the stored inputs (pre as stored for the backward).
+        auto check = [&](cuda::GemmEpilogue& e) {
+          CUDA_CHECK(cudaMemsetAsync(pre.data(), 0xFF, pre.bytes(), stream));
+          CUDA_CHECK(cudaMemsetAsync(h.data(), 0xFF, h.bytes(), stream));
+          CUDA_CHECK(cudaMemsetAsync(dpre.data(), 0xFF, dpre.bytes(), stream));
+          forward(e);
+          backward(e);
+          CUDA_CHECK(cudaStreamSynchronize(stream));
+          std::vector<float> got;
+          std::vector<double> ref;
+          const double c0 = std::sqrt(2.0 / M_PI);
+          auto gelu = [&](double v) { return 0.5 * v * (1 + std::tanh(c0 * (v + 0.044715 * v * v * v))); };
+          auto dgelu = [&](double v) {
+            const double t = std::tanh(c0 * (v + 0.044715 * v * v * v));
+            return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * c0 * (1 + 3 * 0.044715 * v * v);
+          };
+          for (int ex : {0, n_exp - 1}) {
+            const std::vector<float> W1 = download(w1.data(), size_t(ex) * d * de, size_t(d) * de, p.inputs);
+            const std::vector<float> W2 = download(w2.data(), size_t(ex) * de * d, size_t(de) * d, p.inputs);
+            for (int64_t r : {int64_t(ex) * cap, int64_t(ex) * cap + cap - 1}) {
+              const std::vector<float> xr = download(x.data(), size_t(r) * d, size_t(d), p.inputs);
+              const std::vector<float> dyr = download(dy.data(), size_t(r) * d, size_t(d), p.inputs);
+              const std::vector<float> pre_r = download(pre.data(), size_t(r) * de, size_t(de), p.output);
+              const std::vector<float> h_r = download(h.data(), size_t(r) * de, size_t(de), p.output);
+              const std::vector<float> dpre_r = download(dpre.data(), size_t(r) * de, size_t(de), p.output);
+              for (int col = 0; col < de; ++col) {
+                double acc = 0, dacc = 0;
+                for (int kk = 0; kk < d; ++kk) {
+                  acc += double(xr[size_t(kk)]) * W1[size_t(kk) * de + col];
+                  dacc += double(dyr[size_t(kk)]) * W2[size_t(col) * d + kk];
+                }
+                ref.push_back(acc);
+                got.push_back(pre_r[size_t(col)]);
+                ref.push_back(gelu(acc));
+                got.push_back(h_r[size_t(col)]);
+                ref.push_back(dacc * dgelu(pre_r[size_t(col)]));
+                got.push_back(dpre_r[size_t(col)]);
+              }
+            }
+          }
+          return relative_error(got, ref);
+        };
+        const double err = std::max(check(fused), check(separate));
+        forward(fused);
+        const std::string fwd_taken = fused.last_path() == cuda::EpiloguePath::fused ? "fused" : "separate";
+        const std::string reason = fused.last_reason();
+        backward(fused);
+        const std::string bwd_taken = fused.last_path() == cuda::EpiloguePath::fused ? "fused" : "separate";
+        const bool ok = err <= std::max(tolerance(pr), 2e-3);  // fp32: cuBLASLt's tanh may be approximate
+        all_ok = all_ok && ok;
+        const Timing t_fwd_fused = time_gpu(c, stream, [&] { forward(fused); });
+        const Timing t_fwd_sep = time_gpu(c, stream, [&] { forward(separate); });
+        const Timing t_fwd_gemm = time_gpu(c, stream, [&] { gemm_only(up, pre.data()); });
+        const Timing t_bwd_fused = time_gpu(c, stream, [&] { backward(fused); });
+        const Timing t_bwd_sep = time_gpu(c, stream, [&] { backward(separate); });
+        const Timing t_bwd_gemm = time_gpu(c, stream, [&] { gemm_only(down_grad, dpre.data()); });
+        const double flops = 2.0 * double(rows) * d * de;
+        const std::string path = fwd_taken + "/" + bwd_taken;
+        if (c.rank == 0 && !c.json)
+          std::printf("%12s %3d %7d %6d %8d %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %7.3f %7.3f %9s %9.2e%s\n",
+                      pr.name.c_str(), G, n_exp, de, cap, 1e3 * t_fwd_fused.median_s, 1e3 * t_fwd_sep.median_s,
+                      1e3 * t_fwd_gemm.median_s, 1e3 * t_bwd_fused.median_s, 1e3 * t_bwd_sep.median_s,
+                      1e3 * t_bwd_gemm.median_s, t_fwd_sep.median_s / t_fwd_fused.median_s,
+                      t_bwd_sep.median_s / t_bwd_fused.median_s, path.c_str(), err,
+                      ok ? (reason.empty() ? "" : ("  (" + reason + ")").c_str()) : "  CHECK FAILED");
+        j.begin_object().str("precision", pr.name).num("G", G).num("experts", n_exp).num("d_expert", de)
+            .num("rows_per_expert", cap).num("flops_per_product", flops).str("fused_forward_path", fwd_taken)
+            .str("fused_backward_path", bwd_taken).str("fallback_reason", reason).num("max_rel_err", err)
+            .num("check_ok", ok);
+        auto put = [&](const std::string& name, const Timing& t) {
+          j.num(name + "_s", t.median_s).num(name + "_min_s", t.min_s).num(name + "_max_s", t.max_s)
+              .num(name + "_inner", t.inner).num(name + "_tflops", flops / t.median_s * 1e-12);
+        };
+        put("forward_fused", t_fwd_fused);
+        put("forward_separate", t_fwd_sep);
+        put("forward_gemm_only", t_fwd_gemm);
+        put("backward_fused", t_bwd_fused);
+        put("backward_separate", t_bwd_sep);
+        put("backward_gemm_only", t_bwd_gemm);
+        j.num("forward_speedup", t_fwd_sep.median_s / t_fwd_fused.median_s)
+            .num("backward_speedup", t_bwd_sep.median_s / t_bwd_fused.median_s).end_object();
+      }
+    }
+    j.end_array().num("all_checks_ok", all_ok).end_object();
+    emit_json(c, j);
+  }
+  CUDA_CHECK(cudaStreamDestroy(stream));
+  if (!all_ok) std::fprintf(stderr, "finemoe-bench gpu-ffn-epilogue: a result check FAILED (max_err column)\n");
   return all_ok ? 0 : 1;
 }
 
@@ -757,7 +913,8 @@ int run_gpu(int argc, char** argv) {
                stdout);
     return 0;
   }
-  if (c.sub != "gpu-expert-gemm" && c.sub != "gpu-alltoall" && c.sub != "gpu-peak" && c.sub != "gpu-preflight") {
+  if (c.sub != "gpu-expert-gemm" && c.sub != "gpu-ffn-epilogue" && c.sub != "gpu-alltoall" && c.sub != "gpu-peak" &&
+      c.sub != "gpu-preflight") {
     std::fprintf(stderr, "finemoe-bench: unknown GPU subcommand %s\n" FINEMOE_BENCH_GPU_USAGE, c.sub.c_str());
     return 2;
   }
@@ -774,6 +931,7 @@ int run_gpu(int argc, char** argv) {
     c.device_option = o.integer("device", -1);
     if (c.reps < 1 || c.warmup < 0) throw std::invalid_argument("--reps >= 1, --warmup >= 0");
     if (c.sub == "gpu-expert-gemm") return expert_gemm(c, o);
+    if (c.sub == "gpu-ffn-epilogue") return ffn_epilogue(c, o);
     if (c.sub == "gpu-alltoall") return alltoall(c, o, MPI_COMM_WORLD);
     if (c.sub == "gpu-preflight") return preflight(c, o);
     return peak(c, o);

@@ -2,6 +2,9 @@
 // finemoe-bench's GPU subcommands (issue 10, GPU half), bench/bench_gpu.cpp:
 //   gpu-expert-gemm  expert GEMMs across G at fixed FLOPs: cuda::GroupedGemm (token choice), its loop
 //                    fallback and gemm_strided_batched (expert choice) vs one dense cublasGemmEx
+//   gpu-ffn-epilogue the experts' first product with gelu_tanh: cuBLASLt's GELU_AUX / DGELU epilogues
+//                    (cuda::GemmEpilogue) vs the product then the activation kernel vs the product
+//                    alone, forward and backward, on the expert-choice shapes (h100-100m by default)
 //   gpu-alltoall     NcclCommunicator all_to_all vs all_to_all_v (equal counts), and the permute /
 //                    unpermute kernels around the exchange, across message sizes
 //   gpu-preflight    driver and runtime versions, a 1 GiB cudaMalloc, a bf16 cuBLAS GEMM checked
@@ -16,6 +19,7 @@
 #define FINEMOE_BENCH_GPU_USAGE                                                                               \
   "  gpu-expert-gemm [--G 1,2,4,8,16,32,64] [--d-model 1024] [--tokens 8192] [--E 8]\n"                        \
   "               [--precision trainer-bf16,bf16,tf32,fp32] [--paths grouped,batched,loop] [--token-counts equal|multinomial]\n" \
+  "  gpu-ffn-epilogue [--G 1,8] [--d-model 768] [--tokens 32768] [--E 8] [--precision bf16,trainer-bf16]\n"          \
   "  gpu-alltoall [--rows-per-expert 1,4,16,64,256,1024] [--experts 64] [--d-model 1024] [--G 8] [--dtype f32,bf16]\n" \
   "  gpu-preflight\n"                                                                                           \
   "  gpu-peak     [--size 4096,8192,16384] [--precision trainer-bf16,bf16,tf32,fp32] [--copy-mib 2048]\n"     \

@@ -10,7 +10,8 @@
 #                  attention against the cuBLAS path (kernel and whole step); SKIP without cuDNN
 #   4 shared GPU   2 ranks sharing the GPU through the host-staged MPI path against 1 rank
 #   5 bf16         bf16 against fp32 over 200 steps
-#   6 throughput   the GPU benchmarks, MFU of the h100-100m model at G 1 and 8 and the PyTorch peer
+#   6 throughput   the GPU benchmarks (gpu-peak, gpu-expert-gemm, gpu-ffn-epilogue: cuBLASLt's fused GELU
+#                  epilogue vs the separate pass, gpu-alltoall), MFU of the h100-100m model at G 1 and 8 and the PyTorch peer
 #                  (skipped with a message where the image's Python lacks torch)
 #   scripts/gpu-check.sh [--quick] [RESULTS_DIR]   --quick: stages 1-3 and 7 only. Uses the prebuilt bundle
 #       in $FINEMOE_GPU_BUNDLE (default .gpu-bundle) when it has binaries, else builds here. Writes
@@ -357,7 +358,7 @@ PY
 }
 throughput() {
   local rc=0 run
-  for run in gpu-peak gpu-expert-gemm gpu-alltoall; do
+  for run in gpu-peak gpu-expert-gemm gpu-ffn-epilogue gpu-alltoall; do
     "$mpiexec" -n 1 "$build/bin/finemoe-bench" "$run" --json-out "$logs/$run.json" || rc=$?
     [ $rc -eq 3 ] && return 3
   done

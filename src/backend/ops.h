@@ -75,6 +75,31 @@ void grouped_gemm(bool trans_a, bool trans_b, T alpha, const std::vector<GemmPro
 template <typename T>
 Operand<T> operand_for_products(const T* values, int64_t n, DeviceBuffer<Bfloat16>& rounded);
 
+// A product followed by an elementwise activation (the FFN's first matrix), for `batch` equally
+// shaped products at constant strides (expert choice's experts; batch 1: one product), the i-th on
+// A + i stride_a, B + i stride_b and the C-side matrices + i stride_c (strides in elements):
+//   gemm_activation:          pre = op(A) op(B), out = act(pre)
+//   gemm_activation_backward: dpre = (op(A) op(B)) * act'(pre)
+// pre, out and dpre are row-major m x n with leading dimension ldc, overwritten (no alpha, beta);
+// out and dpre must not be pre. CPU (the reference): ops::gemm (batch 1) or ops::grouped_gemm, then
+// ops::activation_forward / _backward, the same arithmetic bit for bit. CUDA: gelu_tanh in one
+// cuBLASLt matmul with the GELU_AUX / DGELU epilogue (cuda::GemmEpilogue), the separate pass where
+// cuBLASLt has no algorithm; relu and gelu (erf) the separate pass, cuBLASLt having no epilogue that
+// keeps their pre-activation. Counted in cpu::gemm_flops on both backends.
+// A and B are operands as for gemm (with bf16 operands every operand needs its bf16 copy, as for
+// grouped_gemm).
+template <typename T>
+void gemm_activation(bool trans_a, bool trans_b, int m, int n, int k, Operand<T> A, int lda, int64_t stride_a,
+                     Operand<T> B, int ldb, int64_t stride_b, T* pre, T* out, int ldc, int64_t stride_c, int batch,
+                     cpu::Activation a);
+template <typename T>
+void gemm_activation_backward(bool trans_a, bool trans_b, int m, int n, int k, Operand<T> A, int lda,
+                              int64_t stride_a, Operand<T> B, int ldb, int64_t stride_b, const T* pre, T* dpre,
+                              int ldc, int64_t stride_c, int batch, cpu::Activation a);
+// The path of the last gemm_activation(_backward): "cpu", "cublaslt-epilogue" or
+// "separate (<why>)" on CUDA.
+std::string last_gemm_activation_path();
+
 // out = a + b, elementwise (out may alias a or b).
 template <typename T>
 void add(T* out, const T* a, const T* b, int64_t n);

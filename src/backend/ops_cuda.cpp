@@ -11,6 +11,7 @@
 #include "backend/cuda/cublas_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemm_epilogue.h"
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
 #include "kernels/bf16_storage.h"
@@ -64,6 +65,7 @@ struct Context {
   cuda::GemmPrecision native_bf16;  // bf16 operands: bf16 inputs, fp32 output and sums
   DeviceBuffer<Bfloat16> operand16[2];  // a plain product's operands without a bf16 copy, packed
   cuda::GroupedGemm grouped;
+  cuda::GemmEpilogue epilogue;  // gemm_activation: cuBLASLt plans (gelu_tanh), the separate pass
   cudaMemPool_t pool = nullptr;
   cuda::DeviceBuffer<double> sum_partials;  // sum_of_squares' block partials (fixed size)
   DeviceBuffer<float> losses;               // per-row cross-entropy of the last call
@@ -214,6 +216,44 @@ void grouped_gemm(bool ta, bool tb, float alpha, const std::vector<Problem>& pro
                                       beta, f.C, f.ldc, sc, static_cast<int>(q.size()), precision);
   }
   c.grouped.run(c.cublas->get(), ta, tb, alpha, q, beta, precision);
+}
+
+namespace {
+std::string epilogue_path(const cuda::GemmEpilogue& e) {
+  if (e.last_path() == cuda::EpiloguePath::fused) return "cublaslt-epilogue";
+  return "separate (" + e.last_reason() + ")";
+}
+}  // namespace
+
+namespace {
+// The product's inputs as the epilogue reads them: the bf16 copies with bf16 operands, else the values.
+cuda::StridedProduct strided_product(bool ta, bool tb, int m, int n, int k, const Operand& A, int lda, int64_t sa,
+                                     const Operand& B, int ldb, int64_t sb, int batch) {
+  if (bf16_operands()) return {ta, tb, m, n, k, A.rounded, lda, sa, B.rounded, ldb, sb, batch};
+  return {ta, tb, m, n, k, fp32_operand(A), lda, sa, fp32_operand(B), ldb, sb, batch};
+}
+}  // namespace
+
+std::string gemm_activation(bool ta, bool tb, int m, int n, int k, Operand A, int lda, int64_t sa, Operand B,
+                            int ldb, int64_t sb, float* pre, float* out, int ldc, int64_t sc, int batch,
+                            cpu::Activation a) {
+  Context& c = context();
+  if (m == 0 || n == 0 || batch == 0) return "separate (empty)";
+  const cuda::StridedProduct g = strided_product(ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch);
+  c.epilogue.forward(*c.cublas, g, out, pre, cuda::GemmDType::f32, ldc, sc,
+                     bf16_operands() ? c.native_bf16 : c.precision, a);
+  return epilogue_path(c.epilogue);
+}
+
+std::string gemm_activation_backward(bool ta, bool tb, int m, int n, int k, Operand A, int lda, int64_t sa,
+                                     Operand B, int ldb, int64_t sb, const float* pre, float* dpre, int ldc,
+                                     int64_t sc, int batch, cpu::Activation a) {
+  Context& c = context();
+  if (m == 0 || n == 0 || batch == 0) return "separate (empty)";
+  const cuda::StridedProduct g = strided_product(ta, tb, m, n, k, A, lda, sa, B, ldb, sb, batch);
+  c.epilogue.backward(*c.cublas, g, pre, cuda::GemmDType::f32, dpre, ldc, sc,
+                      bf16_operands() ? c.native_bf16 : c.precision, a);
+  return epilogue_path(c.epilogue);
 }
 
 void add(float* out, const float* a, const float* b, int64_t n) {

@@ -54,6 +54,14 @@ struct Problem {
 };
 void grouped_gemm(bool trans_a, bool trans_b, float alpha, const std::vector<Problem>& problems, float beta);
 
+// ops::gemm_activation(_backward) on the compute stream; returns the path taken (ops.h).
+std::string gemm_activation(bool trans_a, bool trans_b, int m, int n, int k, Operand A, int lda, int64_t stride_a,
+                            Operand B, int ldb, int64_t stride_b, float* pre, float* out, int ldc, int64_t stride_c,
+                            int batch, cpu::Activation a);
+std::string gemm_activation_backward(bool trans_a, bool trans_b, int m, int n, int k, Operand A, int lda,
+                                     int64_t stride_a, Operand B, int ldb, int64_t stride_b, const float* pre,
+                                     float* dpre, int ldc, int64_t stride_c, int batch, cpu::Activation a);
+
 void add(float* out, const float* a, const float* b, int64_t n);
 void fill_zero(void* x, size_t bytes);
 void copy(void* dst, const void* src, size_t bytes);

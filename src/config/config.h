@@ -13,7 +13,7 @@ struct ModelConfig {
   int n_heads = 4;
   int context = 64;
   int vocab = 256;
-  std::string activation = "relu";  // relu | gelu | swiglu (gated: ffn_hidden_width)
+  std::string activation = "relu";  // relu | gelu | gelu_tanh | swiglu (gated: ffn_hidden_width)
   bool tied_embeddings = true;
   double init_scale = 0.1;  // truncated normal, std = sqrt(init_scale / fan_in)
 };

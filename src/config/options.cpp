@@ -51,7 +51,7 @@ class OptionTable {
     add("model.n_heads", &Config::model, &ModelConfig::n_heads, "attention heads (divides d_model)");
     add("model.context", &Config::model, &ModelConfig::context, "sequence length in tokens");
     add("model.vocab", &Config::model, &ModelConfig::vocab, "vocabulary size (256 for byte-level text)");
-    add("model.activation", &Config::model, &ModelConfig::activation, "FFN activation: relu | gelu | swiglu (gated; hidden width 8 d_model / (3 G) to a multiple of 8)");
+    add("model.activation", &Config::model, &ModelConfig::activation, "FFN activation: relu | gelu (exact, erf) | gelu_tanh (tanh approximation, the form of cuBLASLt's GELU epilogues) | swiglu (gated; hidden width 8 d_model / (3 G) to a multiple of 8)");
     add("model.tied_embeddings", &Config::model, &ModelConfig::tied_embeddings,
         "output projection shares the token embedding");
     add("model.init_scale", &Config::model, &ModelConfig::init_scale,

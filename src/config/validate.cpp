@@ -116,7 +116,7 @@ void validate_config(const Config& cfg, const ValidationContext& ctx) {
             "must be in [2, 65536] (tokens are stored as uint16)");
   c.require(m.d_model % m.n_heads == 0, "model.d_model", m.d_model,
             "must be divisible by model.n_heads = " + std::to_string(m.n_heads));
-  c.one_of("model.activation", m.activation, {"relu", "gelu", "swiglu"});
+  c.one_of("model.activation", m.activation, {"relu", "gelu", "gelu_tanh", "swiglu"});
   c.positive("model.init_scale", m.init_scale);
 
   c.require(moe.enabled || moe.shared_experts == 0, "moe.shared_experts", moe.shared_experts,

@@ -8,8 +8,9 @@ namespace finemoe {
 FfnActivation parse_activation(const std::string& name) {
   if (name == "relu") return cpu::Activation::relu;
   if (name == "gelu") return cpu::Activation::gelu;
+  if (name == "gelu_tanh") return cpu::Activation::gelu_tanh;
   if (name == "swiglu") return FfnActivation::swiglu();
-  throw InputError("model.activation = '" + name + "': allowed values are relu, gelu, swiglu");
+  throw InputError("model.activation = '" + name + "': allowed values are relu, gelu, gelu_tanh, swiglu");
 }
 
 template <typename T>

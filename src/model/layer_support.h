@@ -16,7 +16,7 @@ inline ParamInit fan_in_init(double init_scale, int64_t fan_in) {
   return ParamInit::normal(std::sqrt(init_scale / static_cast<double>(fan_in)));
 }
 
-// An FFN's activation: elementwise (relu, gelu) or gated (swiglu: the first matrix has
+// An FFN's activation: elementwise (relu, gelu, gelu_tanh) or gated (swiglu: the first matrix has
 // 2 * hidden columns [gate | up] and the activation maps them to hidden columns).
 struct FfnActivation {
   FfnActivation(cpu::Activation a = cpu::Activation::relu) : elementwise(a) {}  // NOLINT: an elementwise one
@@ -31,7 +31,7 @@ struct FfnActivation {
   int pre_width(int hidden) const { return gated ? 2 * hidden : hidden; }
 };
 
-// model.activation ("relu" | "gelu" | "swiglu"); anything else is a configuration error.
+// model.activation ("relu" | "gelu" | "gelu_tanh" | "swiglu"); anything else is a configuration error.
 FfnActivation parse_activation(const std::string& name);
 
 // act [rows, hidden] from pre [rows, a.pre_width(hidden)].

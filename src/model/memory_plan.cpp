@@ -163,7 +163,10 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
         bf16 ? (td + r.received * (d + gate * de) + (m.output_layernorm ? td : 0)) * S : 0);
     add("communication", "blocks.*.moe: returned rows (staged)", nb * staged);
     add("scratch", "moe (shared): expert input rows, output gradients, input gradients", 3 * r.received * d * S);
-    add("scratch", "moe (shared): expert activations and their gradients", (2 + gate) * r.received * de * S);
+    // Expert choice with an elementwise activation forms dh in one strided product (no da).
+    const double activation_gradients = token_choice || gate > 1 ? 1 + gate : gate;
+    add("scratch", "moe (shared): expert activations and their gradients",
+        (1 + activation_gradients) * r.received * de * S);
     add("scratch", "moe (shared): expert input rows (or dy), activations (or dh) packed in bf16 (bf16 operands)",
         bf16_operands ? r.received * (d + gate * de) * 2 : 0);
     add("scratch", "moe (shared): combined-output gradient, gate, probability and logit gradients",

@@ -23,7 +23,7 @@ namespace finemoe::gpu_test {
 namespace {
 
 using ElementwiseKernels = GpuTest;
-const cpu::Activation kActivations[] = {cpu::Activation::relu, cpu::Activation::gelu};
+const cpu::Activation kActivations[] = {cpu::Activation::relu, cpu::Activation::gelu, cpu::Activation::gelu_tanh};
 
 TEST_F(ElementwiseKernels, ActivationFp32MatchesCpu) {
   const int64_t n = 10007;
@@ -54,6 +54,33 @@ TEST_F(ElementwiseKernels, ActivationBf16WithinRounding) {
     cuda::activation_backward(dev_dx.data(), dev_x.data(), dev_dy.data(), n, a);
     expect_bf16_close(dev_y.download(), y);
     expect_bf16_close(dev_dx.download(), dx);
+  }
+}
+
+// Input in one type, output (and gradients) in the other: the GEMM epilogues' separate pass.
+TEST_F(ElementwiseKernels, ActivationMixedTypesMatchCpu) {
+  const int64_t n = 3001;
+  const auto x = round_to_bf16(random_vector(n, 5, -4, 4)), dy = round_to_bf16(random_vector(n, 6));
+  for (cpu::Activation a : kActivations) {
+    std::vector<float> y(n), dx(n);
+    cpu::activation_forward(y.data(), x.data(), n, a);
+    cpu::activation_backward(dx.data(), x.data(), dy.data(), n, a);
+    // bf16 input, fp32 output: only the fp32 math differs.
+    auto x16 = on_device(to_bf16(x));
+    auto dy32 = on_device(dy);
+    cuda::DeviceBuffer<float> y32(n), dx32(n);
+    cuda::activation_forward_mixed(y32.data(), x16.data(), n, a);
+    cuda::activation_backward_mixed(dx32.data(), x16.data(), dy32.data(), n, a);
+    EXPECT_LE(relative_max_error(y32.download(), y), kFp32Tolerance) << cpu::activation_name(a);
+    EXPECT_LE(relative_max_error(dx32.download(), dx), kFp32Tolerance) << cpu::activation_name(a);
+    // fp32 input, bf16 output and gradients.
+    auto x32 = on_device(x);
+    auto dy16 = on_device(to_bf16(dy));
+    cuda::DeviceBuffer<bf16> y16(n), dx16(n);
+    cuda::activation_forward_mixed(y16.data(), x32.data(), n, a);
+    cuda::activation_backward_mixed(dx16.data(), x32.data(), dy16.data(), n, a);
+    expect_bf16_close(y16.download(), y);
+    expect_bf16_close(dx16.download(), dx);
   }
 }
 

@@ -72,6 +72,8 @@ def act(x, name):
         return F.relu(x)
     if name == "gelu":
         return F.gelu(x, approximate="none")  # x Phi(x), the erf form
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
     raise ValueError(f"unknown activation {name}")
 
 

@@ -10,6 +10,8 @@ namespace finemoe::cpu {
 namespace {
 constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+constexpr double kSqrt2OverPi = 0.79788456080286535588;  // sqrt(2 / pi)
+constexpr double kGeluTanhCubic = 0.044715;
 constexpr int64_t kChunk = 1 << 14;  // elements per OpenMP work item
 
 // relu: out may alias inp, dinp may alias dout (each element is read before it is written).
@@ -50,32 +52,65 @@ void relu_backward_any(T* dinp, const T* inp, const T* dout, int64_t n) {
 }
 }  // namespace
 
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::relu: return "relu";
+    case Activation::gelu: return "gelu";
+    case Activation::gelu_tanh: return "gelu_tanh";
+  }
+  return "?";
+}
+
 template <typename T>
 void activation_forward(T* out, const T* inp, int64_t n, Activation a) {
-  if (a == Activation::relu) {
-    relu_forward_any(out, inp, n);
-  } else {
+  switch (a) {
+    case Activation::relu:
+      relu_forward_any(out, inp, n);
+      return;
+    case Activation::gelu:
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const T x = inp[i];
-      out[i] = T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
-    }
+      for (int64_t i = 0; i < n; ++i) {
+        const T x = inp[i];
+        out[i] = T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+      }
+      return;
+    case Activation::gelu_tanh:
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const T x = inp[i];
+        out[i] = T(0.5) * x * (T(1) + std::tanh(T(kSqrt2OverPi) * (x + T(kGeluTanhCubic) * x * x * x)));
+      }
+      return;
   }
 }
 
 template <typename T>
 void activation_backward(T* dinp, const T* inp, const T* dout, int64_t n, Activation a) {
-  if (a == Activation::relu) {
-    relu_backward_any(dinp, inp, dout, n);
-  } else {
-    // d/dx [x Phi(x)] = Phi(x) + x phi(x).
+  switch (a) {
+    case Activation::relu:
+      relu_backward_any(dinp, inp, dout, n);
+      return;
+    case Activation::gelu:
+      // d/dx [x Phi(x)] = Phi(x) + x phi(x).
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const T x = inp[i];
-      const T cdf = T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2)));
-      const T pdf = T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
-      dinp[i] = (cdf + x * pdf) * dout[i];
-    }
+      for (int64_t i = 0; i < n; ++i) {
+        const T x = inp[i];
+        const T cdf = T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2)));
+        const T pdf = T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+        dinp[i] = (cdf + x * pdf) * dout[i];
+      }
+      return;
+    case Activation::gelu_tanh:
+      // With u = sqrt(2/pi) (x + 0.044715 x^3) and t = tanh(u):
+      // d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const T x = inp[i];
+        const T t = std::tanh(T(kSqrt2OverPi) * (x + T(kGeluTanhCubic) * x * x * x));
+        const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhCubic) * x * x);
+        dinp[i] = (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du) * dout[i];
+      }
+      return;
   }
 }
 

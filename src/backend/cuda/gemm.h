@@ -30,6 +30,7 @@ class CublasHandle {
   CublasHandle& operator=(const CublasHandle&) = delete;
   cublasHandle_t get() const { return handle_; }
   cudaStream_t stream() const { return stream_; }
+  void* workspace() const { return workspace_; }  // kWorkspaceBytes, shared with cuBLASLt (same stream)
   // Hopper's recommended cuBLAS workspace (the memory plan's allowance counts it).
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 

@@ -40,6 +40,8 @@ class GroupedExperts {
                 ExpertScratch<T>& scratch);
 
  private:
+  // The rows of every local expert when they are equal (expert choice), else 0.
+  int equal_rows() const;
   // The problems of make(expert, first row, rows) for the experts with rows.
   template <typename MakeProblem>
   const std::vector<ops::GemmProblem<T>>& per_expert(const MakeProblem& make);

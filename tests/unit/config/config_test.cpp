@@ -149,6 +149,23 @@ TEST(Config, BiasBalancingWithExpertChoiceIsRefused) {
   EXPECT_NO_THROW(validate_config(ok.config, ctx));
 }
 
+TEST(Config, ActivationIsOneOfTheFour) {
+  ValidationContext ctx;
+  ctx.check_data_files = false;
+  for (const char* ok : {"relu", "gelu", "gelu_tanh", "swiglu"}) {
+    auto cli = parse({"--train.steps=1", std::string("--model.activation=") + ok});
+    EXPECT_NO_THROW(validate_config(cli.config, ctx)) << ok;
+  }
+  auto bad = parse({"--train.steps=1", "--model.activation=gelu_erf"});
+  try {
+    validate_config(bad.config, ctx);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("relu | gelu | gelu_tanh | swiglu"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(ffn_hidden_width(64, 4, "gelu_tanh"), 64);  // elementwise: not the gated width
+}
+
 TEST(Config, DefaultsAreValidApartFromData) {
   auto cli = parse({"--train.steps=1"});
   ValidationContext ctx;

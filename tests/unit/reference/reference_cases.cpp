@@ -105,6 +105,13 @@ std::vector<ReferenceCase> reference_cases() {
   bias_tc.train.seed = 18;
   cases.push_back({"bias_token_choice", bias_tc, 8, 0.02});
 
+  // Expert choice with the tanh form of GELU: the experts' strided product with its activation
+  // (ops::gemm_activation, the cuBLASLt GELU epilogue on a GPU).
+  Config ec_tanh = ec;
+  ec_tanh.model.activation = "gelu_tanh";
+  ec_tanh.train.seed = 19;
+  cases.push_back({"expert_choice_gelu_tanh", ec_tanh, 8});
+
   for (ReferenceCase& c : cases) {
     c.config.train.batch_size = c.n_seq;
     c.config.train.micro_batch = c.n_seq;
