@@ -68,7 +68,8 @@ TEST_F(FusedAttentionTest, ForwardAndBackwardMatchCublasWithinBf16) {
 
 // cudnn-frontend's workspace (its size is only known once the graphs are built on a device) within
 // the memory plan's bound (fused_attention_workspace_bound), for this test's shape, the h100-100m
-// micro-batch (64 sequences of 512, 12 heads of 64) and a single position.
+// micro-batch (64 sequences of 512, 12 heads of 64) and a single position. Graph builds only: a few
+// seconds expected (not yet run: no GPU here).
 TEST_F(FusedAttentionTest, WorkspaceWithinThePlansBound) {
   struct Shape {
     int n_seq, context, n_heads, d;

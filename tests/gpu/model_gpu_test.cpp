@@ -246,6 +246,7 @@ TEST_F(GpuModel, FusedAttentionStepMatchesCublas) {
               fused.loss[0], cublas.loss[0], worst.c_str(), grad_diff);
 }
 
+// Expected runtime on a GPU: about a second (cuDNN's graph build), not yet measured: no GPU here.
 TEST_F(GpuModel, FusedAttentionAtContextOne) {
   const int n_seq = 4, n_heads = 2, d = 128;  // head size 64, as h100-100m's
   const TokenBatch batch{n_seq, 1};
@@ -389,6 +390,7 @@ TEST_F(GpuModel, DeviceResidency) {
   }
 }
 
+// Expected runtime on a GPU: well under a second, not yet measured: no GPU here.
 TEST_F(GpuModel, StepGraphCaptureLetsOtherThreadsCallCuda) {
   use(ComputeDevice::cuda);
   int device = 0;
