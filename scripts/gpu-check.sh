@@ -304,25 +304,22 @@ summary=$results/summary.txt
 : > "$summary"
 failed=() skipped_all=1
 pack() { tar -czf "$results/results.tar.gz" -C "$results" logs; }
-# stage N NAME COMMAND...: PASS (exit 0 with tests run), SKIP (no CUDA device / no torch), FAIL.
+# shellcheck source=scripts/gpu-check-report.sh
+. "$root/scripts/gpu-check-report.sh"
+# stage N NAME COMMAND...: PASS, PASS with the skipped cases named, SKIP (nothing ran: no CUDA
+# device, no cuDNN, no torch) or FAIL (stage_verdict).
 stage() {
   local n=$1 name=$2 t0 rc=0 verdict
   shift 2
   t0=$(date +%s)
   log "stage $n: $name"
   "$@" > "$logs/stage$n-$name.log" 2>&1 || rc=$?
-  if grep -q "no CUDA device: skipped\|no CUDA device (cudaGetDeviceCount\|no torch\|cuDNN unavailable: skipped" \
-       "$logs/stage$n-$name.log" &&
-     { [ $rc -eq 0 ] || [ $rc -eq 3 ]; }; then
-    verdict=SKIP
-  elif [ $rc -eq 0 ]; then
-    verdict=PASS
-    skipped_all=0
-  else
-    verdict="FAIL (exit $rc)"
-    failed+=("$n $name")
-    skipped_all=0
-  fi
+  verdict=$(stage_verdict "$logs/stage$n-$name.log" $rc)
+  case "$verdict" in
+    SKIP) ;;
+    FAIL*) failed+=("$n $name"); skipped_all=0 ;;
+    *) skipped_all=0 ;;
+  esac
   grep -E "^\[preflight\]|GPU vs CPU|host waits|captured|ranks on one GPU|bf16 vs fp32|MFU|tokens/s|peak|cuDNN|fused" \
     "$logs/stage$n-$name.log" | head -20 | sed 's/^/    /' || true
   printf '%s  stage %d %-12s %4d s  %s\n' "$(date -u +%T)" "$n" "$name" $(( $(date +%s) - t0 )) "$verdict" | tee -a "$summary"
@@ -356,6 +353,7 @@ PY
   local rc=0
   OMP_NUM_THREADS=1 "$build/tests/finemoe_gpu_kernels_test" --gtest_filter='FusedAttentionTest.*' || rc=1
   model_test 1 GpuModel.FusedAttentionStepMatchesCublas || rc=1
+  model_test 1 GpuModel.FusedAttentionAtContextOne || rc=1
   return $rc
 }
 throughput() {
@@ -373,7 +371,7 @@ throughput() {
 
 stage 1 preflight "$mpiexec" -n 1 "$build/bin/finemoe-bench" gpu-preflight
 stage 2 kernels gpu_tests
-stage 3 step model_test 1 "GpuModel.OneStepMatchesCpu:GpuModel.Bf16StorageMatchesCpu:GpuModel.DeviceResidency:GpuModel.ExpertChoiceCaptures:GpuModel.CapturedStepMatchesUncapturedBitForBit"
+stage 3 step model_test 1 "GpuModel.OneStepMatchesCpu:GpuModel.Bf16StorageMatchesCpu:GpuModel.DeviceResidency:GpuModel.ExpertChoiceCaptures:GpuModel.CapturedStepMatchesUncapturedBitForBit:GpuModel.StepGraphCaptureLetsOtherThreadsCallCuda"
 stage 7 cudnn cudnn_check
 if [ $quick -eq 0 ]; then
   stage 4 shared-gpu model_test 2 GpuModel.SharedGpuLayouts

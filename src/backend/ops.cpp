@@ -264,12 +264,19 @@ void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* 
 }
 
 template <typename T>
+bool attention_fused(int n_seq) {
+#ifdef FINEMOE_WITH_CUDA
+  return std::is_same_v<T, float> && on_device() && device::fused_attention(n_seq);
+#else
+  (void)n_seq;
+  return false;
+#endif
+}
+
+template <typename T>
 int64_t attention_kept_size(int n_seq, int context, int n_heads) {
   const int64_t rows = int64_t(n_seq) * n_heads * context;
-#ifdef FINEMOE_WITH_CUDA
-  if (std::is_same_v<T, float> && on_device() && device::fused_attention(n_seq)) return rows;
-#endif
-  return rows * context;
+  return attention_fused<T>(n_seq) ? rows : rows * context;
 }
 
 std::string select_attention(int n_seq, int context, int n_heads, int d) {
@@ -472,6 +479,7 @@ double Stopwatch::take_seconds() {
   template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int); \
   template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                                      \
   template void attention_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int, int, int, int);      \
+  template bool attention_fused<T>(int);                                                                          \
   template int64_t attention_kept_size<T>(int, int, int);                                                        \
   template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);                     \
   template void embedding_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);                          \

@@ -145,6 +145,10 @@ void attention_forward(T* out, T* att, const T* qkv, int n_seq, int context, int
 template <typename T>
 void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, const T* out, int n_seq,
                         int context, int n_heads, int d);
+// Whether attention on n_seq sequences takes cuDNN's fused path (att then holds the statistics).
+// The layers ask this rather than compare sizes: at context 1 both kinds of att have one element a row.
+template <typename T>
+bool attention_fused(int n_seq);
 // Elements of att for n_seq sequences (and of the backward's datt: 0 on the fused path).
 template <typename T>
 int64_t attention_kept_size(int n_seq, int context, int n_heads);
@@ -185,7 +189,8 @@ void adamw_update_prepared(float* param, const float* grad, float* m, float* v, 
 
 // A stretch of compute-stream work captured once as a CUDA graph and replayed (CUDA backend only):
 // begin_capture() .. end_capture() records (nothing runs), replay() launches it without a host wait.
-// Capture is global-mode: a host synchronisation, blocking copy, cudaMalloc or cudaFree inside fails.
+// Capture is thread-local: a host synchronisation, blocking copy, cudaMalloc or cudaFree inside fails
+// on the capturing thread; other threads (the watchdog's) are not held to it.
 class StepGraph {
  public:
   StepGraph() = default;

@@ -423,7 +423,11 @@ struct Graph {
 };
 }  // namespace
 
-void begin_capture() { CUDA_CHECK(cudaStreamBeginCapture(context().stream, cudaStreamCaptureModeGlobal)); }
+// Thread-local mode: the capture forbids unsafe calls (synchronisation, cudaMalloc, blocking copies)
+// on the capturing thread only, where they would break the graph. Global mode would also fail them
+// on the other threads - the watchdog's (src/parallel/watchdog.h), whose MPI calls a CUDA-aware MPI
+// may turn into CUDA calls (pointer queries, its own synchronisations) - and invalidate our capture.
+void begin_capture() { CUDA_CHECK(cudaStreamBeginCapture(context().stream, cudaStreamCaptureModeThreadLocal)); }
 
 void* end_capture() {
   auto g = std::make_unique<Graph>();

@@ -102,7 +102,7 @@ void adamw_prepare(const double* inputs, const double* squares, const cpu::AdamW
                    float* constants);
 void adamw_update_prepared(float* param, const float* grad, float* m, float* v, int64_t n, const float* constants,
                            bool decay);
-// ops::StepGraph: capture on the compute stream (global mode), instantiate, launch.
+// ops::StepGraph: capture on the compute stream (thread-local mode), instantiate, launch.
 void begin_capture();
 void* end_capture();
 void replay_graph(void* graph);

@@ -27,9 +27,8 @@ void CausalSelfAttention<T>::forward(const T* x, T* y, const TokenBatch& batch) 
   if (bf16_activation_storage()) kept_x_.keep_copy(x, size_t(n) * d_);
   const ops::Operand<T> x_operand = bf16_activation_storage() ? kept_x_.operand(x) : ops::Operand<T>(x);
   T* qkv = qkv_.forward_buffer(n * 3 * d_, scratch_.qkv_work);
-  const int64_t probabilities = int64_t(n_seq_) * n_heads_ * seq_len_ * seq_len_;
+  fused_ = ops::attention_fused<T>(n_seq_);
   const int64_t kept = ops::attention_kept_size<T>(n_seq_, seq_len_, n_heads_);
-  fused_ = kept < probabilities;
   T* att = fused_ ? ensure_size(stats_, size_t(kept)) : att_.forward_buffer(size_t(kept), scratch_.att_work);
   T* heads = heads_.forward_buffer(n * d_, scratch_.heads_work);
   {

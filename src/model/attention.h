@@ -31,6 +31,8 @@ class CausalSelfAttention {
   void forward(const T* x, T* y, const TokenBatch& batch);
   // dx overwritten; weight gradients accumulated.
   void backward(const T* dy, T* dx);
+  // Whether the last forward took cuDNN's fused path (ops::attention_fused).
+  bool fused() const { return fused_; }
 
  private:
   ParameterStore<T>& store_;
@@ -40,7 +42,7 @@ class CausalSelfAttention {
   KeptActivation<T> kept_x_;  // bf16 storage: its copy
   int n_seq_ = 0, seq_len_ = 0;
   KeptActivation<T> qkv_, att_, heads_;  // kept for backward (att_: the probabilities)
-  bool fused_ = false;      // cuDNN's fused path (ops::attention_kept_size): att holds statistics
+  bool fused_ = false;      // cuDNN's fused path (ops::attention_fused): att holds statistics
   DeviceBuffer<T> stats_;   // its fp32 softmax statistics [n_seq, heads, T], never rounded
   AttentionScratch<T>& scratch_;
 };

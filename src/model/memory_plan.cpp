@@ -55,6 +55,16 @@ double MemoryPlan::category_total(const std::string& category) const {
   return t;
 }
 
+double sorted_scatter_scratch_bound(double n) {
+  const double align = 256;  // each of the kernel's and CUB's allocations is rounded to 256 bytes
+  return 3 * (4 * n + align) + (9 * n + 64 * 1024 + 8 * align);
+}
+
+double fused_attention_workspace_bound(double seqs, int n_heads, int context, int d) {
+  const double T = context, padded_q = std::ceil(T / 64) * 64, padded_k = std::ceil(T / 128) * 128;
+  return seqs * n_heads * (padded_q * padded_k * 2 + T * 4) + seqs * T * d * 4;
+}
+
 double max_expert_rows(const Config& cfg, int world) {
   if (!cfg.moe.enabled) return 0;
   const double seqs = double(cfg.train.micro_batch_size()) / world;
@@ -177,11 +187,14 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
       add("scratch", "blocks.*.moe: routing workspace (CUDA)",
           nb * (slots * E * 4 + (cfg.moe.routing == "token_choice" ? buffer_rows * 8 : 0) + 1024 * E * 8 + 512));
     }
-    // bf16 runs may take cuDNN's fused path instead (ops::select_attention): its operands, dQ
-    // workspace and softmax statistics, but no probabilities. A run takes one path: the larger is planned.
-    const double fused = 16 * td + 4 * td + nb * seqs * H * ctx * 4, probabilities = nb * scores * A + 2 * scores * S;
+    // bf16 runs may take cuDNN's fused path instead (ops::select_attention): its operands, its workspace
+    // (known only on a device: fused_attention_workspace_bound) and softmax statistics, but no
+    // probabilities. A run takes one path: the larger is planned.
+    const double fused = 16 * td + fused_attention_workspace_bound(seqs, mc.n_heads, mc.context, mc.d_model) +
+                         nb * seqs * H * ctx * 4;
+    const double probabilities = nb * scores * A + 2 * scores * S;
     if (bf16 && fused > probabilities)
-      add("scratch", "attention: cuDNN's bf16 operands, dQ workspace and statistics beyond the probabilities (CUDA)",
+      add("scratch", "attention: cuDNN's bf16 operands, workspace (bound), statistics beyond the probabilities (CUDA)",
           fused - probabilities);
     if (bf16_operands) {  // the products whose operands come without a bf16 copy: two buffers, each the widest
       const double dense_width = cfg.moe.enabled ? cfg.moe.shared_experts * cfg.d_expert() : cfg.d_ff();
@@ -189,6 +202,20 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
       add("scratch", "products' operands packed in bf16 on the fly: router, head, dense FFN (CUDA)",
           2 * t * widest * 2);
     }
+    // Stream-ordered scratch that a kernel takes and frees within one call (one at a time): the
+    // deterministic scatter-add's sort (the embedding's token rows, the MoE copies) or the LayerNorm
+    // backward's partial sums (at most 1024 slices of 2 x d_model floats, kernels/layernorm.cu).
+    const double copies = cfg.moe.enabled ? moe_rows(cfg, seqs, t, cfg.parallel.expert_parallel).max_copies : 0;
+    const double scatter_rows = std::max(t, copies);
+    const double kernel_scratch = std::max(sorted_scatter_scratch_bound(scatter_rows), 1024 * 2 * d * 4);
+    add("scratch", "scatter-add sort or LayerNorm backward partials (CUDA, stream-ordered, one at a time)",
+        kernel_scratch);
+    // A captured step's stream-ordered scratch comes from the graph's own memory pool, which keeps it
+    // between launches; allocations with disjoint lifetimes share addresses within a graph, so it
+    // holds the largest (in 2 MiB pages); beside it the instantiated graph (stated).
+    if (cfg.train.cuda_graph)
+      add("allowance", "CUDA graph: memory-node pool (the scratch above, 2 MiB pages), the graph (stated 32 MiB)",
+          std::ceil(kernel_scratch / (2 << 20)) * (2 << 20) + 32.0 * 1024 * 1024);
     add("allowance", "sum-of-squares partials (cudaMalloc)", 256 * 8);
     add("allowance", "CUDA context, kernel images (stated allowance)", 512.0 * 1024 * 1024);
     add("allowance", "cuBLAS workspace and grouped-GEMM pointer arrays (stated allowance)", 64.0 * 1024 * 1024);

@@ -32,6 +32,16 @@ struct MemoryPlan {
 MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operands);
 MemoryPlan plan_memory(const Config& cfg, int world, bool gpu);
 
+// Device scratch the GPU plan counts whose size a library decides, as documented upper bounds (the
+// GPU tests hold the sizes the libraries report on a device to them):
+// bytes sorted_scatter_add (kernels/sorted_scatter.h) takes for n copies: its three int arrays and
+// CUB's radix sort (alternate keys and values, 8n; onesweep histograms and lookback, under n + 64 KiB).
+double sorted_scatter_scratch_bound(double n);
+// cuDNN's fused attention workspace for seqs sequences (deterministic backward, forward below it):
+// cudnn-frontend 1.32 sizes Hopper's deterministic path by its dP matrix in bf16, padded to 64
+// query and 128 key positions, beside the fp32 softmax sums; an fp32 dQ accumulator is added too.
+double fused_attention_workspace_bound(double seqs, int n_heads, int context, int d);
+
 // Parameter elements this rank stores (replicated tensors whole, its share of the experts).
 double stored_parameters(const Config& cfg);
 

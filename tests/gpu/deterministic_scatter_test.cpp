@@ -4,7 +4,10 @@
 // scatter_add_rows, cpu::embedding_backward, cpu::layernorm_backward: sequential sums) within fp32
 // rounding. This is what lets tests/gpu/model_gpu_test compare a captured step with an uncaptured
 // one bit for bit.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <random>
 
 #include "backend/cpu/embedding.h"
 #include "backend/cpu/layernorm.h"
@@ -12,6 +15,8 @@
 #include "kernels/embedding.h"
 #include "kernels/layernorm.h"
 #include "kernels/permute.h"
+#include "kernels/sorted_scatter.h"
+#include "model/memory_plan.h"
 #include "model/moe/dispatcher.h"
 
 namespace finemoe::gpu_test {
@@ -50,6 +55,65 @@ TEST_F(DeterministicScatter, CombineAndScatterAddRowsRepeatBitForBit) {
       EXPECT_TRUE(same_bits(got_y, first_y)) << "combine_rows, run " << run;
       EXPECT_TRUE(same_bits(got_dx, first_dx)) << "scatter_add_rows, run " << run;
     }
+  }
+}
+
+// sorted_scatter_add itself on the rows that stress its per-row chain: one hot row taking most copies
+// (a frequent token) and rows of 1 .. 40 copies (around the kernel's 8-copy load batches), in random
+// order, a width that is not a multiple of 32. Ungated, the sum is the CPU loop's additions in the
+// same order: bit for bit, fp32 and bf16 sources. Gated, within fused multiply-add rounding of the
+// CPU loop. Three runs repeat bit for bit. Runtime: well under a second on a GPU.
+TEST_F(DeterministicScatter, HotRowSumsInCopyOrder) {
+  const int width = 45, hot = 17, rows_out = 50;
+  std::vector<int32_t> rows(20011, hot);
+  for (int32_t r = 0; r < 40; ++r)
+    if (r != hot) rows.insert(rows.end(), size_t(r + 1), r);
+  std::shuffle(rows.begin(), rows.end(), std::mt19937(92));
+  const int64_t n = int64_t(rows.size());
+  const auto src = round_to_bf16(random_vector(size_t(n) * width, 93));  // exact in bf16 as well
+  const auto gate = random_vector(size_t(n), 94);
+  const auto y0 = random_vector(size_t(rows_out) * width, 95);
+  auto plain = y0, gated = y0;  // the CPU loop: copies in ascending order
+  for (int64_t c = 0; c < n; ++c)
+    for (int col = 0; col < width; ++col) {
+      plain[size_t(rows[c]) * width + col] += src[size_t(c) * width + col];
+      gated[size_t(rows[c]) * width + col] += gate[c] * src[size_t(c) * width + col];
+    }
+  auto dev_rows = on_device(rows);
+  auto dev_src = on_device(src), dev_gate = on_device(gate);
+  auto dev_src16 = on_device(to_bf16(src));
+  std::vector<float> first_plain, first_gated;
+  for (int run = 0; run < 3; ++run) {
+    auto dev_plain = on_device(y0), dev_plain16 = on_device(y0), dev_gated = on_device(y0);
+    cuda::sorted_scatter_add<float>(dev_src.data(), dev_rows.data(), nullptr, n, width, dev_plain.data(), nullptr);
+    cuda::sorted_scatter_add<bf16>(dev_src16.data(), dev_rows.data(), nullptr, n, width, dev_plain16.data(), nullptr);
+    cuda::sorted_scatter_add<float>(dev_src.data(), dev_rows.data(), dev_gate.data(), n, width, dev_gated.data(),
+                                    nullptr);
+    const auto got_plain = dev_plain.download(), got_plain16 = dev_plain16.download();
+    const auto got_gated = dev_gated.download();
+    EXPECT_TRUE(same_bits(got_plain, plain)) << "fp32 source, run " << run << ": not the CPU loop's sums";
+    EXPECT_TRUE(same_bits(got_plain16, plain)) << "bf16 source, run " << run << ": not the CPU loop's sums";
+    if (run == 0) {
+      EXPECT_LE(relative_max_error(got_gated, gated), 1e-5);  // 20011 terms, fused multiply-adds
+      first_plain = got_plain;
+      first_gated = got_gated;
+    } else {
+      EXPECT_TRUE(same_bits(got_plain, first_plain)) << "run " << run;
+      EXPECT_TRUE(same_bits(got_gated, first_gated)) << "gated, run " << run;
+    }
+  }
+}
+
+// The scratch the memory plan counts for a scatter-add (sorted_scatter_scratch_bound) holds what the
+// kernel takes on this device (CUB's sort storage queried here), from 1 copy to 4M. Size queries only:
+// well under a second (not yet run: no GPU here).
+TEST_F(DeterministicScatter, ScratchWithinThePlansBound) {
+  for (const int64_t n : {int64_t(1), int64_t(1000), int64_t(32768), int64_t(262144), int64_t(1) << 22}) {
+    const double bytes = double(cuda::sorted_scatter_scratch_bytes(n, nullptr));
+    const double bound = sorted_scatter_scratch_bound(double(n));
+    EXPECT_LE(bytes, bound) << n << " copies";
+    std::printf("  scatter-add scratch for %lld copies: %.0f bytes (plan's bound %.0f)\n", static_cast<long long>(n),
+                bytes, bound);
   }
 }
 

@@ -13,6 +13,7 @@
 #include "backend/cuda/gemm.h"
 #include "gpu_test_support.h"
 #include "kernels/cuda_check.h"
+#include "model/memory_plan.h"
 
 namespace finemoe::gpu_test {
 namespace {
@@ -63,6 +64,30 @@ TEST_F(FusedAttentionTest, ForwardAndBackwardMatchCublasWithinBf16) {
   EXPECT_LE(out_err, 1e-2);
   EXPECT_LE(dqkv_err, 2e-2);
   std::printf("  fused vs cuBLAS: output %.2e, qkv gradient %.2e (relative, norm-wise)\n", out_err, dqkv_err);
+}
+
+// cudnn-frontend's workspace (its size is only known once the graphs are built on a device) within
+// the memory plan's bound (fused_attention_workspace_bound), for this test's shape, the h100-100m
+// micro-batch (64 sequences of 512, 12 heads of 64) and a single position. Graph builds only: a few
+// seconds expected (not yet run: no GPU here).
+TEST_F(FusedAttentionTest, WorkspaceWithinThePlansBound) {
+  struct Shape {
+    int n_seq, context, n_heads, d;
+  };
+  cuda::CublasHandle handle;
+  for (const Shape& s : {Shape{3, 256, 4, 256}, Shape{64, 512, 12, 768}, Shape{4, 1, 2, 128}}) {
+    cuda::FusedAttention fused(handle.stream(), s.n_seq, s.context, s.n_heads, s.d);
+    if (!fused.usable()) {
+      if (s.context == 256) GTEST_SKIP() << "cuDNN unavailable: skipped (" << fused.description() << ")";
+      std::printf("  %d x %d: not supported here (%s)\n", s.n_seq, s.context, fused.description().c_str());
+      continue;
+    }
+    const double bytes = double(fused.workspace_bytes(s.n_seq));
+    const double bound = fused_attention_workspace_bound(s.n_seq, s.n_heads, s.context, s.d);
+    EXPECT_LE(bytes, bound) << s.n_seq << " x " << s.context;
+    std::printf("  cuDNN workspace %d x %d, %d heads of %d: %.0f bytes (plan's bound %.0f)\n", s.n_seq, s.context,
+                s.n_heads, s.d / s.n_heads, bytes, bound);
+  }
 }
 
 // Runs without a GPU too (the fallback path CI can exercise): constructing the fused attention never

@@ -8,6 +8,11 @@
 //   FusedAttentionStepMatchesCublas: a bf16 step with cuDNN's fused attention against the same step
 //                         through the cuBLAS attention: loss within 1e-3, gradients within 2e-2
 //                         norm-wise (skipped with a message where cuDNN is unavailable).
+//   FusedAttentionAtContextOne: one attention layer at context 1 (where the statistics and the
+//                         probabilities have the same size) on cuDNN's fused path: the layer knows it
+//                         took that path (ops::attention_fused), and its input and weight gradients
+//                         are within 2e-2 norm-wise of the cuBLAS path's (skipped where cuDNN is
+//                         unavailable or does not build the graph at context 1).
 //   Bf16StorageMatchesCpu: one step with bf16 activation storage against the CPU's (its reference):
 //                         the same routing, loss and every gradient within 1e-3 norm-wise.
 //   Bf16OperandsMatchCpuAndRoundingInsideCublas: one bf16 step with native bf16 products (the
@@ -25,7 +30,11 @@
 //                         replayed from a graph captured at step 2 (step 4 eager and timed, as a
 //                         logged step) against the same steps run eagerly: losses, gradient norms
 //                         and every parameter bit for bit (the scatter-adds are deterministic), fp32
-//                         and bf16 (with cuDNN's attention where it is usable).
+//                         and bf16 (with cuDNN's attention where it is usable); the graph's memory-node
+//                         pool within the plan's count of it (its largest scratch, in 2 MiB pages).
+//   StepGraphCaptureLetsOtherThreadsCallCuda: while ops::StepGraph captures, another thread (as the
+//                         watchdog's may, through a CUDA-aware MPI) calls cudaMalloc: it must succeed
+//                         (a global-mode capture refuses it), and the graph still replays correctly.
 //   ExpertChoiceCaptures: forward + backward of an expert-choice micro-batch and the AdamW update
 //                         captured under cudaStreamCaptureModeGlobal (any host synchronisation,
 //                         blocking copy, cudaMalloc or cudaFree inside fails the capture), then
@@ -36,12 +45,14 @@
 #include <cuda_runtime_api.h>
 
 #include <cstring>
+#include <thread>
 
 #include "../mpi/train/training_harness.h"
 #include "backend/compute.h"
 #include "backend/cuda/device.h"
 #include "backend/ops_cuda.h"
 #include "kernels/cuda_check.h"
+#include "model/attention.h"
 #include "model/memory_plan.h"
 
 namespace finemoe {
@@ -235,6 +246,54 @@ TEST_F(GpuModel, FusedAttentionStepMatchesCublas) {
               fused.loss[0], cublas.loss[0], worst.c_str(), grad_diff);
 }
 
+// Expected runtime on a GPU: about a second (cuDNN's graph build), not yet measured: no GPU here.
+TEST_F(GpuModel, FusedAttentionAtContextOne) {
+  const int n_seq = 4, n_heads = 2, d = 128;  // head size 64, as h100-100m's
+  const TokenBatch batch{n_seq, 1};
+  const size_t n = size_t(batch.tokens()) * d;
+  use(ComputeDevice::cuda, GemmInputs::bf16, ActivationStorage::bf16);
+  const std::string path = ops::select_attention(n_seq, batch.context, n_heads, d);
+  if (path.rfind("cudnn-sdpa", 0) != 0) {
+    use(ComputeDevice::cpu);
+    GTEST_SKIP() << "cuDNN unavailable: skipped (" << path << ")";
+  }
+  std::vector<float> dx_fused, dx_cublas, grads_fused, grads_cublas;
+  bool fused_first = false, fused_second = true;
+  {
+    ParameterStore<float> store;
+    AttentionScratch<float> scratch;
+    CausalSelfAttention<float> attn(store, 0, d, n_heads, 1.0, scratch);
+    store.allocate(5);
+    std::vector<float> x_host(n), dy_host(n);
+    for (size_t i = 0; i < n; ++i) {
+      x_host[i] = float(uniform_open(6, i) * 4 - 2);
+      dy_host[i] = float(uniform_open(7, i) * 2 - 1);
+    }
+    DeviceBuffer<float> x, dy, y(n), dx(n);
+    to_device(x, x_host);
+    to_device(dy, dy_host);
+    auto run = [&](std::vector<float>& dx_host, std::vector<float>& grads_host) {
+      store.zero_grads();
+      attn.forward(x.data(), y.data(), batch);
+      attn.backward(dy.data(), dx.data());
+      dx_host = to_host(dx);
+      grads_host = to_host(store.grads(ParamGroup::replicated));
+      return attn.fused();
+    };
+    fused_first = run(dx_fused, grads_fused);
+    ops::device::use_cublas_attention();
+    fused_second = run(dx_cublas, grads_cublas);
+  }
+  use(ComputeDevice::cpu);
+  EXPECT_TRUE(fused_first) << "the layer did not take the fused path " << path << " chose";
+  EXPECT_FALSE(fused_second);
+  const double dx_diff = rel_norm(dx_fused.data(), dx_cublas.data(), int64_t(n));
+  const double grad_diff = rel_norm(grads_fused.data(), grads_cublas.data(), int64_t(grads_cublas.size()));
+  EXPECT_LE(dx_diff, 2e-2);
+  EXPECT_LE(grad_diff, 2e-2);
+  std::printf("  %s at context 1: dx rel %.1e, weight gradients rel %.1e\n", path.c_str(), dx_diff, grad_diff);
+}
+
 TEST_F(GpuModel, CapturedStepMatchesUncapturedBitForBit) {
   for (const char* precision : {"fp32", "bf16"}) {
     SCOPED_TRACE(precision);
@@ -250,6 +309,10 @@ TEST_F(GpuModel, CapturedStepMatchesUncapturedBitForBit) {
       std::printf("  attention: %s\n", ops::select_attention(cfg.train.micro_batch_size(), cfg.model.context,
                                                              cfg.model.n_heads, cfg.model.d_model).c_str());
     BatchSampler data(corpus_->data(), kContext, cfg.train.seed, kTrainStream);
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    uint64_t zero = 0, graph_high = 0;
+    CUDA_CHECK(cudaDeviceSetGraphMemAttribute(device, cudaGraphMemAttrUsedMemHigh, &zero));
     {
       ProcessGrid grid(MPI_COMM_SELF, 1);
       TrainingEngine<float> captured(cfg, grid), eager(cfg, grid);
@@ -268,6 +331,19 @@ TEST_F(GpuModel, CapturedStepMatchesUncapturedBitForBit) {
         EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0) << "parameters, group " << g;
       }
       std::printf("  %s: captured vs uncaptured, 6 steps: losses, norms and parameters bit for bit\n", precision);
+      // The graph's memory-node pool as the plan counts it: the largest stream-ordered scratch in
+      // 2 MiB pages, which holds only if allocations with disjoint lifetimes share addresses.
+      CUDA_CHECK(cudaDeviceGetGraphMemAttribute(device, cudaGraphMemAttrUsedMemHigh, &graph_high));
+      double scratch = 0, allowance = 0;
+      for (const MemoryItem& item : plan_memory(cfg, 1, true).items) {
+        if (item.name.rfind("scatter-add sort or LayerNorm", 0) == 0) scratch = item.bytes;
+        if (item.name.rfind("CUDA graph", 0) == 0) allowance = item.bytes;
+      }
+      const double pages = std::ceil(scratch / (2 << 20)) * (2 << 20);
+      EXPECT_LE(double(graph_high), pages) << "the graph's memory nodes beyond the plan's largest scratch";
+      EXPECT_GE(allowance, pages);
+      std::printf("  %s: graph memory-node high %.2f MiB, planned %.2f MiB (with the graph: %.2f MiB)\n", precision,
+                  graph_high / 1048576.0, pages / 1048576, allowance / 1048576);
     }
     ops::device::use_cublas_attention();
     use(ComputeDevice::cpu);
@@ -312,6 +388,38 @@ TEST_F(GpuModel, DeviceResidency) {
     }
     use(ComputeDevice::cpu);
   }
+}
+
+// Expected runtime on a GPU: well under a second, not yet measured: no GPU here.
+TEST_F(GpuModel, StepGraphCaptureLetsOtherThreadsCallCuda) {
+  use(ComputeDevice::cuda);
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const std::vector<float> host = {1.0f, -2.0f, 3.5f, 0.25f};
+  std::vector<float> after;
+  cudaError_t other_thread = cudaErrorUnknown;
+  void* other_memory = nullptr;
+  {
+    DeviceBuffer<float> x;
+    to_device(x, host);
+    ops::synchronize();
+    ops::StepGraph graph;
+    graph.begin_capture();
+    ops::scale<float>(x.data(), int64_t(x.size()), 2.0f);  // recorded, not run
+    std::thread([&] {
+      cudaSetDevice(device);
+      other_thread = cudaMalloc(&other_memory, 256);
+    }).join();
+    graph.end_capture();
+    graph.replay();
+    graph.replay();
+    after = to_host(x);
+  }
+  if (other_memory) CUDA_CHECK(cudaFree(other_memory));
+  use(ComputeDevice::cpu);
+  EXPECT_EQ(other_thread, cudaSuccess) << cudaGetErrorString(other_thread);
+  ASSERT_EQ(after.size(), host.size());
+  for (size_t i = 0; i < host.size(); ++i) EXPECT_EQ(after[i], host[i] * 4.0f) << i;
 }
 
 TEST_F(GpuModel, ExpertChoiceCaptures) {

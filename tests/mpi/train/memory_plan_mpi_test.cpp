@@ -138,6 +138,48 @@ TEST(MemoryPlan, H100ModelFitsFortyGiBWithBf16Storage) {
   }
 }
 
+// The GPU plan's device scratch that the library decides (the review of the CUDA path found it
+// missing), against sizes worked out here from the code that allocates it, for the h100-100m
+// model: the deterministic scatter-add's three int arrays and CUB's alternate keys and values for
+// its largest call (the MoE copies at G = 8), the LayerNorm backward's partial sums (t / 64
+// slices of 2 d floats), the CUDA graph's pool only with train.cuda_graph; and at context 16, where
+// cuDNN's path outweighs the probabilities, its deterministic backward's bf16 dP matrix as
+// cudnn-frontend sizes it on Hopper (b h, T padded to 64 x 128, 2 bytes) beside the bf16 operands
+// and statistics. Arithmetic only: well under a second.
+TEST(MemoryPlan, GpuPlanCountsKernelScratchCudnnWorkspaceAndGraphPool) {
+  const std::string file = std::string(FINEMOE_SOURCE_DIR) + "/inputs/gpu/h100-100m.ini";
+  std::ifstream in(file);
+  std::stringstream text;
+  text << in.rdbuf();
+  Config cfg = parse_config_text(text.str(), file);
+  cfg.moe.granularity = 8;
+  ASSERT_TRUE(cfg.train.cuda_graph);
+  const double seqs = cfg.train.micro_batch_size(), T = cfg.model.context, d = cfg.model.d_model;
+  const double tokens = seqs * T, copies = tokens * 8;  // expert choice, capacity 1: G copies a token
+  auto item = [](const MemoryPlan& plan, const std::string& start) {
+    for (const MemoryItem& i : plan.items)
+      if (i.name.rfind(start, 0) == 0) return i.bytes;
+    return -1.0;
+  };
+  const MemoryPlan plan = plan_memory(cfg, 1, true);
+  const double scratch = item(plan, "scatter-add sort or LayerNorm backward partials");
+  EXPECT_GE(scratch, copies * (3 * 4 + 4 + 4));  // keys, copy ids, order; CUB's alternate keys, values
+  EXPECT_GE(scratch, (tokens / 64) * 2 * d * 4);
+  EXPECT_GE(item(plan, "CUDA graph: memory-node pool"), scratch);
+  EXPECT_EQ(item(plan_memory(cfg, 1, false), "scatter-add sort"), -1.0) << "device-only scratch in the CPU plan";
+  cfg.train.cuda_graph = false;
+  EXPECT_EQ(item(plan_memory(cfg, 1, true), "CUDA graph"), -1.0);
+
+  cfg.model.context = 16;
+  const double t16 = seqs * 16, H = cfg.model.n_heads, nb = cfg.model.n_blocks;
+  const double probabilities = nb * seqs * H * 16 * 16 * 2 + 2 * seqs * H * 16 * 16 * 4;  // kept bf16; fp32 copies
+  const double fused = 16 * t16 * d + seqs * H * 64 * 128 * 2 + nb * seqs * H * 16 * 4;
+  const double attention = item(plan_memory(cfg, 1, true), "attention: cuDNN's bf16 operands");
+  EXPECT_GE(attention, fused - probabilities);
+  std::printf("[memory] h100-100m G 8: kernel scratch %.1f MiB; at context 16 cuDNN beyond the probabilities %.1f "
+              "MiB\n", scratch / (1 << 20), attention / (1 << 20));
+}
+
 // Issue 20: a shared expert and swiglu experts (and the swiglu dense FFN) on a mid-sized shape
 // (d_model 256, context 256, 4 sequences in groups of 2, E 4, G 4 with S 1): the shared experts'
 // kept activations and the gated pre-activations are in the plan; fp32 and bf16 activation storage

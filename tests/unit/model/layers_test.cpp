@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "finite_difference.h"
+#include "backend/ops.h"
 #include "model/attention.h"
 #include "model/dense_ffn.h"
 #include "model/embedding.h"
@@ -106,6 +108,54 @@ TEST(AttentionLayer, GradientMatchesFiniteDifferences) {
   const auto ex = check_gradient(x.data(), x.size(), dx.data(), loss);
   EXPECT_LT(ex.rel_error, kFdTolerance);
   test::record_error("max_rel_error", std::max(ex.rel_error, check_store(store, loss)));
+}
+
+// Context 1 (issue: the layer used to infer the fused path from att's size, which at context 1 is
+// the same for probabilities and statistics): the layer asks the ops layer, keeps the probabilities
+// on the CPU, and each token attends only to itself with probability 1, so y = (x W_v) W_out exactly.
+// The backward against finite differences at that shape. Runtime well under 1 s.
+TEST(AttentionLayer, ContextOneIsUnfusedMatchesClosedFormAndFiniteDifferences) {
+  ParameterStore<double> store;
+  const int d = 8, n_heads = 2;
+  AttentionScratch<double> scratch;
+  CausalSelfAttention<double> attn(store, 0, d, n_heads, 1.0, scratch);
+  store.allocate(21);
+  const TokenBatch batch{3, 1};
+  EXPECT_FALSE(ops::attention_fused<double>(batch.n_seq));
+  EXPECT_EQ(ops::attention_kept_size<double>(batch.n_seq, 1, n_heads), int64_t(batch.n_seq) * n_heads);
+  const int rows = static_cast<int>(batch.tokens());
+  auto x = random_vector(rows * d, 22, -2, 2), probe = random_vector(rows * d, 23);
+  std::vector<double> y(x.size()), dx(x.size());
+  attn.forward(x.data(), y.data(), batch);
+  EXPECT_FALSE(attn.fused());
+  const double* w_qkv = store.values(ParamGroup::replicated).data() + store.offset(0);  // [d, 3d]
+  const double* w_out = store.values(ParamGroup::replicated).data() + store.offset(1);  // [d, d]
+  double worst = 0;
+  for (int r = 0; r < rows; ++r) {
+    std::vector<double> v(d, 0.0);
+    for (int j = 0; j < d; ++j)
+      for (int i = 0; i < d; ++i) v[j] += x[r * d + i] * w_qkv[i * 3 * d + 2 * d + j];
+    for (int j = 0; j < d; ++j) {
+      double expect = 0;
+      for (int i = 0; i < d; ++i) expect += v[i] * w_out[i * d + j];
+      worst = std::max(worst, std::abs(y[r * d + j] - expect));
+    }
+  }
+  EXPECT_LT(worst, 1e-12);
+  auto loss = [&] {
+    attn.forward(x.data(), y.data(), batch);
+    return dot(probe, y.data());
+  };
+  loss();
+  attn.backward(probe.data(), dx.data());
+  const auto ex = check_gradient(x.data(), x.size(), dx.data(), loss);
+  EXPECT_LT(ex.rel_error, kFdTolerance);
+  // W_qkv's query and key columns have exactly zero gradient at context 1 (the softmax of one score
+  // is 1 whatever the score): check the flat buffer at once, as for the embedding.
+  auto& v = store.values(ParamGroup::replicated);
+  const auto e = check_gradient(v.data(), v.size(), store.grads(ParamGroup::replicated).data(), loss);
+  EXPECT_LT(e.rel_error, kFdTolerance);
+  test::record_error("max_rel_error", std::max(ex.rel_error, e.rel_error));
 }
 
 TEST(DenseFeedForwardLayer, GradientMatchesFiniteDifferences) {
