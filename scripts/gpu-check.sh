@@ -371,7 +371,7 @@ throughput() {
 
 stage 1 preflight "$mpiexec" -n 1 "$build/bin/finemoe-bench" gpu-preflight
 stage 2 kernels gpu_tests
-stage 3 step model_test 1 "GpuModel.OneStepMatchesCpu:GpuModel.Bf16StorageMatchesCpu:GpuModel.DeviceResidency:GpuModel.ExpertChoiceCaptures:GpuModel.CapturedStepMatchesUncapturedBitForBit:GpuModel.StepGraphCaptureLetsOtherThreadsCallCuda"
+stage 3 step model_test 1 "GpuModel.OneStepMatchesCpu:GpuModel.Bf16StorageMatchesCpu:GpuModel.Bf16OperandsMatchCpuAndRoundingInsideCublas:GpuModel.DeviceResidency:GpuModel.ExpertChoiceCaptures:GpuModel.CapturedStepMatchesUncapturedBitForBit:GpuModel.StepGraphCaptureLetsOtherThreadsCallCuda"
 stage 7 cudnn cudnn_check
 if [ $quick -eq 0 ]; then
   stage 4 shared-gpu model_test 2 GpuModel.SharedGpuLayouts
