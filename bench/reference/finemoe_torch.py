@@ -110,7 +110,11 @@ def load_export(directory, dtype=torch.float32):
 
 
 def act(x, name):
-    return F.relu(x) if name == "relu" else F.gelu(x, approximate="none")
+    if name == "relu":
+        return F.relu(x)
+    if name in ("gelu", "gelu_tanh"):  # gelu: the erf form; gelu_tanh: the tanh approximation
+        return F.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+    raise ValueError(f"activation {name!r}: this PyTorch peer has relu, gelu, gelu_tanh")
 
 
 def layer_norm(x, p, prefix):

@@ -192,6 +192,14 @@ TEST_F(GemmEpilogueTest, Bf16MatchesCpuAndIsFused) {
   }
 }
 
+// What the experts run with bf16 operands (ops::gemm_activation, ops_cuda.cpp): bf16 inputs, the
+// output and the pre-activation in fp32. Whether cuBLASLt fuses this combination is printed, not
+// asserted (not confirmed without a GPU); the results must match either way.
+TEST_F(GemmEpilogueTest, Bf16InputsFp32OutputMatchesCpu) {
+  cuda::GemmEpilogue epi;
+  for (const Case& c : batched_cases()) run_case<bf16, float, float>(epi, c);
+}
+
 TEST_F(GemmEpilogueTest, PreActivationInTheOtherTypeMatchesCpu) {
   cuda::GemmEpilogue epi;
   const Case c{false, false, 64, 96, 48, 4, 96};
