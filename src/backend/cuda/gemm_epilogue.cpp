@@ -84,6 +84,9 @@ GemmEpilogue::Plan& GemmEpilogue::plan_for(bool backward, const StridedProduct& 
   auto plan = std::make_unique<Plan>();
   Plan& q = *plan;
   plans_.emplace(key, std::move(plan));
+  // Cached before it is built: if a cuBLASLt call below throws, later calls take the separate pass
+  // and say why instead of an empty reason.
+  q.reason = "cuBLASLt: building the plan failed earlier";
 
   const cublasOperation_t op_a = cublas_op(g.trans_b), op_b = cublas_op(g.trans_a);
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&q.desc, cublas_compute_type(p), CUDA_R_32F));
