@@ -181,7 +181,7 @@ int expert_gemm(const Common& c, const Options& o) {
     fill(w1, 4, 0.03f);
     fill(w2, 5, 0.03f);
     std::vector<int64_t> counts(size_t(n_exp), cap);
-    moe::GroupedExperts<float> ex(n_exp, d, de, cpu::Activation::relu);
+    moe::GroupedExperts<float> ex(n_exp, d, de, cpu::Activation::relu, /*strided=*/true);  // expert choice
     moe::ExpertScratch<float> scratch;
     std::vector<float> hidden(size_t(rows) * de);
     const double fwd_flops = 4.0 * double(rows) * d * de;

@@ -125,6 +125,7 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
   add("scratch", "attention (shared): fp32 working input, qkv, probabilities, head outputs (bf16 storage)",
       bf16 ? (5 * td + scores) * S : 0);
   add("activations", "head: logits and their gradient", 2 * t * V * S);
+  add("activations", "head: the logit gradient packed in bf16 (bf16 operands)", bf16_operands ? t * V * 2 : 0);
   add("scratch", "model: ln2 output, branch, residual gradient, block gradient", 4 * td * S);
   add("scratch", "attention backward: dqkv, d scores, d heads (shared)", (4 * td + scores) * S);
   add("scratch", "attention backward (shared): dy, then dqkv, packed in bf16 (bf16 operands)",
@@ -163,8 +164,10 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
         bf16 ? (td + r.received * (d + gate * de) + (m.output_layernorm ? td : 0)) * S : 0);
     add("communication", "blocks.*.moe: returned rows (staged)", nb * staged);
     add("scratch", "moe (shared): expert input rows, output gradients, input gradients", 3 * r.received * d * S);
-    // Expert choice with an elementwise activation forms dh in one strided product (no da).
-    const double activation_gradients = token_choice || gate > 1 ? 1 + gate : gate;
+    // Expert choice with an elementwise activation forms dh in one strided product (no da) when every
+    // local expert has the same rows; a routing group spanning ranks may leave them unequal.
+    const bool spans = seqs < m.group_size;
+    const double activation_gradients = token_choice || gate > 1 || spans ? 1 + gate : gate;
     add("scratch", "moe (shared): expert activations and their gradients",
         (1 + activation_gradients) * r.received * de * S);
     add("scratch", "moe (shared): expert input rows (or dy), activations (or dh) packed in bf16 (bf16 operands)",
@@ -198,8 +201,8 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
           fused - probabilities);
     if (bf16_operands) {  // the products whose operands come without a bf16 copy: two buffers, each the widest
       const double dense_width = cfg.moe.enabled ? cfg.moe.shared_experts * cfg.d_expert() : cfg.d_ff();
-      const double widest = std::max({d, V, cfg.moe.enabled ? double(cfg.n_experts()) : 0.0, gate * dense_width});
-      add("scratch", "products' operands packed in bf16 on the fly: router, head, dense FFN (CUDA)",
+      const double widest = std::max({d, cfg.moe.enabled ? double(cfg.n_experts()) : 0.0, gate * dense_width});
+      add("scratch", "products' operands packed in bf16 on the fly: router, head input, dense FFN (CUDA)",
           2 * t * widest * 2);
     }
     // Stream-ordered scratch that a kernel takes and frees within one call (one at a time): the

@@ -41,7 +41,7 @@ void OutputHead<T>::backward(T* dx) {
   const int m = static_cast<int>(rows_);
   const ops::Operand<T> w = store_.operand(weight_);
   T* dw = store_.grad(weight_);
-  const T* g = dlogits_.data();
+  const ops::Operand<T> g = ops::operand_for_products<T>(dlogits_.data(), rows_ * vocab_, dlogits16_);
   cpu::FlopScope flops(cpu::FlopCategory::head);
   if (tied_) {
     // logits = x E^T: dE += dlogits^T x, dx = dlogits E.

@@ -31,6 +31,7 @@ class OutputHead {
   const T* x_ = nullptr;
   int64_t rows_ = 0;
   DeviceBuffer<T> logits_, dlogits_;
+  DeviceBuffer<Bfloat16> dlogits16_;  // bf16 operands: dlogits packed once for the backward's two products
 };
 
 }  // namespace finemoe

@@ -17,7 +17,7 @@ TEST_F(MoeKernels, RouterSoftmaxMatchesCpu) {
   for (int n_experts : {8, 70}) {
     const auto x = random_vector(size_t(rows) * d_model, 60), w = random_vector(size_t(d_model) * n_experts, 61);
     std::vector<float> logits(size_t(rows) * n_experts), probs(logits.size());
-    moe::router_forward(x.data(), w.data(), rows, d_model, n_experts, logits.data(), probs.data());
+    moe::router_forward<float>(x.data(), w.data(), rows, d_model, n_experts, logits.data(), probs.data());
     auto dev_logits = on_device(logits);
     cuda::DeviceBuffer<float> dev_probs(probs.size());
     cuda::router_softmax(dev_logits.data(), dev_probs.data(), rows, n_experts);

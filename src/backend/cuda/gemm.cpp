@@ -1,5 +1,6 @@
 #include "backend/cuda/gemm.h"
 
+#include <algorithm>
 #include <string>
 
 #include "backend/cuda/cublas_check.h"
@@ -55,7 +56,11 @@ void GroupedGemm::run_loop(cublasHandle_t handle, bool trans_a, bool trans_b, fl
 
 void GroupedGemm::run(cublasHandle_t handle, bool trans_a, bool trans_b, float alpha,
                       const std::vector<GemmProblem>& problems, float beta, const GemmPrecision& p) {
-  if (path_ == GroupedGemmPath::loop) return run_loop(handle, trans_a, trans_b, alpha, problems, beta, p);
+  const uint32_t precision_key = uint32_t(p.inputs) | uint32_t(p.output) << 4 | uint32_t(cublas_compute_type(p)) << 8;
+  const bool refused =
+      std::find(unsupported_.begin(), unsupported_.end(), precision_key) != unsupported_.end();
+  if (path_ == GroupedGemmPath::loop || refused)
+    return run_loop(handle, trans_a, trans_b, alpha, problems, beta, p);
   // Problems with k = 0 only scale C: cublasGemmEx does that; the grouped call takes the rest.
   std::vector<GemmProblem> scale_only;
   host_pointers_.clear();
@@ -109,7 +114,10 @@ void GroupedGemm::run(cublasHandle_t handle, bool trans_a, bool trans_b, float a
         handle, op_a_.data(), op_b_.data(), m_.data(), n_.data(), k_.data(), alpha_.data(), a,
         cublas_data_type(p.inputs), lda_.data(), b, cublas_data_type(p.inputs), ldb_.data(), beta_.data(), c,
         cublas_data_type(p.output), ldc_.data(), count, ones_.data(), cublas_compute_type(p));
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED) return run_loop(handle, trans_a, trans_b, alpha, problems, beta, p);
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+      unsupported_.push_back(precision_key);
+      return run_loop(handle, trans_a, trans_b, alpha, problems, beta, p);
+    }
     CUBLAS_CHECK(status);
   }
   for (const GemmProblem& q : scale_only)

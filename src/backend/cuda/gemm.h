@@ -94,6 +94,8 @@ class GroupedGemm {
 
   GroupedGemmPath path_;
   GroupedGemmPath last_path_ = GroupedGemmPath::loop;
+  // Precisions (inputs, output, compute type) cuBLAS refused for the grouped call: straight to the loop.
+  std::vector<uint32_t> unsupported_;
   DeviceBuffer<void*> pointers_;  // [A..., B..., C...] of the grouped call (column-major view)
   std::vector<void*> host_pointers_;
   std::vector<cublasOperation_t> op_a_, op_b_;

@@ -8,8 +8,8 @@
 namespace finemoe::moe {
 
 template <typename T>
-GroupedExperts<T>::GroupedExperts(int n_local, int d_model, int d_expert, FfnActivation activation)
-    : n_local_(n_local), d_model_(d_model), d_expert_(d_expert), activation_(activation),
+GroupedExperts<T>::GroupedExperts(int n_local, int d_model, int d_expert, FfnActivation activation, bool strided)
+    : n_local_(n_local), d_model_(d_model), d_expert_(d_expert), activation_(activation), strided_(strided),
       d_pre_(activation.pre_width(d_expert)), offsets_(n_local + 1, 0) {}
 
 template <typename T>
@@ -25,7 +25,7 @@ void GroupedExperts<T>::forward(ops::Operand<T> w1, ops::Operand<T> w2, const T*
   cpu::FlopScope flops(cpu::FlopCategory::ffn);
   // h = x W1, a = act(h), y = a W2, per expert.
   const ops::Operand<T> xs = ops::operand_for_products(x, rows * dm, scratch.rows16);
-  if (const int cap = equal_rows(); cap > 0 && !activation_.gated) {
+  if (const int cap = equal_rows(); cap > 0) {
     // Expert choice: one strided product with the activation as its epilogue where the backend has one.
     ops::gemm_activation<T>(false, false, cap, dp, dm, xs, dm, int64_t(cap) * dm, w1, dp, w1_size, h, a, dp,
                             int64_t(cap) * dp, n_local_, activation_.elementwise);
@@ -59,7 +59,7 @@ void GroupedExperts<T>::backward(ops::Operand<T> w1, ops::Operand<T> w2, const T
   const ops::Operand<T> dys = ops::operand_for_products(dy, rows * dm, scratch.rows16);
   const ops::Operand<T> as = ops::operand_for_products<T>(a, rows * de, scratch.hidden16);
   const int cap = equal_rows();
-  const bool fused = cap > 0 && !activation_.gated;
+  const bool fused = cap > 0;
   T* da = fused ? nullptr : ensure_size(scratch.dactivated, size_t(rows) * de);
   if (fused) {  // dh = (dy W2^T) act'(h) in one strided product (the epilogue where the backend has one)
     ops::gemm_activation_backward<T>(false, true, cap, de, dm, dys, dm, int64_t(cap) * dm, w2, dm, w2_size, h, dh,
@@ -85,8 +85,9 @@ void GroupedExperts<T>::backward(ops::Operand<T> w1, ops::Operand<T> w2, const T
 
 template <typename T>
 int GroupedExperts<T>::equal_rows() const {
+  if (!strided_ || activation_.gated) return 0;
   const int64_t first = offsets_[1] - offsets_[0];
-  for (int j = 1; j < n_local_; ++j)
+  for (int j = 1; j < n_local_; ++j)  // a routing group spanning ranks can leave them unequal
     if (offsets_[j + 1] - offsets_[j] != first) return 0;
   return static_cast<int>(first);
 }

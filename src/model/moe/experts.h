@@ -29,7 +29,9 @@ struct ExpertScratch {
 template <typename T>
 class GroupedExperts {
  public:
-  GroupedExperts(int n_local, int d_model, int d_expert, FfnActivation activation);
+  // strided: expert choice, whose local experts mostly get the same rows: then the first product and
+  // the activation run as one strided call (ops::gemm_activation: the epilogue where the backend has one).
+  GroupedExperts(int n_local, int d_model, int d_expert, FfnActivation activation, bool strided);
   // x: rows grouped per local expert, counts[j] rows for expert j; w1 [n_local, d_model, pre_width],
   // w2 [n_local, d_expert, d_model]; y: same rows as x. Keeps only the hidden pre-activations.
   void forward(ops::Operand<T> w1, ops::Operand<T> w2, const T* x, const std::vector<int64_t>& counts, T* y,
@@ -40,7 +42,8 @@ class GroupedExperts {
                 ExpertScratch<T>& scratch);
 
  private:
-  // The rows of every local expert when they are equal (expert choice), else 0.
+  // With strided experts, an elementwise activation and the same rows for every local expert: those
+  // rows; else 0 (the grouped products and the separate activation).
   int equal_rows() const;
   // The problems of make(expert, first row, rows) for the experts with rows.
   template <typename MakeProblem>
@@ -48,6 +51,7 @@ class GroupedExperts {
 
   int n_local_, d_model_, d_expert_;
   FfnActivation activation_;
+  bool strided_;
   int d_pre_;  // columns of W1 and of the pre-activations
   std::vector<int64_t> offsets_;  // first row of each local expert; offsets_[n_local_] = rows
   std::vector<ops::GemmProblem<T>> problems_;

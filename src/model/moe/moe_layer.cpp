@@ -28,7 +28,8 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
       z_weight_(cfg.moe.z_loss_weight),
       store_(store),
       comms_(comms),
-      experts_(n_local_, cfg.model.d_model, cfg.d_expert(), parse_activation(cfg.model.activation)),
+      experts_(n_local_, cfg.model.d_model, cfg.d_expert(), parse_activation(cfg.model.activation),
+               cfg.moe.routing == "expert_choice"),
       scratch_(scratch ? std::move(scratch) : std::make_shared<MoeScratch<T>>()) {
   FINEMOE_CHECK(ep_size >= 1 && n_experts_ % ep_size == 0 && ep_rank >= 0 && ep_rank < ep_size,
                 "expert-parallel rank " << ep_rank << " of " << ep_size << " for " << n_experts_ << " experts");
@@ -212,7 +213,7 @@ void MoeLayer<T>::forward(const T* x, T* y, const TokenBatch& batch) {
   T* probs = ensure_size(probs_, size_t(tokens_) * n_experts_);
   {
     cpu::FlopScope flops(cpu::FlopCategory::router);
-    moe::router_forward(x, store_.value(router_), tokens_, d, n_experts_, logits, probs);
+    moe::router_forward(x, store_.operand(router_), tokens_, d, n_experts_, logits, probs);
   }
   loss_scale_ = batch.loss_scale;
   if (token_choice_ && z_weight_ > 0)  // its gradient is recomputed in backward
@@ -332,7 +333,7 @@ void MoeLayer<T>::backward(const T* dy, T* dx) {
   }
   {
     cpu::FlopScope flops(cpu::FlopCategory::router);
-    moe::router_backward(x, store_.value(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
+    moe::router_backward(x, store_.operand(router_), probs_.data(), dprobs, dlogits, tokens_, d, n_experts_, dx,
                          store_.grad(router_));
   }
   router_watch_.stop();

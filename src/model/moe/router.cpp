@@ -6,7 +6,7 @@
 namespace finemoe::moe {
 
 template <typename T>
-void router_forward(const T* x, const T* w, int64_t rows, int d_model, int n_experts, T* logits, T* probs) {
+void router_forward(const T* x, ops::Operand<T> w, int64_t rows, int d_model, int n_experts, T* logits, T* probs) {
   if (rows == 0) return;
   ops::gemm<T>(false, false, static_cast<int>(rows), n_experts, d_model, T(1), x, d_model, w, n_experts, T(0),
                logits, n_experts);
@@ -14,7 +14,7 @@ void router_forward(const T* x, const T* w, int64_t rows, int d_model, int n_exp
 }
 
 template <typename T>
-void router_backward(const T* x, const T* w, const T* probs, const T* dprobs, T* dlogits, int64_t rows,
+void router_backward(const T* x, ops::Operand<T> w, const T* probs, const T* dprobs, T* dlogits, int64_t rows,
                      int d_model, int n_experts, T* dx, T* dw) {
   if (rows == 0) return;
   routing::softmax_backward_accumulate(probs, dprobs, dlogits, rows, n_experts);
@@ -24,8 +24,8 @@ void router_backward(const T* x, const T* w, const T* probs, const T* dprobs, T*
 }
 
 #define FINEMOE_ROUTER(T)                                                                               \
-  template void router_forward<T>(const T*, const T*, int64_t, int, int, T*, T*);                       \
-  template void router_backward<T>(const T*, const T*, const T*, const T*, T*, int64_t, int, int, T*, T*);
+  template void router_forward<T>(const T*, ops::Operand<T>, int64_t, int, int, T*, T*);               \
+  template void router_backward<T>(const T*, ops::Operand<T>, const T*, const T*, T*, int64_t, int, int, T*, T*);
 FINEMOE_ROUTER(float)
 FINEMOE_ROUTER(double)
 #undef FINEMOE_ROUTER

@@ -17,7 +17,7 @@ constexpr int kRows = 6, kD = 5, kE = 7;
 double objective(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& r,
                  double zscale) {
   std::vector<double> logits(kRows * kE), probs(kRows * kE), dz(kRows * kE);
-  moe::router_forward(x.data(), w.data(), kRows, kD, kE, logits.data(), probs.data());
+  moe::router_forward<double>(x.data(), w.data(), kRows, kD, kE, logits.data(), probs.data());
   double j = 0;  // += zscale * sum lse^2
   moe::routing::router_z_loss(logits.data(), probs.data(), kRows, kE, zscale, dz.data(), &j);
   for (size_t i = 0; i < probs.size(); ++i) j += r[i] * probs[i];
@@ -28,7 +28,7 @@ TEST(MoeRouter, ProbabilitiesSumToOne) {
   const auto x = test::random_values<double>(kRows * kD, 1);
   const auto w = test::random_values<double>(kD * kE, 2);
   std::vector<double> logits(kRows * kE), probs(kRows * kE);
-  moe::router_forward(x.data(), w.data(), kRows, kD, kE, logits.data(), probs.data());
+  moe::router_forward<double>(x.data(), w.data(), kRows, kD, kE, logits.data(), probs.data());
   for (int t = 0; t < kRows; ++t) {
     double s = 0;
     for (int e = 0; e < kE; ++e) s += probs[t * kE + e];
@@ -42,11 +42,11 @@ TEST(MoeRouter, GradientsMatchFiniteDifferencesWithZLoss) {
   const auto r = test::random_values<double>(kRows * kE, 3);
   const double zscale = 0.3;
   std::vector<double> logits(kRows * kE), probs(kRows * kE), dlogits(kRows * kE);
-  moe::router_forward(x.data(), w.data(), kRows, kD, kE, logits.data(), probs.data());
+  moe::router_forward<double>(x.data(), w.data(), kRows, kD, kE, logits.data(), probs.data());
   double z = 0;
   moe::routing::router_z_loss(logits.data(), probs.data(), kRows, kE, zscale, dlogits.data(), &z);
   std::vector<double> dx(kRows * kD, 0.0), dw(kD * kE, 0.0);
-  moe::router_backward(x.data(), w.data(), probs.data(), r.data(), dlogits.data(), kRows, kD, kE, dx.data(),
+  moe::router_backward<double>(x.data(), w.data(), probs.data(), r.data(), dlogits.data(), kRows, kD, kE, dx.data(),
                        dw.data());
   const double h = 1e-6;
   auto check = [&](std::vector<double>& v, const std::vector<double>& grad, const char* what) {
