@@ -132,11 +132,20 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
       bf16_operands ? 3 * td * 2 : 0);
 
   const double gate = is_gated(mc.activation) ? 2 : 1;  // pre-activation columns per hidden column
+  // A dense FFN of this width in every block (model/dense_ffn.h): each keeps its input and
+  // pre-activation; the activation (recomputed in the backward), gradients and working copies are
+  // one layer's, shared.
+  auto dense_ffns = [&](const std::string& name, const std::string& shared_name, double width) {
+    add("activations", (name + ": input, pre-activation").c_str(), nb * (td + gate * t * width) * A);
+    add("scratch", (shared_name + ": activation and its gradient (swiglu: and the pre-activation's)").c_str(),
+        (2 + (gate > 1 ? gate : 0)) * t * width * S);
+    add("scratch", (shared_name + ": fp32 working input and pre-activation (bf16 storage)").c_str(),
+        bf16 ? (gate * t * width + (bf16_operands ? 0 : td)) * S : 0);
+    add("scratch", (shared_name + ": dy, the activation then dpre, packed in bf16 (bf16 operands)").c_str(),
+        bf16_operands ? (td + gate * t * width) * 2 : 0);
+  };
   if (!cfg.moe.enabled) {
-    const double dff = cfg.d_ff();
-    add("activations", "blocks.*.ffn: input, pre-activation, activation", nb * (td + (gate + 1) * t * dff) * S);
-    add("scratch", "blocks.*.ffn: activation gradient (swiglu: and pre-activation gradient)",
-        nb * (1 + (gate > 1 ? gate : 0)) * t * dff * S);
+    dense_ffns("blocks.*.ffn", "ffn (shared)", cfg.d_ff());
   } else {
     const MoeConfig& m = cfg.moe;
     const int ep = cfg.parallel.expert_parallel;
@@ -154,10 +163,7 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
     add("activations", "blocks.*.moe: expert outputs", nb * r.received * d * A);
     add("activations", "blocks.*.moe.experts: pre-activations", nb * r.received * gate * de * A);
     const double shared = m.shared_experts * de;  // the shared experts: one dense FFN of this width
-    add("activations", "blocks.*.moe.shared: input, pre-activation, activation",
-        shared > 0 ? nb * (td + (gate + 1) * t * shared) * S : 0);
-    add("scratch", "blocks.*.moe.shared: activation gradient (swiglu: and pre-activation gradient)",
-        shared > 0 ? nb * (1 + (gate > 1 ? gate : 0)) * t * shared * S : 0);
+    if (shared > 0) dense_ffns("blocks.*.moe.shared", "moe.shared (shared)", shared);
     add("scratch", "moe (shared): shared experts' output and input gradient", shared > 0 ? td * S : 0);
     add("activations", "blocks.*.moe: combined output (out_ln input)", m.output_layernorm ? nb * td * A : 0);
     add("scratch", "moe (shared): fp32 working input, expert outputs, pre-activations, combined output (bf16 storage)",
@@ -200,9 +206,8 @@ MemoryPlan plan_memory(const Config& cfg, int world, bool gpu, bool bf16_operand
       add("scratch", "attention: cuDNN's bf16 operands, workspace (bound), statistics beyond the probabilities (CUDA)",
           fused - probabilities);
     if (bf16_operands) {  // the products whose operands come without a bf16 copy: two buffers, each the widest
-      const double dense_width = cfg.moe.enabled ? cfg.moe.shared_experts * cfg.d_expert() : cfg.d_ff();
-      const double widest = std::max({d, cfg.moe.enabled ? double(cfg.n_experts()) : 0.0, gate * dense_width});
-      add("scratch", "products' operands packed in bf16 on the fly: router, head input, dense FFN (CUDA)",
+      const double widest = std::max(d, cfg.moe.enabled ? double(cfg.n_experts()) : 0.0);
+      add("scratch", "products' operands packed in bf16 on the fly: router, head input (CUDA)",
           2 * t * widest * 2);
     }
     // Stream-ordered scratch that a kernel takes and frees within one call (one at a time): the

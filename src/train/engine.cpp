@@ -16,9 +16,10 @@ namespace finemoe {
 template <typename T>
 typename Model<T>::FfnFactory ffn_factory(const Config& cfg, const MoeComms& comms, int ep_rank, int ep_size) {
   auto scratch = std::make_shared<MoeScratch<T>>();  // one for all blocks
-  return [&cfg, comms, ep_rank, ep_size, scratch](int block, ParameterStore<T>& store) {
+  auto dense_scratch = std::make_shared<DenseFfnScratch<T>>();
+  return [&cfg, comms, ep_rank, ep_size, scratch, dense_scratch](int block, ParameterStore<T>& store) {
     return cfg.moe.enabled ? make_moe_layer<T>(cfg, block, store, comms, ep_rank, ep_size, scratch)
-                           : make_dense_ffn<T>(cfg, block, store);
+                           : make_dense_ffn<T>(cfg, block, store, dense_scratch);
   };
 }
 

@@ -61,7 +61,7 @@ MoeLayer<T>::MoeLayer(const Config& cfg, int block, ParameterStore<T>& store, co
   }
   if (cfg.moe.shared_experts > 0)
     shared_ = std::make_unique<DenseFeedForward<T>>(store, prefix + "shared.", block, d, cfg.moe.shared_experts * de,
-                                                    activation, scale, cfg.d_ff());
+                                                    activation, scale, cfg.d_ff(), scratch_->shared_experts);
   if (cfg.moe.output_layernorm) out_ln_ = std::make_unique<LayerNorm<T>>(store, prefix + "out_ln", block, d);
   FINEMOE_CHECK(cfg.moe.routing == "token_choice" || cfg.moe.routing == "expert_choice",
                 "moe.routing = '" << cfg.moe.routing << "'");

@@ -42,6 +42,7 @@ struct MoeScratch {
   DeviceBuffer<T> dy_combined, dy_staged, dy_expert, dx_expert, dx_staged, dgate, dprobs, dlogits;
   DeviceBuffer<double> unused_sum;  // [1]: the z-loss recomputed in backward adds its value here
   DeviceBuffer<T> shared_rows;      // [tokens, d_model]: the shared experts' output, then their dx
+  std::shared_ptr<DenseFfnScratch<T>> shared_experts = std::make_shared<DenseFfnScratch<T>>();
   DeviceBuffer<T> selection_scores;  // [routing buffer rows, n_experts]: probabilities + bias (moe.balance = bias)
   DeviceBuffer<T> bias_delta;        // [n_experts]: the bias step, copied from the host
   // bf16 activation storage: fp32 working copies of the kept tensors (backend/kept_activation.h).

@@ -11,7 +11,7 @@
 //   Bf16StorageGradientsFollowFloat64: step-1 gradients with bf16 activation storage (fp32 GEMM
 //     inputs, so the forward and its routing are the fp32 path's: storage rounding only reaches
 //     the backward) against the float64 path within the bf16 tolerance, and different from the
-//     fp32 path's (the storage rounding points are live).
+//     fp32 path's (the storage rounding points are live); both routings and the dense FFN.
 //   Bf16OperandsReadTheStoredCopy: with bf16 operands a product reads an operand's bf16 copy
 //     where one is given (here deliberately not the values' rounding, so the reads show), packs the
 //     values of one without it, and a grouped product refuses an operand without it.
@@ -19,7 +19,7 @@
 //     kept activations read in bf16, gradients packed once: the pointers the GPU's native bf16
 //     products read) gives the same bits as rounding fp32 inputs inside each product: losses,
 //     step-1 gradients and final parameters, for expert and token choice, SwiGLU with a shared
-//     expert and two micro-batches. A stale or misplaced copy would change the bits.
+//     expert and two micro-batches, and the dense FFN. A stale or misplaced copy would change the bits.
 // Runtime about 3 s in all.
 #include <gtest/gtest.h>
 
@@ -148,16 +148,19 @@ TEST(Precision, Bf16StorageRoundsKeptActivations) {
 
 TEST(Precision, Bf16StorageGradientsFollowFloat64) {
   Corpus corpus;
-  for (const char* routing : {"expert_choice", "token_choice"}) {
+  for (const char* routing : {"expert_choice", "token_choice", "dense"}) {
     Case c;
-    c.routing = routing;
+    const bool dense = std::string(routing) == "dense";  // the dense FFN's kept input and pre-activation
+    if (!dense) c.routing = routing;
     c.batch = 8;
-    const Config cfg64 = make_config(c, "fp64");
+    Config cfg64 = make_config(c, "fp64");
     Config cfg16 = make_config(c, "bf16");
+    Config cfg32 = make_config(c, "fp32");
+    for (Config* cfg : {&cfg64, &cfg16, &cfg32}) cfg->moe.enabled = !dense;
     BatchSampler data(corpus.data(), kContext, cfg64.train.seed, kTrainStream);
     use_gemm_inputs(GemmInputs::full);
     const Trained<double> ref = train<double>(cfg64, MPI_COMM_SELF, 1, data, 0);
-    const Trained<float> fp32 = train<float>(make_config(c, "fp32"), MPI_COMM_SELF, 1, data, 0);
+    const Trained<float> fp32 = train<float>(cfg32, MPI_COMM_SELF, 1, data, 0);
     use_gemm_inputs(GemmInputs::full, ActivationStorage::bf16);
     const Trained<float> stored = train<float>(cfg16, MPI_COMM_SELF, 1, data, 0);
     use_gemm_inputs(GemmInputs::full);
@@ -235,7 +238,7 @@ TEST(Precision, Bf16OperandsReadTheStoredCopy) {
 
 TEST(Precision, Bf16OperandsEqualRoundingInsideProducts) {
   Corpus corpus;
-  std::vector<Case> cases(3);
+  std::vector<Case> cases(4);
   cases[0].name = "expert choice, relu";
   cases[1].name = "token choice, gelu";
   cases[1].routing = "token_choice";
@@ -245,9 +248,12 @@ TEST(Precision, Bf16OperandsEqualRoundingInsideProducts) {
   cases[2].activation = "swiglu";
   cases[2].shared_experts = 1;
   cases[2].micro = 8;
+  cases[3].name = "dense FFN, gelu";
+  cases[3].activation = "gelu";
   for (Case& c : cases) {
     c.steps = 4;
-    const Config cfg = make_config(c, "bf16");
+    Config cfg = make_config(c, "bf16");
+    cfg.moe.enabled = c.name.rfind("dense", 0) != 0;
     BatchSampler data(corpus.data(), kContext, cfg.train.seed, kTrainStream);
     use_gemm_inputs(GemmInputs::bf16, ActivationStorage::bf16, false);
     const Trained<float> inside = train<float>(cfg, MPI_COMM_SELF, 1, data, c.steps);
