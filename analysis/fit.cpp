@@ -10,6 +10,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "lm_solve.h"
 #include "util/check.h"
 #include "util/rng.h"
 
@@ -112,20 +113,6 @@ double projected_gradient(const std::vector<const Run*>& runs, bool moe, const F
   return worst;
 }
 
-ceres::Solver::Summary run_lm(ceres::Problem& problem) {
-  ceres::Solver::Options options;
-  options.linear_solver_type = ceres::DENSE_QR;
-  options.max_num_iterations = 500;
-  options.function_tolerance = 1e-15;
-  options.gradient_tolerance = 1e-15;
-  options.parameter_tolerance = 1e-13;
-  options.logging_type = ceres::SILENT;
-  options.num_threads = 1;
-  ceres::Solver::Summary summary;
-  ceres::Solve(options, &problem, &summary);
-  return summary;
-}
-
 // Levenberg-Marquardt with an active set for the one bound, c >= c_min. Ceres enforces a bound
 // by clipping each trial point onto it; while c presses on c_min the clipped step is not the
 // step the model predicted, every step gains about a tenth of the predicted decrease, the trust
@@ -145,7 +132,7 @@ Solution solve(const std::vector<const Run*>& runs, bool moe, const FitOptions& 
     ceres::Problem problem;
     add_objective(problem, runs, moe, o, s.p, hold_c);
     if (bounded && !hold_c) problem.SetParameterLowerBound(s.p.data(), kC, o.c_min);
-    summary = run_lm(problem);
+    summary = solve_lm(problem);
     stages += std::string(stages.empty() ? "" : ", then ") + (hold_c ? "LM with c held at c_min" : "LM");
     if (!summary.IsSolutionUsable()) break;
     if (!bounded) break;

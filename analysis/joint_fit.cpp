@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "lm_solve.h"
 #include "util/check.h"
 #include "util/rng.h"
 
@@ -73,16 +74,7 @@ Solution solve(const std::vector<const JointRun*>& runs, const JointFitOptions& 
   }
   if (!o.fine_grained) problem.SetManifold(s.p.data(), new ceres::SubsetManifold(kParams, {kLnG, kKappa}));
   if (std::isfinite(o.c_min)) problem.SetParameterLowerBound(s.p.data(), kC, o.c_min);
-  ceres::Solver::Options options;
-  options.linear_solver_type = ceres::DENSE_QR;
-  options.max_num_iterations = 1000;
-  options.function_tolerance = 1e-16;
-  options.gradient_tolerance = 1e-16;
-  options.parameter_tolerance = 1e-14;
-  options.logging_type = ceres::SILENT;
-  options.num_threads = 1;
-  ceres::Solver::Summary summary;
-  ceres::Solve(options, &problem, &summary);
+  const ceres::Solver::Summary summary = solve_lm(problem, {1000, 1e-16, 1e-16, 1e-14});
   const bool finite = std::all_of(s.p.begin(), s.p.end(), [](double v) { return std::isfinite(v); });
   if (summary.IsSolutionUsable() && finite && std::isfinite(summary.final_cost)) s.cost = summary.final_cost;
   s.diagnostics.optimizer = "LM";
