@@ -107,8 +107,7 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, Operand<T> A, int lda,
   if constexpr (std::is_same_v<T, float>) {
     if (use_device<T>()) {
       cpu::count_gemm_flops(m, n, k);
-      return device::gemm(ta, tb, m, n, k, alpha, {A.values, A.rounded}, lda, {B.values, B.rounded}, ldb, beta, C,
-                          ldc);
+      return device::gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     }
   } else {
     use_device<T>();
@@ -126,13 +125,8 @@ void grouped_gemm(bool ta, bool tb, T alpha, const std::vector<GemmProblem<T>>& 
 #ifdef FINEMOE_WITH_CUDA
   if constexpr (std::is_same_v<T, float>) {
     if (use_device<T>()) {
-      std::vector<device::Problem> p;
-      p.reserve(problems.size());
-      for (const auto& q : problems) {
-        cpu::count_gemm_flops(q.m, q.n, q.k);
-        p.push_back({q.m, q.n, q.k, {q.A.values, q.A.rounded}, q.lda, {q.B.values, q.B.rounded}, q.ldb, q.C, q.ldc});
-      }
-      return device::grouped_gemm(ta, tb, alpha, p, beta);
+      for (const auto& q : problems) cpu::count_gemm_flops(q.m, q.n, q.k);
+      return device::grouped_gemm(ta, tb, alpha, problems, beta);
     }
   } else {
     use_device<T>();

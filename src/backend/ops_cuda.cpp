@@ -224,9 +224,7 @@ std::string epilogue_path(const cuda::GemmEpilogue& e) {
   if (e.last_path() == cuda::EpiloguePath::fused) return "cublaslt-epilogue";
   return "separate (" + e.last_reason() + ")";
 }
-}  // namespace
 
-namespace {
 // The product's inputs as the epilogue reads them: the bf16 copies with bf16 operands, else the values.
 cuda::StridedProduct strided_product(bool ta, bool tb, int m, int n, int k, const Operand& A, int lda, int64_t sa,
                                      const Operand& B, int ldb, int64_t sb, int batch) {

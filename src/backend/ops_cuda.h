@@ -12,6 +12,7 @@
 #include "backend/compute.h"
 #include "backend/cpu/activation.h"
 #include "backend/cpu/adamw.h"
+#include "backend/ops.h"
 
 namespace finemoe::ops::device {
 
@@ -34,24 +35,12 @@ void reset_pool_used_high();
 void copy_to_host(void* host, const void* device, size_t bytes);
 void copy_to_device(void* device, const void* host, size_t bytes);
 
-// ops::Operand's two pointers (values, bf16 copy).
-struct Operand {
-  const float* values;
-  const Bfloat16* rounded;
-};
+using Operand = ops::Operand<float>;
+using Problem = ops::GemmProblem<float>;
 // With bf16 operands: native bf16 products (an operand without its bf16 copy is packed into scratch);
 // otherwise fp32 inputs, rounded inside cuBLAS in bf16 runs.
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, Operand A, int lda, Operand B, int ldb,
           float beta, float* C, int ldc);
-struct Problem {
-  int m, n, k;
-  Operand A;
-  int lda;
-  Operand B;
-  int ldb;
-  float* C;
-  int ldc;
-};
 void grouped_gemm(bool trans_a, bool trans_b, float alpha, const std::vector<Problem>& problems, float beta);
 
 // ops::gemm_activation(_backward) on the compute stream; returns the path taken (ops.h).

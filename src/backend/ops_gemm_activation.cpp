@@ -46,11 +46,6 @@ void products(bool ta, bool tb, int m, int n, int k, const Operand<T>& A, int ld
 void count_flops(int m, int n, int k, int batch) {
   for (int i = 0; i < batch; ++i) cpu::count_gemm_flops(m, n, k);
 }
-
-template <typename T>
-device::Operand device_operand(const Operand<T>& M) {
-  return {M.values, M.rounded};
-}
 #endif
 
 }  // namespace
@@ -66,8 +61,8 @@ void gemm_activation(bool ta, bool tb, int m, int n, int k, Operand<T> A, int ld
   if constexpr (std::is_same_v<T, float>) {
     if (use_device<T>()) {
       count_flops(m, n, k, batch);
-      g_last_path = device::gemm_activation(ta, tb, m, n, k, device_operand(A), lda, sa, device_operand(B), ldb,
-                                            sb, pre, out, ldc, sc, batch, a);
+      g_last_path = device::gemm_activation(ta, tb, m, n, k, A, lda, sa, B, ldb, sb, pre, out, ldc, sc, batch,
+                                            a);
       return;
     }
   } else {
@@ -93,8 +88,7 @@ void gemm_activation_backward(bool ta, bool tb, int m, int n, int k, Operand<T> 
     if (use_device<T>()) {
       count_flops(m, n, k, batch);
       g_last_path =
-          device::gemm_activation_backward(ta, tb, m, n, k, device_operand(A), lda, sa, device_operand(B), ldb, sb,
-                                           pre, dpre, ldc, sc, batch, a);
+          device::gemm_activation_backward(ta, tb, m, n, k, A, lda, sa, B, ldb, sb, pre, dpre, ldc, sc, batch, a);
       return;
     }
   } else {

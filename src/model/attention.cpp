@@ -25,7 +25,7 @@ void CausalSelfAttention<T>::forward(const T* x, T* y, const TokenBatch& batch) 
   const int rows = static_cast<int>(n);
   x_ = x;
   if (bf16_activation_storage()) kept_x_.keep_copy(x, size_t(n) * d_);
-  const ops::Operand<T> x_operand = bf16_activation_storage() ? kept_x_.operand(x) : ops::Operand<T>(x);
+  const ops::Operand<T> x_operand = kept_x_.operand(x);  // its bf16 copy with bf16 operands
   T* qkv = qkv_.forward_buffer(n * 3 * d_, scratch_.qkv_work);
   fused_ = ops::attention_fused<T>(n_seq_);
   const int64_t kept = ops::attention_kept_size<T>(n_seq_, seq_len_, n_heads_);
